@@ -1,0 +1,63 @@
+"""gunicorn settings for ``wxpush serve``. Every value can be set by an environment variable;
+``wxpush serve --bind/--workers`` set those variables, so flags win over the environment,
+which wins over the defaults here."""
+
+import os
+
+_env = os.environ.get
+
+# The composition root builds the app in each worker after the fork, so every worker has its
+# own store connections, HTTP keep-alive pool and background threads.
+wsgi_app = "webhook.app:get_app()"
+preload_app = False
+
+# WeChat only calls port 80/443; put a TLS proxy in front and bind to loopback by default.
+bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
+
+# Pushes are CPU-light (verify, decrypt, parse, one store write): about one worker per core.
+workers = int(_env("WXPUSH_WORKERS", "2"))
+
+# gthread keeps connections alive and lets a slow client not block a whole worker; handlers
+# never run on request threads, so a few threads per worker are enough.
+worker_class = _env("WXPUSH_WORKER_CLASS", "gthread")
+threads = int(_env("WXPUSH_THREADS", "4"))
+
+# A request takes milliseconds; a worker silent for this long is stuck and is restarted.
+# WeChat itself gives up after 5 s, so nothing useful happens past that anyway.
+timeout = int(_env("WXPUSH_TIMEOUT", "30"))
+
+# On SIGTERM workers stop claiming and finish in-flight sends within this time.
+graceful_timeout = int(_env("WXPUSH_GRACEFUL_TIMEOUT", "20"))
+
+# WeChat reuses connections; keep them a little while.
+keepalive = int(_env("WXPUSH_KEEPALIVE", "5"))
+
+# WeChat's request line is short (path + 6 query parameters): refuse anything far larger early.
+limit_request_line = int(_env("WXPUSH_LIMIT_REQUEST_LINE", "2048"))
+limit_request_fields = int(_env("WXPUSH_LIMIT_REQUEST_FIELDS", "50"))
+limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
+
+# Our own log lines (key=value, never a secret) go to stderr beside gunicorn's.
+loglevel = _env("WXPUSH_LOG_LEVEL", "info")
+accesslog = _env("WXPUSH_ACCESS_LOG") or None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"wxpush": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"wxpush": {"class": "logging.StreamHandler", "formatter": "wxpush",
+                            "stream": "ext://sys.stderr"}},
+    "loggers": {name: {"handlers": ["wxpush"], "level": loglevel.upper(), "propagate": False}
+                for name in ("webhook", "handlers")},
+}
+
+
+def post_worker_init(worker):
+    """Start this worker's background handlers and senders once its app is loaded."""
+    worker.wsgi.start()
+
+
+def worker_exit(server, worker):
+    """Graceful shutdown: stop claiming, let running handlers and sends finish."""
+    app = getattr(worker, "wsgi", None)
+    if hasattr(app, "stop"):
+        app.stop(timeout=graceful_timeout - 2)

@@ -1,0 +1,1 @@
+"""wxpush: a self-hosted WeChat customer-service webhook."""

@@ -1,0 +1,24 @@
+"""Stores: one contract (``base.Store``), two backends chosen by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import time
+
+from webhook.store.base import InboxEntry, NewReply, OutboxRow, Store
+
+__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "open_store"]
+
+
+def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
+    """``sqlite:///path`` (default, one host) or ``redis://host:port/db`` (several hosts).
+
+    Raises StoreError naming the URL (never its password) if it cannot be reached."""
+    if url.startswith("sqlite://"):
+        from webhook.store.sqlite import SqliteStore
+        return SqliteStore.from_url(url, clock=clock)
+    if url.startswith(("redis://", "rediss://")):
+        from webhook.store.redis import RedisStore
+        return RedisStore.from_url(url, clock=clock)
+    from webhook.errors import StoreError
+    raise StoreError(f"unsupported store URL scheme: {url.split('://')[0]!r}")

@@ -1,0 +1,165 @@
+"""The Store contract: what every backend (SQLite, Redis) provides, and nothing more.
+
+Four concerns, all keyed so several apps share one store:
+
+- values with a TTL: cached access_tokens, login sessions, uploaded media ids, quota state;
+- a lease lock: ``SET NX PX`` semantics, released only by its holder (token single-flight);
+- the inbox: one row per push, keyed by its dedupe key; a retry of the push finds the row;
+- the outbox: one row per reply, claimed with a lease, delivered in order per user.
+
+Time comes from the clock the store was built with (``clock() -> float`` unix seconds), so
+tests can drive expiry without sleeping.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "OUTBOX_STATES"]
+
+OUTBOX_STATES = ("pending", "sending", "sent", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """One push. ``payload`` is the decrypted message text in ``format`` ("xml"/"json");
+    ``answer`` is the exact HTTP body the first delivery got (a retry gets the same)."""
+
+    key: str             # "{appid}:{message.dedupe_key}"
+    appid: str
+    format: str
+    payload: str
+    answer: str
+    received_at: float
+    state: str = "pending"   # pending | done
+    attempts: int = 0        # how many times handling was claimed
+
+
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """A reply to enqueue: ``body`` is ``Reply.payload()`` as JSON text."""
+
+    appid: str
+    openid: str
+    body: str
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: str
+    appid: str
+    openid: str
+    body: str
+    rule: str
+    state: str           # one of OUTBOX_STATES
+    attempts: int
+    next_at: float       # not claimable before this time
+    created_at: float
+    updated_at: float
+    errcode: int | None = None
+    errmsg: str | None = None
+
+
+class Store(abc.ABC):
+    """Implementations: ``webhook.store.sqlite.SqliteStore``, ``webhook.store.redis.RedisStore``."""
+
+    clock: Callable[[], float]
+
+    # -- values ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str) -> str | None:
+        """The value, or None if absent or expired."""
+
+    @abc.abstractmethod
+    def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        """Set ``key`` (overwriting), expiring after ``ttl`` seconds if given."""
+
+    @abc.abstractmethod
+    def put_new(self, key: str, value: str, *, ttl: float | None = None) -> bool:
+        """Set only if absent or expired; True if this call set it."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_if(self, key: str, expected: str) -> bool:
+        """Delete only while the value still equals ``expected`` (compare-and-delete)."""
+
+    @abc.abstractmethod
+    def update(self, key: str, fn: Callable[[str | None], str | None], *,
+               ttl: float | None = None) -> str | None:
+        """Atomically replace the value with ``fn(old)`` (None deletes); returns the new value.
+        ``fn`` may run more than once (optimistic retry) and must be pure."""
+
+    # -- lease lock -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def acquire(self, name: str, owner: str, *, lease: float) -> bool:
+        """Take the lock if free or its lease ran out; True if ``owner`` now holds it."""
+
+    @abc.abstractmethod
+    def release(self, name: str, owner: str) -> bool:
+        """Release only if ``owner`` still holds it."""
+
+    # -- inbox ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
+                  ttl: float) -> InboxEntry | None:
+        """Record a push durably (committed before returning) and lease it to ``owner``.
+
+        Returns None if the key was new, else the entry already recorded (done or in
+        progress) which must not be handled again. Keys are kept ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
+        """Lease pending entries whose previous lease ran out (their handler died)."""
+
+    @abc.abstractmethod
+    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
+        """Mark the entry done and enqueue its replies, atomically; a no-op returning [] if
+        the entry is already done (another owner finished it after our lease ran out)."""
+
+    # -- outbox ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def outbox_claim(self, *, owner: str, lease: float, limit: int) -> list[OutboxRow]:
+        """Lease up to ``limit`` due rows (pending with next_at <= now, or sending with an
+        expired lease), at most one per (appid, openid), and only each user's oldest
+        unfinished row, so that replies to one user keep their order."""
+
+    @abc.abstractmethod
+    def outbox_sent(self, row_id: str, *, owner: str) -> bool:
+        """Mark sent; False if ``owner`` no longer holds the row."""
+
+    @abc.abstractmethod
+    def outbox_retry(self, row_id: str, *, owner: str, next_at: float, errcode: int | None,
+                     errmsg: str | None) -> bool:
+        """Back to pending until ``next_at``, attempts + 1, last error kept."""
+
+    @abc.abstractmethod
+    def outbox_dead(self, row_id: str, *, owner: str, errcode: int | None,
+                    errmsg: str | None) -> bool:
+        """Dead-letter: never claimed again unless requeued; the user's next row proceeds."""
+
+    @abc.abstractmethod
+    def outbox_get(self, row_id: str) -> OutboxRow | None: ...
+
+    @abc.abstractmethod
+    def outbox_stats(self) -> dict[str, int]:
+        """Row count per state, every state in OUTBOX_STATES present."""
+
+    @abc.abstractmethod
+    def outbox_list(self, *, state: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Rows, newest first, optionally of one state."""
+
+    @abc.abstractmethod
+    def outbox_requeue(self, row_ids: Sequence[str] | None = None) -> int:
+        """Dead rows back to pending now (all dead rows if ``row_ids`` is None); the count."""
+
+    @abc.abstractmethod
+    def outbox_purge(self, *, before: float) -> int:
+        """Delete sent and dead rows last updated before ``before``; the count."""
+
+    def close(self) -> None:
+        """Release connections."""
