@@ -60,6 +60,7 @@ class ServerConfig:
     session_ttl: int = 7 * 86400
     opendata_max_age: int = 0
     lease: int = 30
+    retry_delay: float = 1.0
     routers: tuple[str, ...] = ()
 
 
@@ -89,6 +90,8 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "session_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "opendata_max_age": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the check off)"),
+    "retry_delay": ((int, float), lambda v: 0 < v <= 600,
+                    "seconds between 0 and 600 (first retry; doubles each time)"),
     "lease": (int, lambda v: 1 <= v <= 3600, "seconds between 1 and 3600"),
     "routers": (list, lambda v: all(isinstance(x, str) and x for x in v),
                 'a list of "module:attribute" Python routers'),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 import time
 
-from webhook.store.base import InboxEntry, NewReply, OutboxRow, Store
+from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store
 
-__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "open_store"]
+__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "open_store"]
 
 
 def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:

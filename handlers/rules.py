@@ -1,0 +1,260 @@
+"""The keyword bot: ``[[rule]]`` tables of the rules file, in file order (see rules.example.toml).
+
+Every problem is a ConfigError naming the file and line. Template fields ({openid}, a regex's
+named groups, {session_from} for the enter-session event) are checked when the file loads, so a
+rule that loaded cannot fail when it runs.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from webhook.errors import ConfigError
+from webhook.messages import (ENTER_SESSION_EVENT, ImageReply, LinkReply, Message,
+                              MiniProgramPageReply, Reply, TextReply)
+from webhook.routing import (MESSAGE, Context, Matcher, Router, app, event, exact,
+                             keyword, msgtype, prefix, regex, session_from)
+from webhook.tomlfile import TomlFile
+
+__all__ = ["RULE_KEYS", "TOP_KEYS", "load_rules", "section_error", "strings", "template"]
+
+TOP_KEYS = ("rule", "builtins")
+RULE_KEYS = ("name", "enabled", "keywords", "exact", "prefix", "regex", "event", "msgtype",
+             "session_from", "apps", "reply", "replies", "transfer", "continue")
+TEXT_KEYS = ("keywords", "exact", "prefix", "regex")
+_WORDS = {"keywords": keyword, "exact": exact, "prefix": prefix}
+# Reply kind -> (class, allowed keys, required keys, keys that are templates)
+_REPLIES: dict[str, tuple[type[Reply], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "link": (LinkReply, ("title", "description", "url", "thumb_url"), ("title", "url"),
+             ("title", "description", "url")),
+    "miniprogrampage": (MiniProgramPageReply, ("title", "pagepath", "thumb_media_id", "thumb_path"),
+                        ("title", "pagepath"), ("title", "pagepath")),
+}
+_FORMATTER = string.Formatter()
+
+Fail = Callable[[str, str | None], ConfigError]
+
+
+def load_rules(doc: TomlFile, router: Router) -> int:
+    """Add the file's enabled rules to ``router`` in file order; returns how many."""
+    unknown = [key for key in doc.data if key not in TOP_KEYS]
+    if unknown:
+        raise section_error(doc, "unknown section (expected [[rule]] tables and [builtins.*])",
+                            unknown[0])
+    tables = doc.data.get("rule", [])
+    if not isinstance(tables, list):
+        raise doc.error("rules are [[rule]] tables", key="rule")
+    seen: dict[str, int] = {}
+    base = Path(doc.path).resolve().parent  # reply files are relative to the rules file
+    added = 0
+    for index, table in enumerate(tables):
+        added += _add_rule(doc, index, table, router, seen, base)
+    return added
+
+
+def section_error(doc: TomlFile, problem: str, section: str) -> ConfigError:
+    """An error about a whole ``[section]`` (or a top-level key), at its line."""
+    line = doc.line_of(section) or doc.line_of(None, None, section.rpartition(".")[2])
+    return ConfigError(problem, file=doc.path, line=line, key=section)
+
+
+def strings(value: Any, key: str, fail: Fail) -> tuple[str, ...]:
+    """A non-empty list of non-empty strings (a single string is accepted too)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or \
+            not all(isinstance(item, str) and item.strip() for item in items):
+        raise fail("must be a non-empty list of non-empty strings", key)
+    return tuple(items)
+
+
+def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[str, int],
+              base: Path) -> int:
+    def fail(problem: str, key: str | None = None) -> ConfigError:
+        return doc.error(problem, table="rule", index=index, key=key)
+
+    if not isinstance(table, dict):
+        raise fail("must be a table")
+    for key in table:
+        if key not in RULE_KEYS:
+            raise fail(f"unknown key (known: {', '.join(RULE_KEYS)})", key)
+    name = table.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise fail('name is required: a short unique label, e.g. name = "hours"',
+                   "name" if "name" in table else None)
+    if name in seen:
+        first = doc.line_of("rule", seen[name], "name")
+        raise fail(f"duplicate rule name {name!r} (first used at line {first})", "name")
+    seen[name] = index
+    flags = {key: table.get(key, default) for key, default in
+             (("enabled", True), ("transfer", False), ("continue", False))}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise fail("must be true or false", key)
+    matcher, fields, is_event = _matcher(table, fail)
+    if flags["transfer"] and is_event:
+        raise fail("WeChat hands messages, not events, to human agents", "transfer")
+    replies = _replies(table, fields, base, fail)
+    if not replies and not flags["transfer"]:
+        raise fail("missing reply: give reply = {...}, replies = [...] or transfer = true")
+    if not flags["enabled"]:
+        return 0
+    router.add(matcher, _handler(replies) if replies else None, name=name,
+               continue_=flags["continue"], transfer=flags["transfer"])
+    return 1
+
+
+def _matcher(table: Mapping[str, Any], fail: Fail) -> tuple[Matcher, set[str], bool]:
+    """The rule's matcher, the template fields it offers, and whether it matches events."""
+    parts: list[Matcher] = []
+    fields = {"openid"}
+    given = [key for key in TEXT_KEYS if key in table]
+    if len(given) > 1:
+        raise fail("give only one of keywords, exact, prefix, regex", given[1])
+    for key in given:
+        if key == "regex":
+            if not isinstance(table[key], str) or not table[key]:
+                raise fail("must be a regular expression in a string ('...' avoids escapes)", key)
+            try:
+                pattern = re.compile(table[key])
+            except re.error as exc:
+                raise fail(f"bad regex: {exc}", key) from None
+            parts.append(regex(pattern))
+            fields |= set(pattern.groupindex)
+        else:
+            parts.append(_WORDS[key](*strings(table[key], key, fail)))
+    types = strings(table["msgtype"], "msgtype", fail) if "msgtype" in table else None
+    name = table.get("event")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise fail(f'must be an event name, e.g. "{ENTER_SESSION_EVENT}"', "event")
+    if "session_from" in table:
+        if name not in (None, ENTER_SESSION_EVENT):
+            raise fail(f"session_from only comes with event = \"{ENTER_SESSION_EVENT}\"",
+                       "session_from")
+        name = ENTER_SESSION_EVENT
+        parts.append(session_from(*strings(table["session_from"], "session_from", fail)))
+    if given and (name or (types and types != ("text",))):
+        raise fail(f"{given[0]} match text messages; this rule also asks for "
+                   f"{'event ' + repr(name) if name else 'msgtype ' + repr(list(types or ()))}",
+                   given[0])
+    if name:
+        if types and types != ("event",):
+            raise fail('an event rule has msgtype "event" (or none)', "msgtype")
+        parts.append(event(name))
+        if name == ENTER_SESSION_EVENT:
+            fields.add("session_from")
+    elif types:
+        parts.append(msgtype(*types))
+    elif not given:
+        parts.append(MESSAGE)  # no condition on the type: any text, image or card
+    if "apps" in table:
+        parts.append(app(*strings(table["apps"], "apps", fail)))
+    matcher = parts[0]
+    for part in parts[1:]:
+        matcher = matcher & part
+    return matcher, fields, bool(name) or "event" in (types or ())
+
+
+def _replies(table: Mapping[str, Any], fields: set[str], base: Path,
+             fail: Fail) -> list[Callable[[Mapping[str, str]], Reply]]:
+    if "reply" in table and "replies" in table:
+        raise fail("give reply = {...} or replies = [...], not both", "replies")
+    if "reply" in table:
+        return [_reply(table["reply"], "reply", fields, base, fail)]
+    if "replies" in table:
+        items = table["replies"]
+        if not isinstance(items, list) or not items:
+            raise fail('must be a list of reply tables, e.g. [{text = "a"}, {text = "b"}]',
+                       "replies")
+        return [_reply(item, "replies", fields, base, fail) for item in items]
+    return []
+
+
+def _reply(value: Any, key: str, fields: set[str], base: Path,
+           fail: Fail) -> Callable[[Mapping[str, str]], Reply]:
+    """One reply table -> a function from template values to the Reply."""
+    kinds = ("text", "image") + tuple(_REPLIES)
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in kinds:
+        raise fail(f"a reply is a table with one of {', '.join(kinds)}, "
+                   f'e.g. {key} = {{text = "..."}}', key)
+    kind, body = next(iter(value.items()))
+    where = f"{key}.{kind}"
+    if kind == "text":
+        content = template(body, where, fields, fail)
+        return lambda values: TextReply(content.format_map(values))
+    if kind == "image":
+        return _image(body, where, base, fail)
+    cls, allowed, required, templated = _REPLIES[kind]
+    if not isinstance(body, dict):
+        raise fail(f"must be a table with {', '.join(allowed)}", where)
+    for name in body:
+        if name not in allowed or not isinstance(body[name], str):
+            raise fail(f"{name}: unknown key or not a string (known: {', '.join(allowed)})", where)
+    missing = [name for name in required if not body.get(name)]
+    if missing:
+        raise fail(f"{missing[0]} is required", where)
+    args = dict(body)
+    if kind == "link":
+        args.setdefault("description", "")
+        if not args["url"].startswith(("http://", "https://")):
+            raise fail("url must start with http:// or https://", where)
+    else:
+        if ("thumb_media_id" in args) == ("thumb_path" in args):
+            raise fail("give exactly one of thumb_media_id or thumb_path", where)
+        if "thumb_path" in args:
+            args["thumb_path"] = _file(args["thumb_path"], where, base, fail)
+    for name in templated:
+        if name in args:
+            args[name] = template(args[name], where, fields, fail)
+    return lambda values: cls(**{name: text.format_map(values) if name in templated else text
+                                 for name, text in args.items()})
+
+
+def _image(body: Any, where: str, base: Path,
+           fail: Fail) -> Callable[[Mapping[str, str]], Reply]:
+    if isinstance(body, str):
+        body = {"path": body}
+    if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in ("path", "media_id") \
+            or not isinstance(next(iter(body.values())), str):
+        raise fail('give a file path ("menu.png", {path = "..."}) or {media_id = "..."}', where)
+    if "path" in body:
+        reply = ImageReply(path=_file(body["path"], where, base, fail))
+    else:
+        reply = ImageReply(media_id=body["media_id"])
+    return lambda values: reply
+
+
+def _file(path: str, where: str, base: Path, fail: Fail) -> str:
+    """A path relative to the rules file, which must exist now."""
+    resolved = base / path
+    if not resolved.is_file():
+        raise fail(f"file not found: {resolved}", where)
+    return str(resolved)
+
+
+def template(value: Any, where: str, fields: set[str], fail: Fail) -> str:
+    """A str.format template that uses only ``fields`` (checked now, so rendering cannot fail)."""
+    if not isinstance(value, str) or not value:
+        raise fail("must be a non-empty string", where)
+    try:
+        parsed = list(_FORMATTER.parse(value))
+    except ValueError as exc:
+        raise fail(f"bad template ({exc}); write {{{{ and }}}} for literal braces", where) from None
+    for _, field, spec, conversion in parsed:
+        if field is not None and (field not in fields or spec or conversion):
+            raise fail(f"template field {{{field}}} is not available here "
+                       f"(available: {', '.join('{%s}' % f for f in sorted(fields))}; "
+                       f"write {{{{ and }}}} for literal braces)", where)
+    return value
+
+
+def _handler(replies: list[Callable[[Mapping[str, str]], Reply]]
+             ) -> Callable[[Message, Context], list[Reply]]:
+    def reply(message: Message, ctx: Context) -> list[Reply]:
+        values = {"openid": message.openid,
+                  "session_from": getattr(message, "session_from", ""), **ctx.match}
+        return [build(values) for build in replies]
+    return reply

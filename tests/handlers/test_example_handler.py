@@ -1,0 +1,28 @@
+"""How to test a Python handler: build a Router, feed it factory-made messages.
+
+A handler is a plain function (message, ctx) -> Reply | list[Reply] | None. To serve it, include
+its router in handlers.build_router (or name it in wxpush.toml's [server] routers).
+"""
+
+from __future__ import annotations
+
+from webhook.messages import TextMessage, TextReply
+from webhook.routing import Context, Router, regex
+from webhook.testing.factories import dispatch, make_text
+
+router = Router(name="orders")
+
+
+@router.text(regex(r"^退货\s*(?P<order>\d{6,})$"))
+def start_return(message: TextMessage, ctx: Context) -> TextReply:
+    return TextReply(f"订单 {ctx.match['order']} 的退货申请已提交。")
+
+
+def test_return_request_is_answered():
+    route, replies = dispatch(router, make_text("退货 ２０２４０１０１"))  # full-width digits too
+    assert route.names == ("orders.start_return",)
+    assert replies == [TextReply("订单 20240101 的退货申请已提交。")]
+
+
+def test_other_text_is_not_ours():
+    assert not router.route(make_text("退货"), appid="wx1")

@@ -1,0 +1,197 @@
+"""The whole request path through falcon.testing: all six console settings, every bad input,
+the passive hand-off, dedupe, and a keyword rule's answer reaching the emulator."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import falcon.testing
+import pytest
+import requests
+
+from webhook.api import WeChatAPI
+from webhook.app import create_app
+from webhook.client import WeChatClient
+from webhook.settings import AppConfig, ServerConfig, Settings
+from webhook.store.sqlite import SqliteStore
+from webhook.testing import Emulator, PushBuilder, serve
+from webhook.testing.factories import make_enter_session, make_text
+from webhook.tokens import TokenProvider
+from handlers import build_router
+
+APPID = "wxba5fad812f8e6fb9"
+TOKEN = "AAAAA"
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+SECRET = "app-secret-value"
+RULES = """
+[[rule]]
+name = "hours"
+keywords = ["营业时间"]
+reply.text = "9:00–18:00"
+
+[[rule]]
+name = "human"
+keywords = ["人工"]
+transfer = true
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    emu = Emulator()
+    emu.register_app(APPID, SECRET)
+    server = serve(emu.app)
+    yield emu, server.url
+    server.stop()
+
+
+def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, **server):
+    emu, url = emulator
+    (tmp_path / "rules.toml").write_text(rules, encoding="utf-8")
+    settings = Settings(
+        server=ServerConfig(api_base=url, rules=str(tmp_path / "rules.toml"), **server),
+        apps={APPID: AppConfig(appid=APPID, token=TOKEN, secret=SECRET, encoding_aes_key=KEY,
+                               format=fmt, mode=mode)})
+    store = SqliteStore(str(tmp_path / "wxpush.db"))
+    client = WeChatClient(url, session=requests.Session())
+    api = WeChatAPI(client, TokenProvider(store, client, settings.apps), store)
+    app = create_app(settings, store=store, api=api, router=build_router(settings.server.rules),
+                     rng=random.Random(1))
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, format=fmt, mode=mode)
+    return app, falcon.testing.TestClient(app), builder
+
+
+def post(client, push, appid=APPID, **kwargs):
+    return client.simulate_post(f"/wechat/{appid}", params=push.query, body=push.body, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "compatible", "safe"])
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_every_console_setting_is_accepted(tmp_path, emulator, mode, fmt):
+    app, client, builder = build(tmp_path, emulator, mode=mode, fmt=fmt)
+    result = post(client, builder.build(make_text("hello", msg_id=101)))
+    assert (result.status_code, result.text) == (200, "success")
+    assert result.headers["content-type"].startswith("text/plain")
+    assert post(client, builder.build(make_text("hello", msg_id=101))).text == "success"
+
+
+def test_url_verification_echoes_echostr(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator)
+    result = client.simulate_get(f"/wechat/{APPID}", params=builder.url_verification("4375120948345356249"))
+    assert (result.status_code, result.text) == (200, "4375120948345356249")
+
+
+def test_official_get_vector(tmp_path, emulator):
+    _, client, _ = build(tmp_path, emulator, timestamp_tolerance=0)
+    result = client.simulate_get(f"/wechat/{APPID}", params={
+        "signature": "f464b24fc39322e44b38aa78f5edd27bd1441696", "echostr": "4375120948345356249",
+        "timestamp": "1714036504", "nonce": "1514711492"})
+    assert (result.status_code, result.text) == (200, "4375120948345356249")
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_hand_off_is_answered_passively_and_encrypted(tmp_path, emulator, fmt):
+    _, client, builder = build(tmp_path, emulator, fmt=fmt)
+    push = builder.build(make_text("转人工", msg_id=555, from_user="o-hand"))
+    first = post(client, push)
+    assert first.status_code == 200 and first.text != "success"
+    reply = builder.open_reply(first.content)
+    assert reply["MsgType"] == "transfer_customer_service"
+    assert reply["ToUserName"] == "o-hand"
+    # A retry gets exactly the same answer and is not handled again.
+    assert post(client, push).text == first.text
+
+
+def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator)
+    message = make_text("请问营业时间", msg_id=9001, from_user="o-hours", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    app.start()
+    try:
+        assert post(client, builder.build(message)).text == "success"
+        deadline = time.monotonic() + 10
+        while not [s for s in emu.sent(APPID) if s[1] == "o-hours"]:
+            assert time.monotonic() < deadline, "no reply reached the emulator"
+            time.sleep(0.02)
+    finally:
+        app.stop()
+    assert [p for _, user, p in emu.sent(APPID) if user == "o-hours"] == [
+        {"msgtype": "text", "text": {"content": "9:00–18:00"}}]
+
+
+# --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------
+
+def tamper(query, key, value=None):
+    changed = dict(query)
+    if value is None:
+        changed.pop(key)
+    else:
+        changed[key] = value
+    return changed
+
+
+@pytest.mark.parametrize("case, status", [
+    ("missing signature", 400), ("missing timestamp", 400), ("missing nonce", 400),
+    ("missing msg_signature", 400), ("bad signature", 403), ("bad msg_signature", 403),
+    ("stale timestamp", 403), ("not a number timestamp", 400), ("unknown app", 404),
+    ("malformed body", 400), ("plaintext in safe mode", 400), ("repeated parameter", 400),
+])
+def test_bad_requests_are_refused(tmp_path, emulator, case, status, caplog):
+    _, client, builder = build(tmp_path, emulator)
+    push = builder.build(make_text("hi", msg_id=1))
+    query, body, appid = push.query, push.body, APPID
+    if case.startswith("missing"):
+        query = tamper(query, case.split()[1])
+    elif case == "bad signature":
+        query = tamper(query, "signature", "0" * 40)
+    elif case == "bad msg_signature":
+        query = tamper(query, "msg_signature", "0" * 40)
+    elif case == "stale timestamp":
+        stale = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, clock=lambda: 1_000_000)
+        push = stale.build(make_text("hi", msg_id=1))
+        query, body = push.query, push.body
+    elif case == "not a number timestamp":
+        query = tamper(query, "timestamp", "12a")
+    elif case == "unknown app":
+        appid = "wx0000000000000000"
+    elif case == "malformed body":
+        body = b"<xml><ToUserName>"
+    elif case == "plaintext in safe mode":
+        query = tamper(tamper(query, "encrypt_type"), "msg_signature")
+    elif case == "repeated parameter":
+        query = {**query, "nonce": [query["nonce"], "1"]}
+    with caplog.at_level(logging.INFO):
+        result = client.simulate_post(f"/wechat/{appid}", params=query, body=body)
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("text/plain")
+    assert 0 < len(result.text) < 80 and "Traceback" not in result.text
+    for secret in (TOKEN + "x", KEY, SECRET):
+        assert secret not in caplog.text
+
+
+def test_oversize_body_is_refused_without_reading(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator, max_body=1024)
+    push = builder.build(make_text("x" * 2000, msg_id=2))
+    result = post(client, push)
+    assert (result.status_code, result.text) == (413, "body over 1024 bytes")
+
+
+def test_entities_are_refused_quickly(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator, mode="plaintext")
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            + b"".join(b'<!ENTITY lol%d "&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;">'
+                       % (i, *([b"" if i == 1 else str(i - 1).encode()] * 10)) for i in range(1, 10))
+            + b']><xml><Content>&lol9;</Content></xml>')
+    query = builder.build(make_text("hi", msg_id=3)).query
+    result = client.simulate_post(f"/wechat/{APPID}", params=query, body=bomb)
+    assert result.status_code == 400
+
+
+def test_events_are_acknowledged(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator)
+    result = post(client, builder.build(make_enter_session("button-1")))
+    assert (result.status_code, result.text) == (200, "success")

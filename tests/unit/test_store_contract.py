@@ -1,0 +1,568 @@
+"""The Store contract (webhook.store.base): one suite, every backend must pass it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from webhook.errors import StoreError
+from webhook.store import open_store
+from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, Store
+from webhook.store.redis import RedisStore
+from webhook.store.sqlite import SqliteStore
+
+
+# -- values ---------------------------------------------------------------------------------
+def test_get_put_delete(store: Store) -> None:
+    assert store.get("k") is None
+    store.put("k", "v1")
+    assert store.get("k") == "v1"
+    store.put("k", "v2|with|bars\nand newline")
+    assert store.get("k") == "v2|with|bars\nand newline"
+    store.delete("k")
+    assert store.get("k") is None
+    store.delete("k")   # deleting an absent key is fine
+
+
+def test_ttl_expiry_follows_the_store_clock(store: Store, clock) -> None:
+    store.put("k", "v", ttl=10)
+    clock.advance(9.9)
+    assert store.get("k") == "v"
+    clock.advance(0.1)
+    assert store.get("k") is None
+
+
+def test_put_without_ttl_clears_an_earlier_ttl(store: Store, clock) -> None:
+    store.put("k", "v", ttl=10)
+    store.put("k", "w")
+    clock.advance(3600)
+    assert store.get("k") == "w"
+
+
+def test_put_new_sets_only_if_absent_or_expired(store: Store, clock) -> None:
+    assert store.put_new("k", "first", ttl=10) is True
+    assert store.put_new("k", "second", ttl=10) is False
+    assert store.get("k") == "first"
+    clock.advance(10)
+    assert store.put_new("k", "third") is True
+    assert store.get("k") == "third"
+    assert store.put_new("k", "fourth") is False   # no ttl: never expires
+    clock.advance(10**6)
+    assert store.get("k") == "third"
+
+
+def test_delete_if_only_when_equal(store: Store, clock) -> None:
+    store.put("tok", "A", ttl=60)
+    assert store.delete_if("tok", "B") is False
+    assert store.get("tok") == "A"
+    assert store.delete_if("tok", "A") is True
+    assert store.get("tok") is None
+    assert store.delete_if("tok", "A") is False
+    store.put("tok", "A", ttl=5)
+    clock.advance(5)
+    assert store.delete_if("tok", "A") is False   # expired counts as absent
+
+
+def test_update_replaces_and_deletes(store: Store, clock) -> None:
+    assert store.update("n", lambda old: "1" if old is None else str(int(old) + 1)) == "1"
+    assert store.update("n", lambda old: str(int(old) + 1), ttl=5) == "2"
+    assert store.get("n") == "2"
+    clock.advance(5)
+    assert store.update("n", lambda old: "fresh" if old is None else "stale") == "fresh"
+    assert store.update("n", lambda old: None) is None
+    assert store.get("n") is None
+
+
+def test_update_is_atomic_across_threads(store: Store) -> None:
+    def work() -> None:
+        for _ in range(200):
+            store.update("counter", lambda old: str(int(old or "0") + 1))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("counter") == "800"
+
+
+# -- lease lock -----------------------------------------------------------------------------
+def test_lock_is_exclusive_until_released(store: Store) -> None:
+    assert store.acquire("refresh:wx1", "a", lease=30) is True
+    assert store.acquire("refresh:wx1", "b", lease=30) is False
+    assert store.acquire("refresh:wx2", "b", lease=30) is True   # another lock is independent
+    assert store.release("refresh:wx1", "b") is False            # only the holder releases
+    assert store.acquire("refresh:wx1", "b", lease=30) is False
+    assert store.release("refresh:wx1", "a") is True
+    assert store.release("refresh:wx1", "a") is False
+    assert store.acquire("refresh:wx1", "b", lease=30) is True
+
+
+def test_lock_lease_expires(store: Store, clock) -> None:
+    assert store.acquire("L", "a", lease=10) is True
+    clock.advance(9.9)
+    assert store.acquire("L", "b", lease=10) is False
+    clock.advance(0.1)
+    assert store.acquire("L", "b", lease=10) is True
+    assert store.release("L", "a") is False   # a's lease ran out; b holds it now
+    assert store.acquire("L", "c", lease=10) is False
+    assert store.release("L", "b") is True
+
+
+def test_lock_holder_reacquiring_extends_its_lease(store: Store, clock) -> None:
+    assert store.acquire("L", "a", lease=10) is True
+    clock.advance(8)
+    assert store.acquire("L", "a", lease=10) is True
+    clock.advance(8)
+    assert store.acquire("L", "b", lease=10) is False
+
+
+def test_locks_and_values_do_not_collide(store: Store) -> None:
+    store.put("L", "value")
+    assert store.acquire("L", "a", lease=10) is True
+    assert store.get("L") == "value"
+
+
+# -- inbox ----------------------------------------------------------------------------------
+def entry(key: str = "wx1:1001", *, answer: str = "success",
+          received_at: float = 0.0) -> InboxEntry:
+    return InboxEntry(key=key, appid="wx1", format="xml", payload=f"<xml>{key}</xml>",
+                      answer=answer, received_at=received_at)
+
+
+def reply(openid: str = "o1", body: str = '{"msgtype":"text"}', *, appid: str = "wx1",
+          rule: str = "faq") -> NewReply:
+    return NewReply(appid=appid, openid=openid, body=body, rule=rule)
+
+
+def test_inbox_add_returns_none_first_then_the_recorded_entry(store: Store) -> None:
+    assert store.inbox_add(entry(answer="first"), owner="w1", lease=30, ttl=600) is None
+    again = store.inbox_add(entry(answer="second"), owner="w2", lease=30, ttl=600)
+    assert again is not None
+    assert (again.key, again.appid, again.format, again.payload) == (
+        "wx1:1001", "wx1", "xml", "<xml>wx1:1001</xml>")
+    assert again.answer == "first"            # a retry gets the first delivery's answer
+    assert (again.state, again.attempts) == ("pending", 1)
+    store.inbox_finish("wx1:1001", [], owner="w1")
+    done = store.inbox_add(entry(), owner="w3", lease=30, ttl=600)
+    assert done is not None and done.state == "done"
+
+
+def test_inbox_keys_expire_after_ttl(store: Store, clock) -> None:
+    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600) is None
+    clock.advance(599)
+    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600) is not None
+    clock.advance(1)
+    assert store.inbox_add(entry(answer="new"), owner="w2", lease=30, ttl=600) is None
+    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600).answer == "new"
+
+
+def test_inbox_claim_returns_only_entries_whose_lease_ran_out(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:a", received_at=1.0), owner="w1", lease=10, ttl=600)
+    clock.advance(5)
+    store.inbox_add(entry("wx1:b", received_at=2.0), owner="w1", lease=10, ttl=600)
+    store.inbox_add(entry("wx1:c", received_at=3.0), owner="w1", lease=10, ttl=600)
+    store.inbox_finish("wx1:c", [], owner="w1")
+    assert store.inbox_claim(owner="w2", lease=30, limit=10) == []
+    clock.advance(5)   # a's lease ran out; b's has 5 s left; c is done
+    claimed = store.inbox_claim(owner="w2", lease=30, limit=10)
+    assert [(e.key, e.attempts) for e in claimed] == [("wx1:a", 2)]
+    assert store.inbox_claim(owner="w3", lease=30, limit=10) == []   # w2 holds a now
+    clock.advance(5)
+    assert [e.key for e in store.inbox_claim(owner="w3", lease=30, limit=10)] == ["wx1:b"]
+
+
+def test_inbox_claim_respects_limit_and_skips_expired_keys(store: Store, clock) -> None:
+    for i in range(5):
+        store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=1, ttl=60)
+    clock.advance(1)
+    first = store.inbox_claim(owner="w2", lease=100, limit=3)
+    rest = store.inbox_claim(owner="w3", lease=100, limit=10)
+    assert (len(first), len(rest)) == (3, 2)
+    assert sorted(e.key for e in first + rest) == [f"wx1:{i}" for i in range(5)]
+    clock.advance(100)   # every lease ran out, but so did every key's ttl
+    assert store.inbox_claim(owner="w4", lease=10, limit=10) == []
+
+
+def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
+    store.inbox_add(entry(), owner="w1", lease=10, ttl=600)
+    rows = store.inbox_finish("wx1:1001", [reply("o1", "r1"), reply("o1", "r2", rule="")],
+                              owner="w1")
+    assert [(r.openid, r.body, r.state, r.attempts, r.next_at) for r in rows] == [
+        ("o1", "r1", "pending", 0, clock.now), ("o1", "r2", "pending", 0, clock.now)]
+    assert (rows[0].rule, rows[1].rule, rows[0].errcode, rows[0].errmsg) == ("faq", "", None, None)
+    assert int(rows[0].id) < int(rows[1].id)
+    assert all(isinstance(r.id, str) for r in rows)
+    assert store.outbox_get(rows[0].id) == rows[0]
+    # the handler of a retry (lease ran out) finishing later changes nothing
+    assert store.inbox_finish("wx1:1001", [reply("o1", "again")], owner="w2") == []
+    assert store.outbox_stats()["pending"] == 2
+    assert store.inbox_add(entry(), owner="w3", lease=10, ttl=600).state == "done"
+    clock.advance(10)
+    assert store.inbox_claim(owner="w3", lease=10, limit=10) == []   # done: never reclaimed
+
+
+def test_inbox_finish_of_an_unknown_key_is_a_no_op(store: Store) -> None:
+    assert store.inbox_finish("wx1:nope", [reply()], owner="w1") == []
+    assert store.outbox_stats()["pending"] == 0
+
+
+# -- outbox ---------------------------------------------------------------------------------
+def enqueue(store: Store, *replies: NewReply, key: str | None = None) -> list[str]:
+    key = key or f"wx1:{len(store.outbox_list(limit=10**6))}:{replies[0].body}"
+    assert store.inbox_add(entry(key), owner="h", lease=10, ttl=600) is None
+    return [r.id for r in store.inbox_finish(key, list(replies), owner="h")]
+
+
+def test_outbox_keeps_order_per_user(store: Store) -> None:
+    a1, a2 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))
+    (b1,) = enqueue(store, reply("oB", "b1"))
+    (a3,) = enqueue(store, reply("oA", "a3"))
+    claimed = store.outbox_claim(owner="s1", lease=30, limit=10)
+    assert [r.id for r in claimed] == [a1, b1]    # one row per user per claim
+    assert all(r.state == "sending" for r in claimed)
+    assert store.outbox_claim(owner="s2", lease=30, limit=10) == []   # a2 waits for a1
+    assert store.outbox_sent(a1, owner="s1") is True
+    assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [a2]
+    assert store.outbox_sent(a2, owner="s2") is True
+    assert store.outbox_sent(b1, owner="s1") is True
+    assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [a3]
+    assert store.outbox_get(a1).state == "sent"
+
+
+def test_outbox_claim_respects_limit(store: Store) -> None:
+    ids = [enqueue(store, reply(f"o{i}", f"m{i}"))[0] for i in range(5)]
+    first = store.outbox_claim(owner="s1", lease=30, limit=2)
+    second = store.outbox_claim(owner="s2", lease=30, limit=10)
+    assert len(first) == 2 and len(second) == 3
+    assert sorted(r.id for r in first + second) == sorted(ids)
+    assert store.outbox_claim(owner="s3", lease=30, limit=10) == []
+
+
+def test_outbox_lease_expiry_lets_another_owner_claim(store: Store, clock) -> None:
+    (r1,) = enqueue(store, reply("oA", "a1"))
+    assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r1]
+    clock.advance(29)
+    assert store.outbox_claim(owner="s2", lease=30, limit=10) == []
+    clock.advance(1)
+    again = store.outbox_claim(owner="s2", lease=30, limit=10)
+    assert [(r.id, r.state) for r in again] == [(r1, "sending")]
+    # the first sender lost the row: its marks are refused
+    assert store.outbox_sent(r1, owner="s1") is False
+    assert store.outbox_retry(r1, owner="s1", next_at=clock.now, errcode=-1, errmsg="x") is False
+    assert store.outbox_dead(r1, owner="s1", errcode=40003, errmsg="x") is False
+    assert store.outbox_sent(r1, owner="s2") is True
+    assert store.outbox_sent(r1, owner="s2") is False   # not sending any more
+
+
+def test_outbox_marks_by_a_non_owner_are_refused(store: Store, clock) -> None:
+    (r1,) = enqueue(store, reply("oA", "a1"))
+    assert store.outbox_sent(r1, owner="s1") is False   # pending: nobody holds it
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    assert store.outbox_sent(r1, owner="s2") is False
+    assert store.outbox_retry(r1, owner="s2", next_at=clock.now, errcode=None, errmsg=None) is False
+    assert store.outbox_dead(r1, owner="s2", errcode=None, errmsg=None) is False
+    assert store.outbox_sent("999999", owner="s1") is False
+    assert store.outbox_get(r1).state == "sending"
+
+
+def test_outbox_retry_backs_off_until_next_at(store: Store, clock) -> None:
+    r1, r2 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    clock.advance(1)
+    assert store.outbox_retry(r1, owner="s1", next_at=clock.now + 20, errcode=-1,
+                              errmsg="system busy") is True
+    row = store.outbox_get(r1)
+    assert (row.state, row.attempts, row.next_at, row.errcode, row.errmsg) == (
+        "pending", 1, clock.now + 20, -1, "system busy")
+    assert row.updated_at == clock.now
+    clock.advance(19)
+    assert store.outbox_claim(owner="s1", lease=30, limit=10) == []   # r2 waits behind r1
+    clock.advance(1)
+    assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [r1]
+    assert store.outbox_retry(r1, owner="s2", next_at=clock.now, errcode=None,
+                              errmsg=None) is True
+    row = store.outbox_get(r1)
+    assert (row.attempts, row.errcode, row.errmsg) == (2, None, None)
+    assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [r1]
+
+
+def test_outbox_dead_rows_are_skipped_and_the_next_row_proceeds(store: Store, clock) -> None:
+    r1, r2 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    assert store.outbox_dead(r1, owner="s1", errcode=45015, errmsg="response out of time limit") \
+        is True
+    row = store.outbox_get(r1)
+    assert (row.state, row.errcode, row.errmsg) == ("dead", 45015, "response out of time limit")
+    assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r2]
+    clock.advance(3600)
+    assert store.outbox_sent(r2, owner="s1") is True
+    assert store.outbox_claim(owner="s1", lease=30, limit=10) == []   # dead is never claimed
+
+
+def test_outbox_requeue_brings_dead_rows_back(store: Store, clock) -> None:
+    ids = [enqueue(store, reply(f"o{i}", f"m{i}"))[0] for i in range(3)]
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    for row_id in ids:
+        store.outbox_dead(row_id, owner="s1", errcode=48001, errmsg="api unauthorized")
+    assert store.outbox_requeue([ids[0], "424242"]) == 1
+    assert store.outbox_requeue([ids[0]]) == 0   # pending now, not dead
+    row = store.outbox_get(ids[0])
+    assert (row.state, row.next_at) == ("pending", clock.now)
+    assert store.outbox_requeue() == 2
+    assert store.outbox_stats() == {"pending": 3, "sending": 0, "sent": 0, "dead": 0}
+    assert sorted(r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)) == sorted(ids)
+
+
+def test_outbox_requeued_row_goes_back_to_its_place_in_the_users_order(store: Store) -> None:
+    r1, r2 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    store.outbox_dead(r1, owner="s1", errcode=-1, errmsg="x")
+    store.outbox_requeue([r1])
+    assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r1]
+    store.outbox_sent(r1, owner="s1")
+    assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r2]
+
+
+def test_outbox_requeue_while_a_newer_row_is_in_flight(store: Store, clock) -> None:
+    r1, r2, r3 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"), reply("oA", "a3"))
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    store.outbox_dead(r1, owner="s1", errcode=-1, errmsg="x")
+    assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r2]
+    assert store.outbox_requeue([r1]) == 1
+    assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [r1]
+    clock.advance(30)   # both leases ran out: only the user's oldest row is claimable
+    assert [r.id for r in store.outbox_claim(owner="s3", lease=30, limit=10)] == [r1]
+    assert store.outbox_sent(r1, owner="s3") is True
+    assert [r.id for r in store.outbox_claim(owner="s3", lease=30, limit=10)] == [r2]
+    assert store.outbox_sent(r2, owner="s1") is False
+    assert store.outbox_sent(r2, owner="s3") is True
+    assert [r.id for r in store.outbox_claim(owner="s3", lease=30, limit=10)] == [r3]
+
+
+def test_claims_need_a_positive_lease(store: Store) -> None:
+    with pytest.raises(ValueError):
+        store.outbox_claim(owner="s1", lease=0, limit=10)
+    with pytest.raises(ValueError):
+        store.inbox_claim(owner="w1", lease=0, limit=10)
+
+
+def test_outbox_purge_deletes_old_sent_and_dead_rows(store: Store, clock) -> None:
+    ids = [enqueue(store, reply(f"o{i}", f"m{i}"))[0] for i in range(4)]
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    store.outbox_sent(ids[0], owner="s1")
+    store.outbox_dead(ids[1], owner="s1", errcode=40003, errmsg="invalid openid")
+    clock.advance(100)
+    store.outbox_sent(ids[2], owner="s1")
+    # ids[3] stays sending
+    assert store.outbox_purge(before=clock.now) == 2
+    assert store.outbox_get(ids[0]) is None and store.outbox_get(ids[1]) is None
+    assert store.outbox_stats() == {"pending": 0, "sending": 1, "sent": 1, "dead": 0}
+    assert [r.id for r in store.outbox_list()] == [ids[3], ids[2]]
+    assert store.outbox_purge(before=clock.now + 1) == 1
+    assert store.outbox_purge(before=clock.now + 1) == 0
+
+
+def test_outbox_stats_has_every_state(store: Store) -> None:
+    assert store.outbox_stats() == dict.fromkeys(OUTBOX_STATES, 0)
+    ids = [enqueue(store, reply(f"o{i}", f"m{i}"))[0] for i in range(4)]
+    store.outbox_claim(owner="s1", lease=30, limit=3)   # ids[3] stays pending
+    store.outbox_sent(ids[0], owner="s1")
+    store.outbox_dead(ids[1], owner="s1", errcode=None, errmsg=None)
+    assert store.outbox_stats() == {"pending": 1, "sending": 1, "sent": 1, "dead": 1}
+
+
+def test_outbox_list_newest_first_filtered_by_state(store: Store) -> None:
+    ids = [enqueue(store, reply(f"o{i}", f"m{i}"))[0] for i in range(4)]
+    store.outbox_claim(owner="s1", lease=30, limit=2)
+    store.outbox_sent(ids[0], owner="s1")
+    assert [r.id for r in store.outbox_list()] == ids[::-1]
+    assert [r.id for r in store.outbox_list(limit=2)] == [ids[3], ids[2]]
+    assert [r.id for r in store.outbox_list(state="pending")] == [ids[3], ids[2]]
+    assert [r.id for r in store.outbox_list(state="sending")] == [ids[1]]
+    assert [(r.id, r.state) for r in store.outbox_list(state="sent")] == [(ids[0], "sent")]
+    assert store.outbox_list(state="dead") == []
+    assert store.outbox_list(limit=0) == []
+
+
+def test_outbox_rows_round_trip_text_exactly(store: Store) -> None:
+    body = '{"msgtype":"text","text":{"content":"你好 | ]]> \\n"}}'
+    (r1,) = enqueue(store, reply("o-_x", body, appid="wxabc", rule="规则:1"))
+    row = store.outbox_get(r1)
+    assert (row.appid, row.openid, row.body, row.rule) == ("wxabc", "o-_x", body, "规则:1")
+    assert store.outbox_get("not-an-id") is None
+
+
+# -- several processes ----------------------------------------------------------------------
+# Each worker process opens its own store on the shared database, waits for the start file,
+# then races the others: take one lock, record one push, drain the outbox.
+WORKER = r"""
+import json, os, sys, time
+from webhook.store.base import InboxEntry
+from webhook.store.redis import RedisStore
+from webhook.store.sqlite import SqliteStore
+
+url, prefix, name, go = sys.argv[1:5]
+store = (RedisStore.from_url(url, prefix=prefix) if url.startswith("redis://")
+         else SqliteStore.from_url(url))
+open(go + "." + name, "w").close()   # ready
+while not os.path.exists(go):
+    time.sleep(0.001)
+out = {"lock": store.acquire("refresh:wx1", name, lease=60)}
+out["new"] = store.inbox_add(
+    InboxEntry(key="wx1:42", appid="wx1", format="xml", payload="<xml/>", answer=name,
+               received_at=time.time()), owner=name, lease=60, ttl=600) is None
+claims, idle = [], 0
+while idle < 50:
+    rows = store.outbox_claim(owner=name, lease=60, limit=3)
+    idle = 0 if rows else idle + 1
+    for row in rows:
+        claims.append((time.monotonic_ns(), row.id, row.openid))
+        time.sleep(0.001)   # the send
+        assert store.outbox_sent(row.id, owner=name), row
+    if not rows:
+        time.sleep(0.002)
+out["claims"] = claims
+store.close()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_processes_race_for_lock_inbox_and_outbox(backend: str, request, tmp_path) -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mp.db'}"
+        parent = open_store(url)
+    else:
+        url = request.getfixturevalue("redis_server").url
+        parent = RedisStore.from_url(url, prefix=prefix)
+    users = [f"o{i}" for i in range(20)]
+    ids = [row_id for n in range(5)
+           for row_id in enqueue(parent, *(reply(u, f"{u}-{n}") for u in users), key=f"wx1:{n}")]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, url, prefix, f"p{i}", str(go)],
+                              stdout=subprocess.PIPE, text=True) for i in range(4)]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"go.p{i}").exists() for i in range(4)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.005)
+        go.touch()
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [0] * 4
+    results = [json.loads(o) for o in outs]
+    assert sum(r["lock"] for r in results) == 1
+    assert sum(r["new"] for r in results) == 1
+    claims = [c for r in results for c in r["claims"]]
+    assert sorted(row_id for _, row_id, _ in claims) == sorted(ids)   # each row exactly once
+    for user in users:   # and each user's rows in enqueue order
+        mine = [int(row_id) for _, row_id, openid in sorted(claims) if openid == user]
+        assert mine == sorted(mine)
+    assert sum(1 for r in results if r["claims"]) >= 2   # the race really happened
+    assert parent.outbox_stats() == {"pending": 0, "sending": 0, "sent": len(ids), "dead": 0}
+    if isinstance(parent, RedisStore):
+        parent.client.delete(*parent.client.keys(prefix + "*"))
+    parent.close()
+
+
+# -- backend specifics ----------------------------------------------------------------------
+def test_sqlite_memory_store_is_shared_by_threads(clock) -> None:
+    store = SqliteStore.from_url("sqlite:///:memory:", clock=clock)
+    store.put("k", "v")
+    seen: list[str | None] = []
+    worker = threading.Thread(target=lambda: seen.append(store.get("k")))
+    worker.start()
+    worker.join()
+    assert seen == ["v"]
+    store.close()
+
+
+def test_sqlite_sweeps_expired_rows_now_and_then(tmp_path, clock) -> None:
+    store = SqliteStore(str(tmp_path / "sweep.db"), clock=clock)
+    store.put("old", "v", ttl=1)
+    store.inbox_add(entry("wx1:old"), owner="w1", lease=1, ttl=1)   # first sweep: nothing due
+    clock.advance(61)
+    store.inbox_add(entry("wx1:new"), owner="w1", lease=1, ttl=600)  # next sweep
+    with sqlite3.connect(tmp_path / "sweep.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM kv").fetchone() == (0,)
+        assert conn.execute("SELECT key FROM inbox").fetchall() == [("wx1:new",)]
+    conn.close()
+    store.close()
+
+
+def test_sqlite_reconnects_in_a_forked_child(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "fork.db"))
+    store.put("k", "parent")
+    pid = os.fork()
+    if pid == 0:   # child: must not reuse the parent's connection
+        code = 0 if store.get("k") == "parent" and store.put_new("child", "yes") else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("child") == "yes"
+    store.close()
+
+
+def test_sqlite_from_url_names_a_missing_directory(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/nope/wxpush.db"
+    with pytest.raises(StoreError, match="nope.*does not exist") as info:
+        open_store(url)
+    assert url in str(info.value)
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:   # nothing listens on it once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_redis_from_url_masks_the_password_when_unreachable() -> None:
+    port = _unused_port()
+    url = f"redis://user:s3cret@127.0.0.1:{port}/0"
+    with pytest.raises(StoreError) as info:
+        open_store(url)
+    assert "s3cret" not in str(info.value)
+    assert f"redis://user:***@127.0.0.1:{port}/0" in str(info.value)
+
+
+def test_redis_store_needs_a_decoding_client(redis_server) -> None:
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisStore(client)
+    client.close()
+
+
+def test_redis_errors_become_store_errors() -> None:
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{_unused_port()}/0", decode_responses=True)
+    store = RedisStore(client)
+    with pytest.raises(StoreError, match="redis store"):
+        store.get("k")
+    store.close()
+
+
+def test_redis_keys_carry_a_redis_ttl_too(redis_server, clock) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=f"test:{uuid.uuid4().hex}:", clock=clock)
+    store.put("k", "v", ttl=60)
+    store.acquire("L", "a", lease=30)
+    store.inbox_add(entry(), owner="w1", lease=10, ttl=600)
+    ttls = [store.client.pttl(store.prefix + name) for name in ("v:k", "lock:L", "in:wx1:1001")]
+    assert 0 < ttls[0] <= 60_000 and 0 < ttls[1] <= 30_000 and 0 < ttls[2] <= 600_000
+    store.client.delete(*store.client.keys(store.prefix + "*"))
+    store.close()

@@ -1,0 +1,126 @@
+"""Composition root: ``create_app`` takes its parts; ``get_app`` alone builds them from the
+environment (``WXPUSH_CONFIG``) and is what gunicorn loads (``webhook.app:get_app()``)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+import falcon
+import requests
+
+from webhook.api import WeChatAPI
+from webhook.client import WeChatClient
+from webhook.delivery import Handler, Intake
+from webhook.errors import ConfigError
+from webhook.miniprogram import register as register_miniprogram
+from webhook.reloader import LiveRouter
+from webhook.resource import HealthResource, WeChatResource, add_error_handlers
+from webhook.routing import Router
+from webhook.sender import Sender
+from webhook.settings import Settings, config_path, load
+from webhook.store import Store, open_store
+from webhook.tokens import TokenProvider
+from webhook.worker import Background
+
+__all__ = ["WxpushApp", "create_app", "get_app", "load_router"]
+
+log = logging.getLogger(__name__)
+
+
+class WxpushApp(falcon.App):
+    """The Falcon app plus the background work of this process (started by gunicorn hooks)."""
+
+    background: Background
+    live: LiveRouter | None
+    store: Store
+
+    def start(self) -> None:
+        if self.live is not None:
+            self.live.start()
+        self.background.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.background.stop(timeout)
+        if self.live is not None:
+            self.live.stop()
+
+
+def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
+               router: Router | LiveRouter, clock: Callable[[], float] = time.time,
+               rng: random.Random | None = None, owner: str | None = None) -> WxpushApp:
+    """Wire the request path and the background work; nothing here reads the environment."""
+    rng = rng or random.SystemRandom()
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    current: Callable[[], Router] = (lambda: router.current) if isinstance(router, LiveRouter) \
+        else (lambda: router)
+    server = settings.server
+    lease = float(server.lease)
+    handler = Handler(store=store, router=current, owner=owner, clock=clock,
+                      budget=server.handler_budget, apps=settings.apps)
+    sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
+                    max_attempts=server.send_attempts, base_delay=server.retry_delay)
+    background = Background(store=store, handler=handler, sender=sender, owner=owner,
+                            lease=lease, senders=server.senders)
+    intake = Intake(store=store, router=current, owner=owner, clock=clock, rng=rng,
+                    dedupe_ttl=server.dedupe_ttl, lease=lease, submit=background.submit)
+
+    app = WxpushApp(media_type=falcon.MEDIA_TEXT)
+    app.background, app.store = background, store
+    app.live = router if isinstance(router, LiveRouter) else None
+    add_error_handlers(app)
+    app.add_route("/wechat/{appid}", WeChatResource(
+        apps=settings.apps, intake=intake, clock=clock,
+        tolerance=server.timestamp_tolerance, max_body=server.max_body))
+    app.add_route("/healthz", HealthResource())
+    register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
+    return app
+
+
+def load_router(settings: Settings) -> LiveRouter:
+    """Python routers named in ``[server] routers`` first, then the rules file and built-ins."""
+    from handlers import build_router
+
+    extra = [_import_router(spec) for spec in settings.server.routers]
+
+    def load_all() -> Router:
+        root = Router(name="root")
+        for router in extra:
+            root.include(router)
+        root.include(build_router(settings.server.rules))
+        return root
+
+    return LiveRouter(load_all, settings.server.rules)
+
+
+def _import_router(spec: str) -> Router:
+    module_name, _, attr = spec.partition(":")
+    try:
+        router = getattr(importlib.import_module(module_name), attr or "router")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import router {spec!r}: {exc}", key="routers") from None
+    if not isinstance(router, Router):
+        raise ConfigError(f"{spec!r} is not a webhook.Router", key="routers")
+    return router
+
+
+def get_app(config: str | None = None) -> WxpushApp:
+    """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the environment."""
+    settings = load(config_path(config))
+    for app in settings.apps.values():
+        if app.mode == "plaintext":
+            log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
+                        "choose safe mode in the console", app.appid)
+    store = open_store(settings.server.store)
+    session = requests.Session()
+    client = WeChatClient(settings.server.api_base, session=session)
+    tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
+                           refresh_ahead=settings.server.token_refresh_ahead)
+    api = WeChatAPI(client, tokens, store)
+    return create_app(settings, store=store, api=api, router=load_router(settings))

@@ -1,0 +1,49 @@
+"""``wxpush emulator``: the WeChat API emulator on a real (threaded wsgiref) server until
+SIGTERM / SIGINT. The first stdout line is ``wxpush emulator listening on URL``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from webhook.testing.emulator import Emulator
+from webhook.testing.server import serve
+
+__all__ = ["register"]
+
+
+def _app(value: str) -> tuple[str, str]:
+    appid, sep, secret = value.partition(":")
+    if not (appid and sep and secret):
+        raise argparse.ArgumentTypeError(f"expected APPID:SECRET, got {value!r}")
+    return appid, secret
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "emulator", help="run the WeChat API emulator (tokens, send, media, login, open data)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    parser.add_argument("--app", type=_app, action="append", default=[], metavar="APPID:SECRET",
+                        help="register an app (repeatable); more via POST /_emulator/apps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of tokens, ids and faults")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    emulator = Emulator(seed=args.seed)
+    for appid, secret in args.app:
+        emulator.register_app(appid, secret)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = serve(emulator.app, host=args.host, port=args.port)
+    try:
+        print(f"wxpush emulator listening on {server.url}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,122 @@
+"""``wxpush rules check [FILE]`` and ``wxpush rules test [FILE] TEXT``: the rules file, offline.
+
+Both build the router exactly as the server does (``handlers.build_router``) and ``test`` asks
+it the same question (``Router.route`` then ``Route.run``), so what it prints is what the server
+would do; nothing is sent. FILE defaults to ``[server] rules`` of the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from webhook.errors import ConfigError
+from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
+                              TextMessage)
+from webhook.routing import Router
+from webhook.settings import config_path
+from webhook.tomlfile import load_toml
+
+__all__ = ["register"]
+
+_CONFIG_HELP = "config file naming [server] rules (default: $WXPUSH_CONFIG or ./wxpush.toml)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("rules", help="check or try the rules file")
+    sub = parser.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    check = sub.add_parser("check", help="validate the rules file (errors name file:line)")
+    check.add_argument("file", nargs="?", help="rules file (default: [server] rules)")
+    check.add_argument("--config", help=_CONFIG_HELP)
+    check.set_defaults(handler=check_rules)
+    test = sub.add_parser("test", help="show which rule a message reaches and what it would send",
+                          description='e.g. wxpush rules test rules.toml "几点开门"; '
+                                      "wxpush rules test --event user_enter_tempsession")
+    test.add_argument("args", nargs="*", metavar="[FILE] TEXT",
+                      help="rules file (default: [server] rules) and the customer's text")
+    test.add_argument("--event", help="an event push instead of text, e.g. " + ENTER_SESSION_EVENT)
+    test.add_argument("--session-from", help=f"SessionFrom (implies --event {ENTER_SESSION_EVENT})")
+    test.add_argument("--appid", default="wx_rules_test", help="the app the push is for")
+    test.add_argument("--openid", default="o_rules_test", help="the customer's openid")
+    test.add_argument("--config", help=_CONFIG_HELP)
+    test.set_defaults(handler=test_rules)
+
+
+def check_rules(args: argparse.Namespace) -> int:
+    path = args.file or _configured(args.config)
+    router = _build(path)
+    names = router.rules
+    print(f"{path}: ok, {len(names)} rules: {', '.join(rule.name for rule in names) or '-'}")
+    return 0
+
+
+def test_rules(args: argparse.Namespace) -> int:
+    is_event = bool(args.event or args.session_from is not None)
+    wanted = 1 if is_event else 2
+    if len(args.args) > wanted or (not is_event and not args.args):
+        print("usage: wxpush rules test [FILE] TEXT, or wxpush rules test [FILE] --event NAME",
+              file=sys.stderr)
+        return 2
+    path = args.args[0] if len(args.args) == wanted else _configured(args.config)
+    router = _build(path)
+    message = _message(args, None if is_event else args.args[-1])
+    route = router.route(message, appid=args.appid)
+    print(f"push      {_describe(message)} appid={args.appid}")
+    if not route:
+        print("matched   nothing: the push is only acknowledged")
+        return 0
+    print(f"matched   {' -> '.join(route.names)}")
+    print(f"answer    {'transfer_customer_service (to a human agent)' if route.transfer else 'success'}")
+    logger = logging.getLogger("wxpush.rules.test")
+    replies = route.run(message, appid=args.appid, clock=time.time, logger=logger, budget=3.0)
+    for reply in replies:
+        print(f"send      {_show(reply)}")
+    if not replies:
+        print("send      nothing")
+    return 0
+
+
+def _configured(config: str | None) -> str:
+    """``[server] rules`` of the config, resolved as the server does (relative to the config).
+    Read without the settings loader so that no secret has to be in the environment."""
+    path = config_path(config)
+    doc = load_toml(path)
+    rules = doc.data.get("server", {}).get("rules")
+    if not isinstance(rules, str) or not rules:
+        raise ConfigError("no rules file: give FILE or set rules in [server]", file=path,
+                          line=doc.line_of("server"), key="rules")
+    return str(Path(path).resolve().parent / rules)
+
+
+def _build(path: str) -> Router:
+    from handlers import build_router  # the server's own order of rules
+
+    router = build_router(path)
+    router.compile()
+    return router
+
+
+def _message(args: argparse.Namespace, text: str | None) -> Message:
+    common = {"to_user": "gh_0123456789ab", "from_user": args.openid,
+              "create_time": int(time.time())}
+    if text is not None:
+        return TextMessage(msg_id=1, content=text, **common)
+    if args.session_from is not None or args.event == ENTER_SESSION_EVENT:
+        return EnterSessionEvent(session_from=args.session_from or "", **common)
+    return Event(event=args.event, **common)
+
+
+def _describe(message: Message) -> str:
+    if isinstance(message, TextMessage):
+        return f"text {message.content!r}"
+    if isinstance(message, EnterSessionEvent):
+        return f"event {message.event} session_from={message.session_from!r}"
+    return f"event {getattr(message, 'event', '')}"
+
+
+def _show(reply: Reply) -> str:
+    return json.dumps(reply.payload(), ensure_ascii=False)

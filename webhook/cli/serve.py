@@ -1,0 +1,51 @@
+"""``wxpush serve``: validate the config, then become gunicorn with ``gunicorn.conf.py``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from webhook.errors import ConfigError
+from webhook.settings import config_path, load
+from webhook.store import open_store
+
+__all__ = ["register", "gunicorn_config"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py)")
+    parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
+    parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
+    parser.set_defaults(handler=serve)
+
+
+def gunicorn_config() -> Path:
+    """``./gunicorn.conf.py`` if present, else the one at the root of this checkout."""
+    for candidate in (Path.cwd() / "gunicorn.conf.py",
+                      Path(__file__).resolve().parents[2] / "gunicorn.conf.py"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("gunicorn.conf.py not found in the current directory", file="gunicorn.conf.py")
+
+
+def serve(args: argparse.Namespace) -> int:
+    path = os.path.abspath(config_path(args.config))
+    settings = load(path)          # a bad config is one line here, not a worker boot loop
+    open_store(settings.server.store).close()
+    if settings.server.rules:
+        from handlers import build_router
+        build_router(settings.server.rules)
+    os.environ["WXPUSH_CONFIG"] = path
+    if args.bind:
+        os.environ["WXPUSH_BIND"] = args.bind
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        os.environ["WXPUSH_WORKERS"] = str(args.workers)
+    conf = str(gunicorn_config())
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf])
+    return 0  # not reached

@@ -1,0 +1,137 @@
+"""Pure AES envelope of compatible/safe mode: decrypt, encrypt, appid check, key rotation.
+
+protocol.md §2.4: AESKey = Base64_Decode(EncodingAESKey + "="), AES-256-CBC with
+IV = AESKey[:16], PKCS#7 over **32-byte** blocks, and the plaintext
+``random(16) ‖ be32(len(msg)) ‖ msg ‖ receiveid`` where receiveid is the AppID.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from typing import Any
+
+from Crypto.Cipher import AES
+
+from webhook.errors import AppIdMismatch, DecryptError, MalformedRequest
+
+__all__ = ["aes_key", "Cipher", "KeyRing", "BLOCK"]
+
+BLOCK = 32  # WeChat's PKCS#7 "K": pad to 32 bytes, not AES's 16
+_KEY_CHARS = re.compile(r"[A-Za-z0-9+/]{43}")
+_HEADER = 20  # random(16) + msg_len(4)
+
+
+def aes_key(encoding_aes_key: str) -> bytes:
+    """The 32-byte AES key of a console EncodingAESKey.
+
+    Decoded leniently: 43 characters carry 258 bits and the console's keys usually have
+    non-zero trailing bits, which strict decoders refuse (protocol.md §2.4 pitfalls).
+    """
+    if not _KEY_CHARS.fullmatch(encoding_aes_key):
+        raise ValueError("an EncodingAESKey is exactly 43 base64 characters")
+    return base64.b64decode(encoding_aes_key + "=")
+
+
+def _unbase64(encrypt: str) -> bytes:
+    try:
+        data = binascii.a2b_base64(encrypt, strict_mode=True)
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII str
+        raise MalformedRequest("Encrypt is not base64") from None
+    if not data or len(data) % 16:
+        raise MalformedRequest("Encrypt is not whole AES blocks")
+    return data
+
+
+class Cipher:
+    """One EncodingAESKey bound to one AppID. The key schedule is computed once, here."""
+
+    __slots__ = ("appid", "_key", "_iv", "_local", "_receiveid")
+
+    def __init__(self, encoding_aes_key: str, appid: str) -> None:
+        key = aes_key(encoding_aes_key)
+        self.appid = appid
+        self._key = key
+        self._iv = key[:16]
+        self._local = threading.local()
+        self._receiveid = appid.encode("utf-8")
+
+    def _decryptor(self) -> Any:
+        """This thread's CBC decryptor, key schedule computed once per thread.
+
+        CBC decryption of block i needs only ciphertext blocks i and i-1; the IV (or the
+        chaining state a previous push left in the object) touches block 0 alone, which holds
+        WeChat's 16 random bytes and is never read. So one object serves every push.
+        """
+        try:
+            return self._local.cbc
+        except AttributeError:
+            self._local.cbc = AES.new(self._key, AES.MODE_CBC, self._iv)
+            return self._local.cbc
+
+    def __repr__(self) -> str:
+        return f"Cipher(appid={self.appid!r})"
+
+    def decrypt(self, encrypt: str) -> bytes:
+        """The ``msg`` bytes inside a base64 ``Encrypt`` value."""
+        return self.open(_unbase64(encrypt))
+
+    def open(self, data: bytes) -> bytes:
+        """Like decrypt, for already base64-decoded ciphertext (whole 16-byte blocks)."""
+        size = len(data)
+        plain = self._decryptor().decrypt(data)  # plain[:16] is not meaningful: see _decryptor
+        pad = plain[-1]
+        if not 1 <= pad <= BLOCK or pad > size - _HEADER or plain.count(pad, size - pad) != pad:
+            raise DecryptError("Encrypt does not open with this key")
+        end = size - pad
+        msg_end = _HEADER + int.from_bytes(plain[16:_HEADER], "big")
+        if msg_end > end:
+            raise DecryptError("Encrypt does not open with this key")
+        if end - msg_end != len(self._receiveid) or not plain.startswith(self._receiveid, msg_end):
+            raise AppIdMismatch("message is for another appid")
+        return plain[_HEADER:msg_end]
+
+    def encrypt(self, msg: bytes, *, random16: bytes) -> str:
+        """Base64 ``Encrypt`` of ``msg``; ``random16`` is WeChat's 16 random bytes."""
+        if len(random16) != 16:
+            raise ValueError("random16 must be 16 bytes")
+        plain = b"".join((random16, len(msg).to_bytes(4, "big"), msg, self._receiveid))
+        pad = BLOCK - len(plain) % BLOCK
+        plain += bytes((pad,)) * pad
+        ciphertext = AES.new(self._key, AES.MODE_CBC, self._iv).encrypt(plain)
+        return base64.b64encode(ciphertext).decode("ascii")
+
+
+class KeyRing:
+    """The current EncodingAESKey and, during a rotation, the previous one.
+
+    Official FAQ: keep the current and the previous key; if the current one fails, try the
+    previous, and encrypt the reply with whichever key opened the push (protocol.md §2.4).
+    """
+
+    __slots__ = ("current", "previous")
+
+    def __init__(self, appid: str, current: str, previous: str | None = None) -> None:
+        self.current = Cipher(current, appid)
+        self.previous = Cipher(previous, appid) if previous else None
+
+    def __repr__(self) -> str:
+        return f"KeyRing(appid={self.current.appid!r}, previous={self.previous is not None})"
+
+    def decrypt(self, encrypt: str) -> tuple[bytes, Cipher]:
+        """The message bytes and the Cipher that opened them (current first)."""
+        data = _unbase64(encrypt)
+        try:
+            return self.current.open(data), self.current
+        except (DecryptError, AppIdMismatch) as current_error:
+            if self.previous is None:
+                raise
+            try:
+                return self.previous.open(data), self.previous
+            except (DecryptError, AppIdMismatch) as previous_error:
+                # A key that opened it but found another appid says more than "no key fits".
+                if isinstance(previous_error, AppIdMismatch):
+                    raise previous_error from None
+                raise current_error from None

@@ -1,0 +1,109 @@
+"""The inbox side of delivery: record each push before answering, handle it after.
+
+``Intake.accept`` runs on the request path: route (pure, microseconds) to learn whether the
+answer is the passive hand-off, then record the push in the store under its dedupe key with
+that answer, durably, and only then answer. A retry of the same push (WeChat delivers up to
+4 times, sometimes while the first is still being handled) finds the row and gets the same
+answer, and is not handled again.
+
+``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
+loses nothing: the row's lease runs out and another worker claims it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman
+from webhook.parsing import parse_body, to_message, transfer_fields
+from webhook.quota import note_enter, note_message, quota_key
+from webhook.receive import Push, seal
+from webhook.routing import Router
+from webhook.settings import AppConfig
+from webhook.store import InboxEntry, NewReply, Store
+
+__all__ = ["Intake", "Handler", "inbox_key", "hashed"]
+
+log = logging.getLogger(__name__)
+SUCCESS = "success"
+
+
+def inbox_key(appid: str, message: Message) -> str:
+    return f"{appid}:{message.dedupe_key}"
+
+
+def hashed(openid: str) -> str:
+    """An openid as it appears in logs: enough to correlate, not to identify."""
+    return hashlib.sha256(openid.encode()).hexdigest()[:12]
+
+
+class Intake:
+    """Request path: route, record, answer. Never runs a handler."""
+
+    def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
+                 clock: Callable[[], float], rng: random.Random, dedupe_ttl: float,
+                 lease: float, submit: Callable[[InboxEntry], None]) -> None:
+        self._store, self._router, self._owner = store, router, owner
+        self._clock, self._rng = clock, rng
+        self._ttl, self._lease, self._submit = dedupe_ttl, lease, submit
+
+    def accept(self, app: AppConfig, push: Push) -> str:
+        """The HTTP body to answer: ``success`` or the sealed transfer_customer_service."""
+        now = self._clock()
+        message = push.message
+        answer = SUCCESS
+        if self._router().route(message, appid=app.appid).transfer:
+            fields = transfer_fields(message, now=int(now))
+            answer = seal(app, push, fields, now=int(now), random16=self._rng.randbytes(16))
+        entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
+                           payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now)
+        existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease, ttl=self._ttl)
+        if existing is not None:
+            log.info("push duplicate appid=%s key=%s state=%s", app.appid, message.dedupe_key,
+                     existing.state)
+            return existing.answer
+        log.info("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
+                 getattr(message, "event", message.msg_type), hashed(message.openid))
+        self._submit(entry)
+        return answer
+
+
+class Handler:
+    """Background: run the matched rules for one recorded push and queue their replies."""
+
+    def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
+                 clock: Callable[[], float], budget: float,
+                 apps: Mapping[str, AppConfig]) -> None:
+        self._store, self._router, self._owner = store, router, owner
+        self._clock, self._budget, self._apps = clock, budget, apps
+
+    def handle(self, entry: InboxEntry) -> int:
+        """Handle ``entry``; returns how many replies were queued."""
+        message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
+        self._open_window(entry.appid, message)
+        route = self._router().route(message, appid=entry.appid)
+        replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
+                            budget=self._budget)
+        rule = ",".join(route.names)
+        queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
+                           body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
+                  for r in replies if not isinstance(r, TransferToHuman)]
+        rows = self._store.inbox_finish(entry.key, queued, owner=self._owner)
+        log.info("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
+                 message.dedupe_key, rule or "-", len(rows))
+        return len(rows)
+
+    def _open_window(self, appid: str, message: Message) -> None:
+        """Remember the send window this push opens (protocol.md §4.2)."""
+        if isinstance(message, EnterSessionEvent):
+            note = note_enter
+        elif isinstance(message, Event):
+            return
+        else:
+            note = note_message
+        self._store.update(quota_key(appid, message.openid),
+                           lambda old: note(old, float(message.create_time)), ttl=49 * 3600)

@@ -1,0 +1,128 @@
+"""Pure path of one push before it is recorded: check, open, parse; and seal the passive answer.
+
+protocol.md §1 (URL verification), §2 (POST push in plaintext / compatible / safe mode) and
+§2.5 (encrypted passive reply). Every refusal is a RequestRejected subclass whose ``status``
+is the HTTP answer; the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.crypto import Cipher, KeyRing
+from webhook.errors import DecryptError, MalformedRequest
+from webhook.messages import Message
+from webhook.parsing import cdata, parse_body, parse_envelope, render, to_message
+from webhook.settings import AppConfig
+from webhook.signature import check_timestamp, signature, verify
+
+__all__ = ["Push", "keyring_for", "verify_url", "open_push", "seal", "sealed_body"]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One opened push. ``plaintext`` is the message text as decrypted (or the body in
+    plaintext mode); ``cipher`` the key that opened it, which must seal the answer."""
+
+    message: Message
+    plaintext: bytes
+    cipher: Cipher | None
+    nonce: str
+
+
+def keyring_for(app: AppConfig) -> KeyRing | None:
+    """The app's keys, built once per app at start (None without an EncodingAESKey)."""
+    if not app.encoding_aes_key:
+        return None
+    return KeyRing(app.appid, app.encoding_aes_key, app.previous_encoding_aes_key)
+
+
+def _param(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name)
+    if not value or not isinstance(value, str):
+        raise MalformedRequest(f"query parameter {name} is missing")
+    return value
+
+
+def _check_url_signature(app: AppConfig, query: Mapping[str, str], *, now: float,
+                         tolerance: int) -> tuple[str, str]:
+    """signature = sha1(sort(Token, timestamp, nonce)): present on the GET and on every POST."""
+    given, timestamp, nonce = (_param(query, "signature"), _param(query, "timestamp"),
+                               _param(query, "nonce"))
+    check_timestamp(timestamp, now=now, tolerance=tolerance)
+    verify(given, app.token, timestamp, nonce)
+    return timestamp, nonce
+
+
+def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, tolerance: int) -> str:
+    """The ``echostr`` to answer the console's GET with, once its signature checks out.
+
+    The same in all three modes (unlike WeCom, nothing here is encrypted).
+    """
+    echostr = _param(query, "echostr")
+    _check_url_signature(app, query, now=now, tolerance=tolerance)
+    return echostr
+
+
+def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str], body: bytes,
+              *, now: float, tolerance: int) -> Push:
+    """Authenticate, decrypt and parse one POSTed push.
+
+    Order: query parameters (400), timestamp window (403), ``signature`` (403), envelope
+    (400); with ``encrypt_type=aes``: ``msg_signature`` over the body's ``Encrypt`` (403 —
+    the URL signature does not cover the body), decrypt (403/400), then the decrypted
+    message in the app's format. Compatible mode ignores the body's plaintext copy.
+    """
+    timestamp, nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
+    # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
+    encrypt_type = query.get("encrypt_type") or "raw"
+    if encrypt_type not in ("raw", "aes"):
+        raise MalformedRequest("unknown encrypt_type")
+    if encrypt_type == "raw" and app.encrypted:
+        raise MalformedRequest("encrypted push expected")
+    if encrypt_type == "raw" or keyring is None and not app.encrypted:
+        # Plaintext mode; with encrypt_type=aes but no key only the plaintext copy is readable.
+        return Push(to_message(parse_body(body, app.format)), body, None, nonce)
+    if keyring is None:
+        raise DecryptError("no EncodingAESKey configured for this app")
+    encrypt = parse_envelope(body, app.format).get("Encrypt")
+    msg_signature = _param(query, "msg_signature")
+    if not encrypt or not isinstance(encrypt, str):
+        raise MalformedRequest("Encrypt is missing")
+    verify(msg_signature, app.token, timestamp, nonce, encrypt)
+    plaintext, cipher = keyring.decrypt(encrypt)
+    return Push(to_message(parse_body(plaintext, app.format)), plaintext, cipher, nonce)
+
+
+def sealed_body(cipher: Cipher, token: str, message: bytes, *, nonce: str, now: int,
+                random16: bytes, fmt: str) -> str:
+    """The encrypted passive-response envelope around ``message`` (protocol.md §2.5).
+
+    JSON: TimeStamp a number, Nonce a string (the final official example). XML: the layout of
+    the official example, CDATA everywhere but TimeStamp.
+    """
+    encrypt = cipher.encrypt(message, random16=random16)
+    msg_signature = signature(token, str(now), nonce, encrypt)
+    if fmt == "json":
+        return json.dumps({"Encrypt": encrypt, "MsgSignature": msg_signature, "TimeStamp": now,
+                           "Nonce": nonce}, ensure_ascii=False, separators=(",", ":"))
+    return (f"<xml>\n<Encrypt>{cdata(encrypt)}</Encrypt>\n"
+            f"<MsgSignature>{cdata(msg_signature)}</MsgSignature>\n"
+            f"<TimeStamp>{now}</TimeStamp>\n<Nonce>{cdata(nonce)}</Nonce>\n</xml>")
+
+
+def seal(app: AppConfig, push: Push, fields: Mapping[str, Any], *, now: int,
+         random16: bytes) -> str:
+    """The passive response body carrying ``fields``: encrypted with the key that opened the
+    push (official FAQ on key rotation), or plain when the push was plaintext.
+
+    Plain acknowledgements (``success`` / empty) are never sealed (protocol.md §4.1).
+    """
+    text = render(fields, app.format)
+    if push.cipher is None:
+        return text
+    return sealed_body(push.cipher, app.token, text.encode("utf-8"), nonce=push.nonce, now=now,
+                       random16=random16, fmt=app.format)

@@ -1,0 +1,102 @@
+"""The HTTP edge: query and body in, status and body out. The only module that knows Falcon
+besides the composition root (and the mini program endpoints in ``miniprogram``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import falcon
+
+from webhook.crypto import KeyRing
+from webhook.delivery import Intake
+from webhook.errors import MalformedRequest, PayloadTooLarge, RequestRejected, StoreError, UnknownApp
+from webhook.receive import open_push, verify_url
+from webhook.settings import AppConfig
+
+__all__ = ["WeChatResource", "HealthResource", "read_body", "query", "add_error_handlers"]
+
+log = logging.getLogger(__name__)
+_CONTENT_TYPES = {"xml": "application/xml; charset=utf-8", "json": "application/json; charset=utf-8"}
+
+
+def query(req: falcon.Request) -> dict[str, str]:
+    """The query string as single values; a repeated parameter is malformed."""
+    params: dict[str, str] = {}
+    for key, value in req.params.items():
+        if not isinstance(value, str):
+            raise MalformedRequest(f"query parameter {key!r} repeated")
+        params[key] = value
+    return params
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The body, refusing anything over ``limit`` bytes without reading it when declared."""
+    if req.content_length is not None and req.content_length > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    body = req.bounded_stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    return body
+
+
+class WeChatResource:
+    """``/wechat/{appid}``: GET verifies the URL, POST receives a push."""
+
+    def __init__(self, *, apps: Mapping[str, AppConfig], intake: Intake,
+                 clock: Callable[[], float], tolerance: int, max_body: int) -> None:
+        self._apps = dict(apps)
+        self._keys = {appid: KeyRing(appid, app.encoding_aes_key, app.previous_encoding_aes_key)
+                      for appid, app in apps.items() if app.encoding_aes_key}
+        self._intake, self._clock = intake, clock
+        self._tolerance, self._max_body = tolerance, max_body
+
+    def _app(self, appid: str) -> AppConfig:
+        app = self._apps.get(appid)
+        if app is None:
+            raise UnknownApp("unknown appid")
+        return app
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
+        app = self._app(appid)
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = verify_url(app, query(req), now=self._clock(), tolerance=self._tolerance)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
+        app = self._app(appid)
+        body = read_body(req, self._max_body)
+        push = open_push(app, self._keys.get(appid), query(req), body, now=self._clock(),
+                         tolerance=self._tolerance)
+        answer = self._intake.accept(app, push)
+        # ``success`` is never encrypted (protocol.md §2.5): an encrypted ack breaks the chat.
+        resp.content_type = falcon.MEDIA_TEXT if answer == "success" else _CONTENT_TYPES[app.format]
+        resp.text = answer
+
+
+class HealthResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = "ok"
+
+
+def add_error_handlers(app: falcon.App) -> None:
+    """Rejections become a short plain reason and one log line; never a traceback."""
+
+    def rejected(req: falcon.Request, resp: falcon.Response, ex: RequestRejected,
+                 params: dict[str, Any]) -> None:
+        log.warning("rejected %s %s status=%d reason=%s", req.method, req.path, ex.status, ex.reason)
+        resp.status = falcon.code_to_http_status(ex.status)
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = ex.reason
+
+    def unavailable(req: falcon.Request, resp: falcon.Response, ex: StoreError,
+                    params: dict[str, Any]) -> None:
+        # Unanswered, WeChat delivers the push again; nothing was recorded.
+        log.error("store unavailable %s %s: %s", req.method, req.path, ex)
+        resp.status = falcon.HTTP_503
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = "store unavailable"
+
+    app.add_error_handler(RequestRejected, rejected)
+    app.add_error_handler(StoreError, unavailable)

@@ -1,0 +1,298 @@
+"""The Redis store: several hosts share tokens, locks, dedupe keys and the outbox.
+
+Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not Cluster)::
+
+    P v:{key}            string "<expires_at>|<value>"   (expires_at empty: no ttl)
+    P lock:{name}        string "<expires_at>|<owner>"
+    P in:{key}           hash: one inbox entry + owner, lease_until, expires_at
+    P in:leased          zset: pending inbox keys by lease expiry (reclaim of dead handlers)
+    P ob:seq             INCR counter of outbox row ids
+    P ob:row:{id}        hash: one outbox row (+ owner while sending)
+    P ob:q:{appid}:{openid}  zset: the user's unfinished (pending/sending) row ids, by id
+    P ob:ready           zset: users whose oldest unfinished row is pending, by its next_at
+    P ob:leased          zset: users whose oldest unfinished row is sending, by lease expiry
+    P ob:st:{state}      zset: row ids in each state (stats, listing), score = id
+    P ob:all             zset: every row id (listing), score = id
+    P ob:done            zset: sent and dead row ids by updated_at (purge)
+
+Expiry follows the store's clock (``expires_at`` and leases are compared with the ``now``
+each call passes to Lua), so tests can drive it with a fake clock; keys also carry a
+Redis TTL of the same length so that Redis reclaims their memory. A write is as durable
+as the server makes it: run Redis with ``appendonly yes`` so an answered push survives a
+Redis restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import functools
+import math
+import time
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from webhook.errors import StoreError
+from webhook.store import redis_scripts as lua
+from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store
+
+__all__ = ["RedisStore", "mask_url"]
+
+BATCH = 500   # ids per requeue / purge script call
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***@"
+    return urlunsplit(parts._replace(netloc=userinfo + parts.netloc.rpartition("@")[2]))
+
+
+def _store_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Turn redis-py errors into StoreError (the message names no password)."""
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreError(f"redis store: {type(exc).__name__}: {exc}") from exc
+    return wrapper
+
+
+def _px(ttl: float) -> int:
+    return max(1, math.ceil(ttl * 1000))
+
+
+def _opt(value: object | None) -> str:
+    return "" if value is None else f"={value}"
+
+
+def _fields(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _inbox_entry(flat: Sequence[str]) -> InboxEntry:
+    f = _fields(flat)
+    return InboxEntry(key=f["key"], appid=f["appid"], format=f["format"], payload=f["payload"],
+                      answer=f["answer"], received_at=float(f["received_at"]),
+                      state=f["state"], attempts=int(f["attempts"]))
+
+
+def _outbox_row(f: dict[str, str]) -> OutboxRow:
+    errcode = f.get("errcode")
+    return OutboxRow(id=f["id"], appid=f["appid"], openid=f["openid"], body=f["body"],
+                     rule=f["rule"], state=f["state"], attempts=int(f["attempts"]),
+                     next_at=float(f["next_at"]), created_at=float(f["created_at"]),
+                     updated_at=float(f["updated_at"]),
+                     errcode=None if errcode is None else int(errcode), errmsg=f.get("errmsg"))
+
+
+class RedisStore(Store):
+    """``Store`` over one Redis database; ``client`` must decode responses to str."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "wxpush:",
+                 clock: Callable[[], float] = time.time) -> None:
+        if not client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisStore needs a client made with decode_responses=True")
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "wxpush:",
+                 clock: Callable[[], float] = time.time) -> RedisStore:
+        """``redis://[:password@]host:port/db``; pings once so a wrong URL fails at start."""
+        try:
+            client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
+                                          socket_timeout=10, health_check_interval=30)
+            client.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreError(f"cannot reach redis store {mask_url(url)}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        return cls(client, prefix=prefix, clock=clock)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _run(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Any:
+        return self._scripts[script](keys=keys, args=args)
+
+    def _run_p(self, script: str, now: float, *args: object) -> Any:
+        """Run an inbox/outbox script: ARGV starts with the prefix and the current time."""
+        return self._run(script, (), (self.prefix, repr(now), *args))
+
+    # -- values ---------------------------------------------------------------------------
+    def _vkey(self, key: str) -> str:
+        return f"{self.prefix}v:{key}"
+
+    @staticmethod
+    def _decode(raw: str | None, now: float) -> str | None:
+        if raw is None:
+            return None
+        expires, _, value = raw.partition("|")
+        return value if not expires or float(expires) > now else None
+
+    @staticmethod
+    def _encode(value: str, now: float, ttl: float | None) -> str:
+        return f"{'' if ttl is None else repr(now + ttl)}|{value}"
+
+    @_store_errors
+    def get(self, key: str) -> str | None:
+        return self._decode(self.client.get(self._vkey(key)), self.clock())
+
+    @_store_errors
+    def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        self.client.set(self._vkey(key), self._encode(value, self.clock(), ttl),
+                        px=None if ttl is None else _px(ttl))
+
+    @_store_errors
+    def put_new(self, key: str, value: str, *, ttl: float | None = None) -> bool:
+        now = self.clock()
+        return bool(self._run("PUT_NEW", [self._vkey(key)],
+                              [repr(now), self._encode(value, now, ttl),
+                               "" if ttl is None else _px(ttl)]))
+
+    @_store_errors
+    def delete(self, key: str) -> None:
+        self.client.delete(self._vkey(key))
+
+    @_store_errors
+    def delete_if(self, key: str, expected: str) -> bool:
+        return bool(self._run("DELETE_IF", [self._vkey(key)], [repr(self.clock()), expected]))
+
+    @_store_errors
+    def update(self, key: str, fn: Callable[[str | None], str | None], *,
+               ttl: float | None = None) -> str | None:
+        vkey = self._vkey(key)
+        with self.client.pipeline() as pipe:
+            while True:   # optimistic: WATCH, read, compute, MULTI/EXEC; again if it moved
+                try:
+                    pipe.watch(vkey)
+                    now = self.clock()
+                    new = fn(self._decode(pipe.get(vkey), now))
+                    pipe.multi()
+                    if new is None:
+                        pipe.delete(vkey)
+                    else:
+                        pipe.set(vkey, self._encode(new, now, ttl),
+                                 px=None if ttl is None else _px(ttl))
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+
+    # -- lease lock -----------------------------------------------------------------------
+    @_store_errors
+    def acquire(self, name: str, owner: str, *, lease: float) -> bool:
+        now = self.clock()
+        return bool(self._run("ACQUIRE", [f"{self.prefix}lock:{name}"],
+                              [repr(now), owner, repr(now + lease), _px(lease)]))
+
+    @_store_errors
+    def release(self, name: str, owner: str) -> bool:
+        return bool(self._run("RELEASE", [f"{self.prefix}lock:{name}"],
+                              [repr(self.clock()), owner]))
+
+    # -- inbox ----------------------------------------------------------------------------
+    @_store_errors
+    def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
+                  ttl: float) -> InboxEntry | None:
+        now = self.clock()
+        found = self._run_p("INBOX_ADD", now, entry.key, entry.appid, entry.format,
+                            entry.payload, entry.answer, repr(entry.received_at), owner,
+                            repr(now + lease), repr(now + ttl), _px(ttl))
+        return None if found is None else _inbox_entry(found)
+
+    @_store_errors
+    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        now = self.clock()
+        found = self._run_p("INBOX_CLAIM", now, owner, repr(now + lease), limit)
+        return sorted((_inbox_entry(f) for f in found), key=lambda e: e.received_at)
+
+    @_store_errors
+    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
+        args = [x for r in replies for x in (r.appid, r.openid, r.body, r.rule)]
+        rows = self._run_p("INBOX_FINISH", self.clock(), key, *args)
+        return [_outbox_row(_fields(r)) for r in rows]
+
+    # -- outbox ---------------------------------------------------------------------------
+    def _row_key(self, row_id: str) -> str:
+        return f"{self.prefix}ob:row:{row_id}"
+
+    @_store_errors
+    def outbox_claim(self, *, owner: str, lease: float, limit: int) -> list[OutboxRow]:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        now = self.clock()
+        rows = self._run_p("OUTBOX_CLAIM", now, owner, repr(now + lease), limit)
+        return sorted((_outbox_row(_fields(r)) for r in rows), key=lambda r: int(r.id))
+
+    def _mark(self, row_id: str, owner: str, outcome: str, next_at: float | None = None,
+              errcode: int | None = None, errmsg: str | None = None) -> bool:
+        return bool(self._run_p("OUTBOX_MARK", self.clock(), row_id, owner, outcome,
+                                "" if next_at is None else repr(next_at),
+                                _opt(errcode), _opt(errmsg)))
+
+    @_store_errors
+    def outbox_sent(self, row_id: str, *, owner: str) -> bool:
+        return self._mark(row_id, owner, "sent")
+
+    @_store_errors
+    def outbox_retry(self, row_id: str, *, owner: str, next_at: float, errcode: int | None,
+                     errmsg: str | None) -> bool:
+        return self._mark(row_id, owner, "retry", next_at, errcode, errmsg)
+
+    @_store_errors
+    def outbox_dead(self, row_id: str, *, owner: str, errcode: int | None,
+                    errmsg: str | None) -> bool:
+        return self._mark(row_id, owner, "dead", None, errcode, errmsg)
+
+    @_store_errors
+    def outbox_get(self, row_id: str) -> OutboxRow | None:
+        fields = self.client.hgetall(self._row_key(row_id))
+        return _outbox_row(fields) if fields else None
+
+    @_store_errors
+    def outbox_stats(self) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for state in OUTBOX_STATES:
+            pipe.zcard(f"{self.prefix}ob:st:{state}")
+        return dict(zip(OUTBOX_STATES, pipe.execute()))
+
+    @_store_errors
+    def outbox_list(self, *, state: str | None = None, limit: int = 100) -> list[OutboxRow]:
+        if limit <= 0:
+            return []
+        index = f"{self.prefix}ob:{'all' if state is None else 'st:' + state}"
+        ids = self.client.zrevrange(index, 0, limit - 1)
+        pipe = self.client.pipeline(transaction=False)
+        for row_id in ids:
+            pipe.hgetall(self._row_key(row_id))
+        return [_outbox_row(f) for f in pipe.execute() if f]
+
+    @_store_errors
+    def outbox_requeue(self, row_ids: Sequence[str] | None = None) -> int:
+        if row_ids is not None:
+            ids = list(row_ids)
+        else:
+            ids = self.client.zrange(f"{self.prefix}ob:st:dead", 0, -1)
+        return sum(self._run_p("OUTBOX_REQUEUE", self.clock(), *ids[i:i + BATCH])
+                   for i in range(0, len(ids), BATCH))
+
+    @_store_errors
+    def outbox_purge(self, *, before: float) -> int:
+        total = 0
+        while True:
+            n = self._run_p("OUTBOX_PURGE", before, BATCH)
+            total += n
+            if n < BATCH:
+                return total

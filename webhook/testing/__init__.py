@@ -1,0 +1,28 @@
+"""Testing helpers for wxpush and for bots built on it (as ``falcon.testing`` is for Falcon).
+
+- ``Emulator``: WeChat's server API with WeChat's rules, as a Falcon app; ``serve()`` runs it
+  (or any WSGI app) on 127.0.0.1; ``EmulatorControl`` drives one in another process.
+- ``PushBuilder``: signed, encrypted pushes exactly as WeChat sends them.
+- ``FakeClock``: time that moves only when a test says so.
+
+A bot test in a few lines::
+
+    emulator = Emulator(clock=clock)
+    emulator.register_app("wx123", "secret")
+    with serve(emulator.app) as wechat:       # point [server] api_base at wechat.url
+        push = PushBuilder(appid="wx123", token="tok", encoding_aes_key=KEY).text("hi")
+        emulator.notify_push("wx123", push.fields)  # WeChat saw the message: window opens
+        client.simulate_post("/wechat/wx123", query_string=urlencode(push.query),
+                             body=push.body)
+        ...
+        assert emulator.sent("wx123") == [("wx123", push.fields["FromUserName"], {...})]
+"""
+
+from webhook.testing.clock import FakeClock
+from webhook.testing.emulator import Call, Emulator
+from webhook.testing.pushbuilder import DEFAULT_OPENID, BuiltPush, PushBuilder
+from webhook.testing.remote import EmulatorControl
+from webhook.testing.server import RunningServer, serve
+
+__all__ = ["Emulator", "Call", "EmulatorControl", "serve", "RunningServer", "PushBuilder",
+           "BuiltPush", "DEFAULT_OPENID", "FakeClock"]

@@ -1,0 +1,93 @@
+"""Background work inside each server process: handle recorded pushes, send queued replies.
+
+Started by gunicorn's ``post_worker_init`` hook (so every worker of ``wxpush serve`` is a
+complete server) and stopped by ``worker_exit``: stop claiming, let in-flight work finish.
+Pushes recorded by this process are handled at once; pushes whose handler died elsewhere
+are claimed when their lease runs out; senders wake when this process queues a reply and
+otherwise poll, so replies queued by other processes or hosts go out too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from webhook.delivery import Handler
+from webhook.sender import Sender
+from webhook.store import InboxEntry, Store
+
+__all__ = ["Background"]
+
+log = logging.getLogger(__name__)
+
+
+class Background:
+    def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
+                 lease: float, senders: int = 2, handler_threads: int = 8,
+                 poll: float = 0.1) -> None:
+        self._store, self._handler, self._sender = store, handler, sender
+        self._owner, self._lease, self._senders = owner, lease, senders
+        self._pool_size, self._poll = handler_threads, poll
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+
+    def submit(self, entry: InboxEntry) -> None:
+        """Handle a push this process just recorded; left for the sweeper if not running."""
+        pool = self._pool
+        if pool is not None and not self._stopping.is_set():
+            try:
+                pool.submit(self._handle, entry)
+            except RuntimeError:   # shutting down: the sweeper of a live process takes it
+                pass
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler")
+        loops = [self._sweep] + [self._send] * self._senders
+        self._threads = [threading.Thread(target=loop, name=f"wxpush-{loop.__name__[1:]}-{i}",
+                                          daemon=True) for i, loop in enumerate(loops)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; wait for running handlers and in-flight sends."""
+        self._stopping.set()
+        self._wake.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._pool, self._threads = None, []
+
+    def _handle(self, entry: InboxEntry) -> None:
+        try:
+            if self._handler.handle(entry):
+                self._wake.set()
+        except Exception:
+            # The row stays pending; its lease runs out and a sweeper tries again.
+            log.exception("handling failed key=%s", entry.key)
+
+    def _sweep(self) -> None:
+        interval = max(0.2, min(5.0, self._lease / 4))
+        while not self._stopping.wait(interval):
+            try:
+                for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
+                                                     limit=64):
+                    log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
+                    self.submit(entry)
+            except Exception:
+                log.exception("inbox sweep failed")
+
+    def _send(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = self._sender.run_once()
+            except Exception:
+                log.exception("outbox claim failed")
+                busy = 0
+            if not busy:
+                self._wake.wait(self._poll)
+                self._wake.clear()
