@@ -4,6 +4,8 @@ which wins over the defaults here."""
 
 import os
 
+from gunicorn.glogging import CONFIG_DEFAULTS
+
 _env = os.environ.get
 
 # The composition root builds the app in each worker after the fork, so every worker has its
@@ -41,13 +43,10 @@ limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
 loglevel = _env("WXPUSH_LOG_LEVEL", "info")
 accesslog = _env("WXPUSH_ACCESS_LOG") or None
 logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"wxpush": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"wxpush": {"class": "logging.StreamHandler", "formatter": "wxpush",
-                            "stream": "ext://sys.stderr"}},
-    "loggers": {name: {"handlers": ["wxpush"], "level": loglevel.upper(), "propagate": False}
-                for name in ("webhook", "handlers")},
+    **CONFIG_DEFAULTS,
+    "loggers": {**CONFIG_DEFAULTS["loggers"],
+                **{name: {"handlers": ["error_console"], "level": loglevel.upper(),
+                          "propagate": False} for name in ("webhook", "handlers")}},
 }
 
 

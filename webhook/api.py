@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 from webhook.client import WeChatClient
@@ -31,9 +29,10 @@ _LOCAL_MEDIA = {"image": ("path", "media_id"), "miniprogrampage": ("thumb_path",
 
 
 class WeChatAPI:
-    def __init__(self, client: WeChatClient, tokens: TokenProvider, store: Store, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.client, self.tokens, self.store, self._clock = client, tokens, store, clock
+    """WeChat calls on behalf of the configured apps (by appid), each with its shared token."""
+
+    def __init__(self, client: WeChatClient, tokens: TokenProvider, store: Store) -> None:
+        self.client, self.tokens, self.store = client, tokens, store
 
     def send(self, appid: str, openid: str, payload: dict[str, Any]) -> None:
         """custom/send one ``Reply.payload()``; local images are uploaded (once) first."""

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 
 import falcon
-import requests
 
 from webhook.api import WeChatAPI
 from webhook.client import WeChatClient
@@ -118,8 +117,7 @@ def get_app(config: str | None = None) -> WxpushApp:
             log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
                         "choose safe mode in the console", app.appid)
     store = open_store(settings.server.store)
-    session = requests.Session()
-    client = WeChatClient(settings.server.api_base, session=session)
+    client = WeChatClient(settings.server.api_base)
     tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
                            refresh_ahead=settings.server.token_refresh_ahead)
     api = WeChatAPI(client, tokens, store)

@@ -220,30 +220,31 @@ def _text(value: Any) -> str:
 
 def _required(fields: Mapping[str, Any], key: str) -> str:
     value = fields.get(key)
+    if type(value) is str and value:  # noqa: E721 - the hot path
+        return value
     if value is None or value == "":
         raise MalformedRequest(f"{key} is missing")
     return _text(value)
 
 
-def _create_time(fields: Mapping[str, Any]) -> int:
-    value = fields.get("CreateTime")
+def _create_time(value: Any) -> int:
     if type(value) is int:  # noqa: E721 - bool is not a time
         return value
     if isinstance(value, str):
         value = value.strip(_SPACE)
-        if value.isascii() and value.isdigit():
+        if value.isdigit() and value.isascii():
             return int(value)
     raise MalformedRequest("CreateTime is missing or not an integer")
 
 
 def _msg_id(value: Any) -> int | str | None:
     """Exact 64-bit MsgId as an int; a string on the cloud-function path (protocol.md §3)."""
-    if type(value) is int:  # noqa: E721
+    if type(value) is int or value is None:  # noqa: E721
         return value
-    if value is None or value == "":
-        return None
     text = _text(value).strip(_SPACE)
-    return int(text) if text.isascii() and text.isdigit() else text
+    if not text:
+        return None
+    return int(text) if text.isdigit() and text.isascii() else text
 
 
 def to_message(fields: Mapping[str, Any]) -> Message:
@@ -265,7 +266,7 @@ def to_message(fields: Mapping[str, Any]) -> Message:
     extra.sort()
     return cls(to_user=_required(fields, "ToUserName"),
                from_user=_required(fields, "FromUserName"),
-               create_time=_create_time(fields), msg_type=msg_type,
+               create_time=_create_time(fields.get("CreateTime")), msg_type=msg_type,
                msg_id=_msg_id(fields.get("MsgId")), extra=tuple(extra), **known)
 
 

@@ -40,18 +40,17 @@ def keyring_for(app: AppConfig) -> KeyRing | None:
     return KeyRing(app.appid, app.encoding_aes_key, app.previous_encoding_aes_key)
 
 
-def _param(query: Mapping[str, str], name: str) -> str:
-    value = query.get(name)
-    if not value or not isinstance(value, str):
-        raise MalformedRequest(f"query parameter {name} is missing")
-    return value
+def _missing(query: Mapping[str, str], *names: str) -> MalformedRequest:
+    missing = next((name for name in names if not query.get(name)), names[0])
+    return MalformedRequest(f"query parameter {missing} is missing")
 
 
 def _check_url_signature(app: AppConfig, query: Mapping[str, str], *, now: float,
                          tolerance: int) -> tuple[str, str]:
     """signature = sha1(sort(Token, timestamp, nonce)): present on the GET and on every POST."""
-    given, timestamp, nonce = (_param(query, "signature"), _param(query, "timestamp"),
-                               _param(query, "nonce"))
+    given, timestamp, nonce = query.get("signature"), query.get("timestamp"), query.get("nonce")
+    if not (given and timestamp and nonce):
+        raise _missing(query, "signature", "timestamp", "nonce")
     check_timestamp(timestamp, now=now, tolerance=tolerance)
     verify(given, app.token, timestamp, nonce)
     return timestamp, nonce
@@ -62,7 +61,9 @@ def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, toleranc
 
     The same in all three modes (unlike WeCom, nothing here is encrypted).
     """
-    echostr = _param(query, "echostr")
+    echostr = query.get("echostr")
+    if not echostr:
+        raise _missing(query, "echostr")
     _check_url_signature(app, query, now=now, tolerance=tolerance)
     return echostr
 
@@ -79,18 +80,22 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
     timestamp, nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
     encrypt_type = query.get("encrypt_type") or "raw"
-    if encrypt_type not in ("raw", "aes"):
-        raise MalformedRequest("unknown encrypt_type")
-    if encrypt_type == "raw" and app.encrypted:
-        raise MalformedRequest("encrypted push expected")
-    if encrypt_type == "raw" or keyring is None and not app.encrypted:
-        # Plaintext mode; with encrypt_type=aes but no key only the plaintext copy is readable.
+    if encrypt_type != "aes":
+        if encrypt_type != "raw":
+            raise MalformedRequest("unknown encrypt_type")
+        if app.encrypted:
+            raise MalformedRequest("encrypted push expected")
         return Push(to_message(parse_body(body, app.format)), body, None, nonce)
     if keyring is None:
-        raise DecryptError("no EncodingAESKey configured for this app")
+        if app.encrypted:
+            raise DecryptError("no EncodingAESKey configured for this app")
+        # Plaintext mode sent encrypt_type=aes but we hold no key: read the plaintext copy.
+        return Push(to_message(parse_body(body, app.format)), body, None, nonce)
     encrypt = parse_envelope(body, app.format).get("Encrypt")
-    msg_signature = _param(query, "msg_signature")
-    if not encrypt or not isinstance(encrypt, str):
+    msg_signature = query.get("msg_signature")
+    if not msg_signature:
+        raise _missing(query, "msg_signature")
+    if not encrypt or type(encrypt) is not str:  # noqa: E721
         raise MalformedRequest("Encrypt is missing")
     verify(msg_signature, app.token, timestamp, nonce, encrypt)
     plaintext, cipher = keyring.decrypt(encrypt)

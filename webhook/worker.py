@@ -33,6 +33,8 @@ class Background:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._inflight: set[str] = set()     # keys this process is handling right now
+        self._inflight_lock = threading.Lock()
 
     def submit(self, entry: InboxEntry) -> None:
         """Handle a push this process just recorded; left for the sweeper if not running."""
@@ -63,17 +65,27 @@ class Background:
         self._pool, self._threads = None, []
 
     def _handle(self, entry: InboxEntry) -> None:
+        with self._inflight_lock:
+            self._inflight.add(entry.key)
         try:
             if self._handler.handle(entry):
                 self._wake.set()
         except Exception:
             # The row stays pending; its lease runs out and a sweeper tries again.
             log.exception("handling failed key=%s", entry.key)
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(entry.key)
 
     def _sweep(self) -> None:
+        """Renew the leases of running handlers, then claim pushes whose handler died."""
         interval = max(0.2, min(5.0, self._lease / 4))
         while not self._stopping.wait(interval):
             try:
+                with self._inflight_lock:
+                    running = list(self._inflight)
+                for key in running:
+                    self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
                 for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
                                                      limit=64):
                     log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)

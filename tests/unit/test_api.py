@@ -50,7 +50,7 @@ def make_api(store, server, session, clock, *, endpoint="stable") -> WeChatAPI:
     client = WeChatClient(server, session=session)
     tokens = TokenProvider(store, client, APPS, endpoint=endpoint, clock=clock,
                            sleep=clock.advance)
-    return WeChatAPI(client, tokens, store, clock=clock)
+    return WeChatAPI(client, tokens, store)
 
 
 @pytest.fixture
@@ -219,6 +219,7 @@ def shared_store(request, tmp_path) -> Iterator[tuple[str, str, str]]:
         client.delete(key)
 
 
+@pytest.mark.slow
 def test_four_processes_one_fetch_then_one_refetch_after_upstream_expiry(live_emulator,
                                                                          shared_store):
     emu, url = live_emulator

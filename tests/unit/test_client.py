@@ -145,7 +145,7 @@ def test_garbage_answers_never_crash(client, transport, status, raw, kind, errco
 
 
 @pytest.mark.parametrize("make", [
-    lambda r: requests.ConnectTimeout(f"HTTPSConnectionPool: Max retries exceeded with url: {r.url}"),
+    lambda r: requests.ConnectTimeout(f"Max retries exceeded with url: {r.url}"),
     lambda r: requests.ReadTimeout(f"Read timed out. url: {r.url}"),
     lambda r: requests.ConnectionError(f"Connection reset by peer: {r.url}"),
     lambda r: requests.exceptions.ChunkedEncodingError(f"IncompleteRead {r.url}"),

@@ -182,6 +182,20 @@ def test_inbox_claim_returns_only_entries_whose_lease_ran_out(store: Store, cloc
     assert [e.key for e in store.inbox_claim(owner="w3", lease=30, limit=10)] == ["wx1:b"]
 
 
+def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:slow"), owner="w1", lease=10, ttl=600)
+    for _ in range(3):
+        clock.advance(8)
+        assert store.inbox_renew("wx1:slow", owner="w1", lease=10)
+        assert store.inbox_claim(owner="w2", lease=10, limit=10) == []
+    assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # only the holder
+    clock.advance(11)
+    assert [e.key for e in store.inbox_claim(owner="w2", lease=10, limit=10)] == ["wx1:slow"]
+    assert not store.inbox_renew("wx1:slow", owner="w1", lease=10)   # lost it
+    store.inbox_finish("wx1:slow", [], owner="w2")
+    assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # done
+
+
 def test_inbox_claim_respects_limit_and_skips_expired_keys(store: Store, clock) -> None:
     for i in range(5):
         store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=1, ttl=60)

@@ -117,6 +117,11 @@ class Store(abc.ABC):
         """Lease pending entries whose previous lease ran out (their handler died)."""
 
     @abc.abstractmethod
+    def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s lease on a pending entry it is still handling, so that a slow
+        handler is not claimed and run a second time; False if the entry is no longer its."""
+
+    @abc.abstractmethod
     def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
         """Mark the entry done and enqueue its replies, atomically; a no-op returning [] if
         the entry is already done (another owner finished it after our lease ran out)."""

@@ -219,6 +219,10 @@ class RedisStore(Store):
         return sorted((_inbox_entry(f) for f in found), key=lambda e: e.received_at)
 
     @_store_errors
+    def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
+        now = self.clock()
+        return self._run_p("INBOX_RENEW", now, key, owner, repr(now + lease)) == 1
+
     def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
         args = [x for r in replies for x in (r.appid, r.openid, r.body, r.rule)]
         rows = self._run_p("INBOX_FINISH", self.clock(), key, *args)

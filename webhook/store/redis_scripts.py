@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "PUT_NEW", "DELETE_IF", "ACQUIRE", "RELEASE",
-    "INBOX_ADD", "INBOX_CLAIM", "INBOX_FINISH",
+    "INBOX_ADD", "INBOX_CLAIM", "INBOX_RENEW", "INBOX_FINISH",
     "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
 ]
 
@@ -143,6 +143,16 @@ while #out < limit do
   end
 end
 return out
+"""
+
+# ARGV: prefix, now, key, owner, lease_until. Returns 1 if the owner's lease was extended.
+INBOX_RENEW = _COMMON + """
+local k = P .. 'in:' .. ARGV[3]
+local r = redis.call('HMGET', k, 'state', 'owner')
+if r[1] ~= 'pending' or r[2] ~= ARGV[4] then return 0 end
+redis.call('HSET', k, 'lease_until', ARGV[5])
+redis.call('ZADD', P .. 'in:leased', ARGV[5], ARGV[3])
+return 1
 """
 
 # ARGV: prefix, now, key, then (appid, openid, body, rule) per reply. Returns new rows.

@@ -277,6 +277,12 @@ class SqliteStore(Store):
                 (owner, now + lease, now, now, limit)).fetchall()
         return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
 
+    def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
+        with self._connection() as conn:
+            cur = conn.execute("UPDATE inbox SET lease_until = ? WHERE key = ? AND owner = ? "
+                               "AND state = 'pending'", (self.clock() + lease, key, owner))
+        return cur.rowcount == 1
+
     def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
         with self._transaction() as conn:
             now = self.clock()

@@ -17,6 +17,7 @@ __all__ = ["serve", "RunningServer"]
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024   # a burst of test clients must queue, not be reset
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a timed-out test client) is not worth a traceback."""

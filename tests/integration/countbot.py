@@ -1,0 +1,25 @@
+"""A Python router for the delivery tests: notes every handler start and end in a file
+(``COUNTBOT_LOG``) and echoes the text; ``slow N`` sleeps N seconds first."""
+
+import os
+import time
+
+from webhook.messages import TextReply
+from webhook.routing import TEXT, Router
+
+router = Router(name="countbot")
+
+
+def _note(what: str, msg_id: object) -> None:
+    with open(os.environ["COUNTBOT_LOG"], "a", encoding="utf-8") as log:
+        log.write(f"{what} {os.getpid()} {msg_id}\n")
+
+
+@router.message(TEXT, name="count")
+def count(message, ctx):
+    _note("start", message.msg_id)
+    words = message.content.split()
+    if words[0] == "slow":
+        time.sleep(float(words[1]))
+    _note("end", message.msg_id)
+    return TextReply(f"echo {message.content}")

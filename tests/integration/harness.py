@@ -1,0 +1,115 @@
+"""Integration harness: the WeChat emulator on loopback and real gunicorn servers.
+
+Servers run ``wxpush serve`` (gunicorn with the project's gunicorn.conf.py) as a child
+process on a free loopback port and are stopped by pid at the end of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+from webhook.testing import Emulator, serve
+
+ROOT = Path(__file__).parents[2]
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+APPID = "wx2c2769f8efd9abc2"
+SECRET = "integration-secret"
+TOKEN = "spamtest"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmulatorServer:
+    def __init__(self) -> None:
+        self.emulator = Emulator()
+        self.emulator.register_app(APPID, SECRET)
+        self._server = serve(self.emulator.app)
+        self.url = self._server.url
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class ServerProcess:
+    """One ``wxpush serve`` (a gunicorn master and its workers)."""
+
+    def __init__(self, directory: Path, *, store: str, api_base: str, rules: str | None = None,
+                 workers: int = 2, mode: str = "safe", fmt: str = "xml", server: str = "",
+                 env: dict[str, str] | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.port = directory, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = directory / "wxpush.toml"
+        self.log = directory / "server.log"
+        lines = [f'api_base = "{api_base}"', f'store = "{store}"', server]
+        if rules is not None:
+            (directory / "rules.toml").write_text(rules, encoding="utf-8")
+            lines.append('rules = "rules.toml"')
+        self.config.write_text(
+            "[server]\n" + "\n".join(lines) + "\n\n[[apps]]\n"
+            f'appid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
+            f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n', encoding="utf-8")
+        self.workers, self.env = workers, env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {**os.environ, "WXPUSH_LOG_LEVEL": "info", **self.env}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "webhook.cli", "serve", "--config", str(self.config),
+                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok and \
+                        len(self.worker_pids()) >= self.workers:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def logs(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

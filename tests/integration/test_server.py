@@ -1,0 +1,113 @@
+"""``wxpush serve`` for real: gunicorn with gunicorn.conf.py on a loopback port, the emulator
+behind it, pushes over HTTP exactly as WeChat sends them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from webhook.testing import PushBuilder
+
+from harness import AES_KEY, APPID, ROOT, SECRET, TOKEN, ServerProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+RULES = """
+[[rule]]
+name = "hours"
+keywords = ["营业时间"]
+reply.text = "9:00–18:00"
+"""
+
+
+def start(servers, emulator, tmp_path, **kwargs) -> ServerProcess:
+    server = ServerProcess(tmp_path / "server", store=f"sqlite:///{tmp_path}/wxpush.db",
+                           api_base=emulator.url, **kwargs)
+    servers.append(server)
+    return server.start()
+
+
+def fresh_text(content: str, openid: str, msg_id: int) -> dict:
+    return {"ToUserName": "gh_0123456789ab", "FromUserName": openid,
+            "CreateTime": int(time.time()), "MsgType": "text", "Content": content, "MsgId": msg_id}
+
+
+def test_signed_encrypted_push_over_http(servers, emulator, tmp_path):
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    endpoint = f"{server.url}/wechat/{APPID}"
+    verify = requests.get(endpoint, params=builder.url_verification("echo-123"), timeout=5)
+    assert (verify.status_code, verify.text) == (200, "echo-123")
+
+    fields = fresh_text("营业时间?", "o-http", 1)
+    emulator.emulator.notify_push(APPID, fields)
+    push = builder.build(fields)
+    answer = requests.post(endpoint, params=push.query, data=push.body, timeout=5)
+    assert (answer.status_code, answer.text) == (200, "success")
+    assert wait_for(lambda: emulator.emulator.sent(APPID), timeout=20)
+    assert emulator.emulator.sent(APPID)[0][2] == {"msgtype": "text", "text": {"content": "9:00–18:00"}}
+
+    forged = requests.post(endpoint, params={**push.query, "msg_signature": "0" * 40},
+                           data=push.body, timeout=5)
+    assert forged.status_code == 403
+    for secret in (AES_KEY, TOKEN, SECRET):
+        assert secret not in server.logs()
+
+
+def test_rules_reload_while_running(servers, emulator, tmp_path):
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    rules = server.directory / "rules.toml"
+    rules.write_text(RULES.replace("9:00–18:00", "10:00–20:00"), encoding="utf-8")
+    time.sleep(2.5)                                   # reloaded within 2 s, in every worker
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    session = requests.Session()
+    for i in range(6):                                # reaches both workers
+        fields = fresh_text("营业时间", f"o-reload-{i}", 100 + i)
+        emulator.emulator.notify_push(APPID, fields)
+        push = builder.build(fields)
+        assert session.post(f"{server.url}/wechat/{APPID}", params=push.query, data=push.body,
+                            timeout=5).text == "success"
+    assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 6, timeout=20)
+    assert {p["text"]["content"] for _, _, p in emulator.emulator.sent(APPID)} == {"10:00–20:00"}
+
+    rules.write_text('[[rule]]\nname = "broken"\nregex = "("\nreply.text = "x"\n', encoding="utf-8")
+    time.sleep(2.5)                                   # a bad edit keeps the previous rules
+    fields = fresh_text("营业时间", "o-reload-bad", 200)
+    emulator.emulator.notify_push(APPID, fields)
+    push = builder.build(fields)
+    assert session.post(f"{server.url}/wechat/{APPID}", params=push.query, data=push.body,
+                        timeout=5).text == "success"
+    assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 7, timeout=20)
+    assert "rules.toml:3" in server.logs()
+
+
+def test_plaintext_mode_warns_at_start(servers, emulator, tmp_path):
+    server = start(servers, emulator, tmp_path, mode="plaintext")
+    assert "plaintext mode" in server.logs()
+
+
+def test_wxpush_push_command(servers, emulator, tmp_path):
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "push", f"{server.url}/wechat/{APPID}",
+         "--config", str(server.config), "--appid", APPID, "--text", "营业时间",
+         "--retries", "3", "--emulator", emulator.url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("success") == 4
+    assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 1, timeout=20)
+    time.sleep(1)
+    assert len(emulator.emulator.sent(APPID)) == 1    # three retries, one reply
+
+
+def test_bad_config_is_one_line(tmp_path):
+    config = tmp_path / "wxpush.toml"
+    config.write_text('[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "sfae"\n', encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "webhook.cli", "serve", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and f"{config}:4: mode" in result.stderr
