@@ -81,7 +81,8 @@ class Cipher:
     def open(self, data: bytes) -> bytes:
         """Like decrypt, for already base64-decoded ciphertext (whole 16-byte blocks)."""
         size = len(data)
-        plain = self._decryptor().decrypt(data)  # plain[:16] is not meaningful: see _decryptor
+        plain = bytearray(size)  # our own buffer: pycryptodome's output buffer costs more
+        self._decryptor().decrypt(data, output=plain)  # plain[:16] is meaningless: _decryptor
         pad = plain[-1]
         if not 1 <= pad <= BLOCK or pad > size - _HEADER or plain.count(pad, size - pad) != pad:
             raise DecryptError("Encrypt does not open with this key")
@@ -91,7 +92,7 @@ class Cipher:
             raise DecryptError("Encrypt does not open with this key")
         if end - msg_end != len(self._receiveid) or not plain.startswith(self._receiveid, msg_end):
             raise AppIdMismatch("message is for another appid")
-        return plain[_HEADER:msg_end]
+        return bytes(memoryview(plain)[_HEADER:msg_end])
 
     def encrypt(self, msg: bytes, *, random16: bytes) -> str:
         """Base64 ``Encrypt`` of ``msg``; ``random16`` is WeChat's 16 random bytes."""

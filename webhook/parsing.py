@@ -143,8 +143,9 @@ def _clean(value: Any, depth: int) -> Any:
     return value
 
 
-_ENVELOPE_TAGS = tuple((name, f"<{name}>".encode(), f"</{name}>".encode())
-                       for name in ("ToUserName", "Encrypt"))
+# (name, open tag, close tag of a bare value, close tag of a CDATA value)
+_ENVELOPE_TAGS = tuple((name, f"<{name}>".encode(), f"</{name}>".encode(),
+                        f"]]></{name}>".encode()) for name in ("ToUserName", "Encrypt"))
 _BYTE_SPACE = _SPACE.encode()
 # What an envelope value may hold: printable ASCII except markup and entity characters.
 _PLAIN = bytes(range(0x20, 0x7F)).translate(None, b"<&]")
@@ -169,17 +170,19 @@ def _xml_envelope(body: bytes) -> dict[str, str] | None:
             return None  # text between elements
         if tag < 0:
             return fields
-        for name, open_tag, close_tag in _ENVELOPE_TAGS:
+        for name, open_tag, close_tag, close_cdata in _ENVELOPE_TAGS:
             if doc.startswith(open_tag, tag):
                 break
         else:
             return None
         start = tag + len(open_tag)
+        # Values hold no "<" or "]", so one-byte searches find where they end.
         if doc.startswith(b"<![CDATA[", start):
             start += 9
-            close_tag = b"]]>" + close_tag
-        stop = doc.find(close_tag, start, end)
-        if stop < 0 or name in fields:
+            stop, close_tag = doc.find(b"]", start, end), close_cdata
+        else:
+            stop = doc.find(b"<", start, end)
+        if stop < 0 or not doc.startswith(close_tag, stop, end) or name in fields:
             return None
         value = doc[start:stop]
         if value.translate(None, _PLAIN):
@@ -241,6 +244,8 @@ def _msg_id(value: Any) -> int | str | None:
     """Exact 64-bit MsgId as an int; a string on the cloud-function path (protocol.md §3)."""
     if type(value) is int or value is None:  # noqa: E721
         return value
+    if type(value) is str and value.isdigit() and value.isascii():  # noqa: E721 - XML
+        return int(value)
     text = _text(value).strip(_SPACE)
     if not text:
         return None

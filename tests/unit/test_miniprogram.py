@@ -87,7 +87,7 @@ def build(store: Store, clock: Any, base_url: str, http: requests.Session
                                           opendata_max_age=MAX_AGE), apps=apps)
     wechat = WeChatClient(base_url, session=http)
     recording = Recording(store)
-    api = WeChatAPI(wechat, TokenProvider(store, wechat, apps, clock=clock), store, clock=clock)
+    api = WeChatAPI(wechat, TokenProvider(store, wechat, apps, clock=clock), store)
     app = falcon.App()
     register(app, settings=config, api=api, store=recording, clock=clock)  # type: ignore[arg-type]
     return falcon.testing.TestClient(app), recording
