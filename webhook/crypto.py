@@ -84,13 +84,15 @@ class Cipher:
         plain = bytearray(size)  # our own buffer: pycryptodome's output buffer costs more
         self._decryptor().decrypt(data, output=plain)  # plain[:16] is meaningless: _decryptor
         pad = plain[-1]
-        if not 1 <= pad <= BLOCK or pad > size - _HEADER or plain.count(pad, size - pad) != pad:
-            raise DecryptError("Encrypt does not open with this key")
         end = size - pad
-        msg_end = _HEADER + int.from_bytes(plain[16:_HEADER], "big")
-        if msg_end > end:
+        # PKCS#7 with K = 32: a pad of 1..32 bytes, each holding the pad length.
+        if not 0 < pad <= BLOCK or end < _HEADER or plain.count(pad, end) != pad:
             raise DecryptError("Encrypt does not open with this key")
-        if end - msg_end != len(self._receiveid) or not plain.startswith(self._receiveid, msg_end):
+        msg_end = _HEADER + int.from_bytes(plain[16:_HEADER], "big")
+        receiveid = self._receiveid
+        if msg_end != end - len(receiveid) or not plain.startswith(receiveid, msg_end):
+            if msg_end > end:
+                raise DecryptError("Encrypt does not open with this key")
             raise AppIdMismatch("message is for another appid")
         return bytes(memoryview(plain)[_HEADER:msg_end])
 

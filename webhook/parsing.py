@@ -24,6 +24,7 @@ __all__ = ["parse_body", "parse_envelope", "to_message", "message_fields", "rend
 FORMATS = ("xml", "json")
 _SPACE = " \t\r\n"  # whitespace, the same set in XML and JSON
 _MAX_DEPTH = 32  # nesting we keep for unmodelled fields; WeChat nests two levels at most
+_MAX_DIGITS = 20  # a uint64 has 20 digits; int() of thousands of digits raises ValueError
 
 
 # --- body -> fields ------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def _xml_envelope(body: bytes) -> dict[str, str] | None:
     pos, end = 5, len(doc) - 6
     while True:
         tag = doc.find(b"<", pos, end)
-        if doc[pos:end if tag < 0 else tag].strip(_BYTE_SPACE):
+        if tag != pos and doc[pos:end if tag < 0 else tag].strip(_BYTE_SPACE):
             return None  # text between elements
         if tag < 0:
             return fields
@@ -235,7 +236,7 @@ def _create_time(value: Any) -> int:
         return value
     if isinstance(value, str):
         value = value.strip(_SPACE)
-        if value.isdigit() and value.isascii():
+        if value.isdigit() and value.isascii() and len(value) <= _MAX_DIGITS:
             return int(value)
     raise MalformedRequest("CreateTime is missing or not an integer")
 
@@ -244,12 +245,13 @@ def _msg_id(value: Any) -> int | str | None:
     """Exact 64-bit MsgId as an int; a string on the cloud-function path (protocol.md §3)."""
     if type(value) is int or value is None:  # noqa: E721
         return value
-    if type(value) is str and value.isdigit() and value.isascii():  # noqa: E721 - XML
+    if type(value) is str and value.isdigit() and value.isascii() \
+            and len(value) <= _MAX_DIGITS:  # noqa: E721 - the XML hot path
         return int(value)
     text = _text(value).strip(_SPACE)
     if not text:
         return None
-    return int(text) if text.isdigit() and text.isascii() else text
+    return int(text) if text.isdigit() and text.isascii() and len(text) <= _MAX_DIGITS else text
 
 
 def to_message(fields: Mapping[str, Any]) -> Message:

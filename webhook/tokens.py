@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random as _random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -149,7 +151,8 @@ class TokenProvider:
 
     def _refresh(self, appid: str, *, usable: _Entry | None, failed: str | None,
                  always: bool = False, force: bool = False) -> str:
-        lock, owner = f"token:{appid}", uuid.uuid4().hex
+        # The owner names its host and pid, so an operator (or a test) can see who refreshes.
+        lock, owner = f"token:{appid}", f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         deadline = self._clock() + self._wait
         while True:
             if self.store.acquire(lock, owner, lease=self._lease):

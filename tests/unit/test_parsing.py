@@ -83,7 +83,8 @@ def test_types_and_values() -> None:
         "this is a url", "media_id")
     card = message("miniprogrampage")
     assert isinstance(card, MiniProgramPageMessage)
-    assert (card.title, card.app_id, card.page_path, card.thumb_url) == ("title", "appid", "path", "")
+    assert (card.title, card.app_id, card.page_path) == ("title", "appid", "path")
+    assert card.thumb_url == card.thumb_media_id == ""
     enter = message("enter_session")
     assert isinstance(enter, EnterSessionEvent) and enter.session_from == "sessionFrom"
     assert enter.msg_id is None
@@ -103,8 +104,9 @@ def test_types_and_values() -> None:
 def test_msg_id_keeps_its_exact_64_bit_value() -> None:
     for body, fmt in ((b'{"ToUserName":"a","FromUserName":"b","CreateTime":1,"MsgType":"text",'
                        b'"MsgId":6054768590064713728}', "json"),
-                      (b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1"
-                       b"</CreateTime><MsgType>text</MsgType><MsgId>6054768590064713728</MsgId></xml>",
+                      (b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName>"
+                       b"<CreateTime>1</CreateTime><MsgType>text</MsgType>"
+                       b"<MsgId>6054768590064713728</MsgId></xml>",
                        "xml")):
         message = to_message(parse_body(body, fmt))
         assert message.msg_id == 6054768590064713728
@@ -134,6 +136,12 @@ def test_missing_required_fields_are_malformed(missing: str) -> None:
         to_message(fields)
     with pytest.raises(MalformedRequest):
         to_message({**PUSHES["text"], missing: ""})
+
+
+def test_huge_digit_strings_do_not_crash() -> None:
+    assert to_message({**PUSHES["text"], "MsgId": "9" * 5000}).msg_id == "9" * 5000
+    with pytest.raises(MalformedRequest):
+        to_message({**PUSHES["text"], "CreateTime": "9" * 5000})
 
 
 @pytest.mark.parametrize("value", ["soon", "1.5", "-1", " ", True, 1.5, None, [1], {"a": 1}])
@@ -218,8 +226,8 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 HOSTILE = {
     "billion_laughs": BILLION_LAUGHS,
     # "<xml" in a comment hides the DOCTYPE from the prolog check; expat still refuses it
-    "hidden_doctype": b"<!-- <xml --><!DOCTYPE xml [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;'>]>"
-                      b"<xml><Content>&b;</Content></xml>",
+    "hidden_doctype": b"<!-- <xml --><!DOCTYPE xml [<!ENTITY a 'aaaaaaaaaa'>"
+                      b"<!ENTITY b '&a;&a;&a;'>]><xml><Content>&b;</Content></xml>",
     "xxe_file": b'<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
                 b"<xml><Content>&xxe;</Content></xml>",
     "xxe_parameter": b'<!DOCTYPE xml [<!ENTITY % p SYSTEM "http://127.0.0.1:1/x.dtd"> %p;]>'
