@@ -16,22 +16,9 @@ import redis
 from webhook.store.base import Store
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
+from webhook.testing.clock import FakeClock
 
 STORE_BACKENDS = ["sqlite", "redis"]
-
-
-class FakeClock:
-    """A clock that moves only when told: ``clock()`` / ``clock.now``, ``clock.advance(s)``."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ environment (``WXPUSH_CONFIG``) and is what gunicorn loads (``webhook.app:get_ap
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -17,7 +16,6 @@ import falcon
 from webhook.api import WeChatAPI
 from webhook.client import WeChatClient
 from webhook.delivery import Handler, Intake
-from webhook.errors import ConfigError
 from webhook.miniprogram import register as register_miniprogram
 from webhook.reloader import LiveRouter
 from webhook.resource import HealthResource, WeChatResource, add_error_handlers
@@ -83,30 +81,11 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
 
 
 def load_router(settings: Settings) -> LiveRouter:
-    """Python routers named in ``[server] routers`` first, then the rules file and built-ins."""
+    """The handlers in their stated order (``handlers.build_router``), reloaded on change."""
     from handlers import build_router
 
-    extra = [_import_router(spec) for spec in settings.server.routers]
-
-    def load_all() -> Router:
-        root = Router(name="root")
-        for router in extra:
-            root.include(router)
-        root.include(build_router(settings.server.rules))
-        return root
-
-    return LiveRouter(load_all, settings.server.rules)
-
-
-def _import_router(spec: str) -> Router:
-    module_name, _, attr = spec.partition(":")
-    try:
-        router = getattr(importlib.import_module(module_name), attr or "router")
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import router {spec!r}: {exc}", key="routers") from None
-    if not isinstance(router, Router):
-        raise ConfigError(f"{spec!r} is not a webhook.Router", key="routers")
-    return router
+    server = settings.server
+    return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
 
 
 def get_app(config: str | None = None) -> WxpushApp:

@@ -46,7 +46,8 @@ def _unbase64(encrypt: str) -> bytes:
 
 
 class Cipher:
-    """One EncodingAESKey bound to one AppID. The key schedule is computed once, here."""
+    """One EncodingAESKey bound to one AppID; key, IV and AppID bytes are derived once, and
+    each thread keeps one decryptor (with its key schedule) for every push it opens."""
 
     __slots__ = ("appid", "_key", "_iv", "_local", "_receiveid")
 

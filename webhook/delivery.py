@@ -12,13 +12,12 @@ loses nothing: the row's lease runs out and another worker claims it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
 from collections.abc import Callable, Mapping
 
-from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman
+from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.parsing import parse_body, to_message, transfer_fields
 from webhook.quota import note_enter, note_message, quota_key
 from webhook.receive import Push, seal
@@ -26,7 +25,7 @@ from webhook.routing import Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store
 
-__all__ = ["Intake", "Handler", "inbox_key", "hashed"]
+__all__ = ["Intake", "Handler", "inbox_key"]
 
 log = logging.getLogger(__name__)
 SUCCESS = "success"
@@ -34,11 +33,6 @@ SUCCESS = "success"
 
 def inbox_key(appid: str, message: Message) -> str:
     return f"{appid}:{message.dedupe_key}"
-
-
-def hashed(openid: str) -> str:
-    """An openid as it appears in logs: enough to correlate, not to identify."""
-    return hashlib.sha256(openid.encode()).hexdigest()[:12]
 
 
 class Intake:

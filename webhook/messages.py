@@ -8,7 +8,8 @@ int, and unknown fields are kept as text in ``extra``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "MiniProgramPageReply",
     "TransferToHuman",
     "reply_from_payload",
+    "hashed",
 ]
 
 ENTER_SESSION_EVENT = "user_enter_tempsession"
@@ -111,6 +113,11 @@ class EnterSessionEvent(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnknownMessage(Message):
     """A ``MsgType`` we do not model; still acknowledged, routed only to rules that ask."""
+
+
+def hashed(openid: str) -> str:
+    """An openid as log lines show it: enough to correlate lines, not to identify anyone."""
+    return hashlib.sha256(openid.encode()).hexdigest()[:12]
 
 
 # --- replies -------------------------------------------------------------------------------

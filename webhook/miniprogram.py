@@ -23,6 +23,7 @@ import falcon
 from Crypto.Cipher import AES
 
 from webhook.api import WeChatAPI
+from webhook.messages import hashed
 from webhook.errors import (MalformedRequest, PayloadTooLarge, RequestRejected, Retryable,
                             StoreError, Unauthorized, UnknownApp, WeChatAPIError)
 from webhook.opendata import (check_raw_signature, decrypt_encrypted_data, parse_open_data,
@@ -50,9 +51,6 @@ def new_session_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def hashed(openid: str) -> str:
-    """An openid as logs show it (same form as ``webhook.delivery.hashed``)."""
-    return hashlib.sha256(openid.encode()).hexdigest()[:12]
 
 
 class BadInput(MalformedRequest):

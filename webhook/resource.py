@@ -9,10 +9,9 @@ from typing import Any
 
 import falcon
 
-from webhook.crypto import KeyRing
 from webhook.delivery import Intake
 from webhook.errors import MalformedRequest, PayloadTooLarge, RequestRejected, StoreError, UnknownApp
-from webhook.receive import open_push, verify_url
+from webhook.receive import keyring_for, open_push, verify_url
 from webhook.settings import AppConfig
 
 __all__ = ["WeChatResource", "HealthResource", "read_body", "query", "add_error_handlers"]
@@ -47,8 +46,7 @@ class WeChatResource:
     def __init__(self, *, apps: Mapping[str, AppConfig], intake: Intake,
                  clock: Callable[[], float], tolerance: int, max_body: int) -> None:
         self._apps = dict(apps)
-        self._keys = {appid: KeyRing(appid, app.encoding_aes_key, app.previous_encoding_aes_key)
-                      for appid, app in apps.items() if app.encoding_aes_key}
+        self._keys = {appid: keyring_for(app) for appid, app in apps.items()}
         self._intake, self._clock = intake, clock
         self._tolerance, self._max_body = tolerance, max_body
 

@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from webhook.delivery import hashed
 from webhook.errors import Permanent, WeChatAPIError
+from webhook.messages import hashed
 from webhook.quota import quota_key, take, verdict
 from webhook.store import OutboxRow, Store
 

@@ -12,3 +12,12 @@ def test_import_contracts_hold():
     result = subprocess.run([str(lint), "--config", "setup.cfg"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_public_surface_resolves_and_stays_light():
+    code = ("import sys, webhook; import webhook.routing, webhook.crypto; "
+            "assert 'falcon' not in sys.modules and 'requests' not in sys.modules; "
+            "[getattr(webhook, n) for n in webhook.__all__]; print(len(webhook.__all__))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_rules(args: argparse.Namespace) -> int:
-    path = args.file or _configured(args.config)
-    router = _build(path)
+    path, routers = (args.file, ()) if args.file else _configured(args.config)
+    router = _build(path, routers)
     names = router.rules
     print(f"{path}: ok, {len(names)} rules: {', '.join(rule.name for rule in names) or '-'}")
     return 0
@@ -61,8 +61,8 @@ def test_rules(args: argparse.Namespace) -> int:
         print("usage: wxpush rules test [FILE] TEXT, or wxpush rules test [FILE] --event NAME",
               file=sys.stderr)
         return 2
-    path = args.args[0] if len(args.args) == wanted else _configured(args.config)
-    router = _build(path)
+    path, routers = (args.args[0], ()) if len(args.args) == wanted else _configured(args.config)
+    router = _build(path, routers)
     message = _message(args, None if is_event else args.args[-1])
     route = router.route(message, appid=args.appid)
     print(f"push      {_describe(message)} appid={args.appid}")
@@ -80,7 +80,7 @@ def test_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configured(config: str | None) -> str:
+def _configured(config: str | None) -> tuple[str, tuple[str, ...]]:
     """``[server] rules`` of the config, resolved as the server does (relative to the config).
     Read without the settings loader so that no secret has to be in the environment."""
     path = config_path(config)
@@ -89,13 +89,17 @@ def _configured(config: str | None) -> str:
     if not isinstance(rules, str) or not rules:
         raise ConfigError("no rules file: give FILE or set rules in [server]", file=path,
                           line=doc.line_of("server"), key="rules")
-    return str(Path(path).resolve().parent / rules)
+    routers = doc.data["server"].get("routers", [])
+    if not isinstance(routers, list) or not all(isinstance(r, str) for r in routers):
+        raise ConfigError("must be a list of \"module:attribute\" strings", file=path,
+                          line=doc.line_of("server", key="routers"), key="routers")
+    return str(Path(path).resolve().parent / rules), tuple(routers)
 
 
-def _build(path: str) -> Router:
+def _build(path: str, routers: tuple[str, ...] = ()) -> Router:
     from handlers import build_router  # the server's own order of rules
 
-    router = build_router(path)
+    router = build_router(path, routers)
     router.compile()
     return router
 

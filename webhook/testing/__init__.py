@@ -20,9 +20,12 @@ A bot test in a few lines::
 
 from webhook.testing.clock import FakeClock
 from webhook.testing.emulator import Call, Emulator
+from webhook.testing.factories import (dispatch, make_enter_session, make_event, make_image,
+                                       make_miniprogrampage, make_text, make_unknown)
 from webhook.testing.pushbuilder import DEFAULT_OPENID, BuiltPush, PushBuilder
 from webhook.testing.remote import EmulatorControl
 from webhook.testing.server import RunningServer, serve
 
 __all__ = ["Emulator", "Call", "EmulatorControl", "serve", "RunningServer", "PushBuilder",
-           "BuiltPush", "DEFAULT_OPENID", "FakeClock"]
+           "BuiltPush", "DEFAULT_OPENID", "FakeClock", "make_text", "make_image",
+           "make_miniprogrampage", "make_event", "make_enter_session", "make_unknown", "dispatch"]
