@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -72,8 +73,11 @@ def list_rows(args: argparse.Namespace) -> int:
 
 def requeue(args: argparse.Namespace) -> int:
     count = _store(args).outbox_requeue(None if args.all_dead else [args.id])
+    if not count and not args.all_dead:
+        print(f"wxpush outbox: no dead row with id {args.id}", file=sys.stderr)
+        return 1
     print(f"requeued {count} row(s)")
-    return 0 if count or args.all_dead else 1
+    return 0
 
 
 def purge_rows(args: argparse.Namespace) -> int:

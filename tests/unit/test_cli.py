@@ -1,0 +1,88 @@
+"""The wxpush command: check-config, outbox operations, demo, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webhook.cli import main
+from webhook.cli.outbox import parse_age
+from webhook.errors import ConfigError
+from webhook.store import NewReply, InboxEntry, open_store
+
+ROOT = Path(__file__).parents[2]
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "wxpush.toml"
+    path.write_text(f'[server]\nstore = "sqlite:///w.db"\n\n[[apps]]\nappid = "wx1"\n'
+                    f'secret = "the-app-secret"\ntoken = "the-token"\nencoding_aes_key = "{KEY}"\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_check_config_prints_what_it_serves_without_secrets(config, capsys):
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "/wechat/wx1  safe xml" in out
+    for secret in ("the-app-secret", "the-token", KEY):
+        assert secret not in out
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[apps]]\nappid = "wx1"\ntoken = 5\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:3: token: must be a string" in err
+
+
+def test_outbox_operations(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    store.inbox_add(InboxEntry(key="wx1:msg:1", appid="wx1", format="xml", payload="<xml/>",
+                               answer="success", received_at=0), owner="t", lease=30, ttl=60)
+    rows = store.inbox_finish("wx1:msg:1", [NewReply("wx1", "o1", '{"msgtype":"text"}', "r"),
+                                            NewReply("wx1", "o2", '{"msgtype":"text"}', "r")],
+                              owner="t")
+    claimed = store.outbox_claim(owner="t", lease=30, limit=10)
+    store.outbox_dead(claimed[0].id, owner="t", errcode=45015, errmsg="response out of time limit")
+    store.outbox_sent(claimed[1].id, owner="t")
+    assert main(["outbox", "--config", str(config), "stats"]) == 0
+    assert capsys.readouterr().out.split() == ["pending", "0", "sending", "0", "sent", "1", "dead", "1"]
+    assert main(["outbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    assert "errcode=45015" in capsys.readouterr().out
+    assert main(["outbox", "--config", str(config), "retry", "--all-dead"]) == 0
+    assert "requeued 1" in capsys.readouterr().out
+    assert store.outbox_stats()["pending"] == 1
+    assert main(["outbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
+    assert "purged 1" in capsys.readouterr().out
+    assert len(rows) == 2
+
+
+def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
+    assert main(["outbox", "--config", str(config), "retry", "999"]) == 1
+
+
+@pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45)])
+def test_ages(text, seconds):
+    assert parse_age(text) == seconds
+
+
+def test_bad_age_is_a_clear_error():
+    with pytest.raises(ConfigError, match="not an age"):
+        parse_age("a week")
+
+
+@pytest.mark.slow
+def test_demo_plays_a_conversation(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "webhook.cli", "demo"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
+    assert "business  订单 20261121 正在处理中。" in result.stdout
+    assert "transfer_customer_service" in result.stdout

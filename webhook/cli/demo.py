@@ -1,0 +1,98 @@
+"""``wxpush demo``: the WeChat API emulator, a server and a short scripted conversation, with
+what the customer would see printed. Nothing leaves this machine."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+__all__ = ["register"]
+
+APPID = "wxd0d0d0d0d0d0d0d0"
+SECRET = "demo-secret"
+TOKEN = "demotoken"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+RULES = """
+[[rule]]
+name = "hours"
+keywords = ["营业时间", "几点开门"]
+reply.text = "我们的服务时间是 9:00–18:00。"
+
+[[rule]]
+name = "order"
+regex = '^订单\\s*(?P<order>\\d{6,})$'
+reply.text = "订单 {order} 正在处理中。"
+
+[builtins.welcome]
+text = "您好，请问有什么可以帮您？"
+
+[builtins.fallback]
+text = "抱歉，我没听懂。输入「人工」可转人工客服。"
+"""
+SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"), ("text", "你好"),
+          ("text", "转人工")]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="emulator + server + a scripted conversation")
+    parser.set_defaults(handler=demo)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from webhook.app import get_app
+    from webhook.testing import Emulator, PushBuilder, serve
+
+    emulator = Emulator()
+    emulator.register_app(APPID, SECRET)
+    with tempfile.TemporaryDirectory() as tmp, serve(emulator.app) as upstream:
+        config = Path(tmp) / "wxpush.toml"
+        (Path(tmp) / "rules.toml").write_text(RULES, encoding="utf-8")
+        config.write_text(
+            f'[server]\napi_base = "{upstream.url}"\nstore = "sqlite:///demo.db"\n'
+            f'rules = "rules.toml"\n\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\n'
+            f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n',
+            encoding="utf-8")
+        app = get_app(str(config))
+        app.start()
+        try:
+            with serve(app) as server:
+                print(f"emulator {upstream.url}   server {server.url}/wechat/{APPID} (safe mode, XML)\n")
+                _converse(emulator, PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY),
+                          f"{server.url}/wechat/{APPID}")
+        finally:
+            app.stop()
+    return 0
+
+
+def _converse(emulator, builder, url: str) -> None:
+    session, openid, seen = requests.Session(), "o_demo_customer", 0
+    for step, (kind, text) in enumerate(SCRIPT):
+        now = int(time.time())
+        if kind == "enter":
+            fields = {"ToUserName": builder.original_id, "FromUserName": openid, "CreateTime": now,
+                      "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": ""}
+            print("customer  (opens the chat)")
+        else:
+            fields = {"ToUserName": builder.original_id, "FromUserName": openid, "CreateTime": now,
+                      "MsgType": "text", "Content": text, "MsgId": 1000 + step}
+            print(f"customer  {text}")
+        emulator.notify_push(APPID, fields)
+        push = builder.build(fields)
+        answer = session.post(url, params=push.query, data=push.body, timeout=5)
+        if answer.text != "success":
+            reply = builder.open_reply(answer.content)
+            print(f"wxpush    (answers WeChat: {reply['MsgType']}, the chat goes to a human agent)")
+        deadline = time.monotonic() + (5 if answer.text == "success" else 0.5)
+        while time.monotonic() < deadline:
+            sent = emulator.sent(APPID)
+            if len(sent) > seen:
+                break
+            time.sleep(0.02)
+        for _, _, payload in sent[seen:]:
+            print(f"business  {payload.get('text', {}).get('content', payload)}")
+        seen = len(sent)
+        print()
