@@ -349,3 +349,31 @@ def test_envelope_fast_path_agrees_with_xmltodict(body: bytes) -> None:
     except MalformedRequest:
         got = MalformedRequest
     assert got == expected
+
+
+# --- the expat fast path for flat messages agrees with xmltodict ------------------------------
+
+_names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,12}", fullmatch=True)
+_values = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
+                    st.integers(min_value=0, max_value=2**64))
+
+
+@given(st.dictionaries(_names, _values, max_size=8), st.sampled_from(["", "\n", "\n  "]))
+def test_flat_fast_path_agrees_with_xmltodict(fields, sep):
+    from webhook.parsing import _flat_xml, _xmltodict_fields
+
+    body = render(fields, "xml").replace("><", f">{sep}<").encode("utf-8")
+    assert _flat_xml(body) == _xmltodict_fields(body)
+
+
+def test_nested_xml_goes_through_xmltodict():
+    body = b"<xml><A>1</A><B><C>x</C><D>y</D></B></xml>"
+    assert parse_body(body, "xml") == {"A": "1", "B": {"C": "x", "D": "y"}}
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><xml><A>&a;</A></xml>',
+    b"<other><A>1</A></other>", b"<xml><A>1</A><A>2</A></xml>", b"<xml><A>1</xml>"])
+def test_fast_path_refuses_like_xmltodict(body):
+    with pytest.raises(MalformedRequest):
+        parse_body(body, "xml")
