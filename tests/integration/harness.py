@@ -65,7 +65,7 @@ class ServerProcess:
         self.workers, self.env = workers, env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "WXPUSH_LOG_LEVEL": "info", **self.env}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -77,10 +77,10 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok and \
+                if requests.get(self.url + "/healthz", timeout=2).ok and \
                         len(self.worker_pids()) >= self.workers:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:   # not listening yet, or a worker still booting
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
