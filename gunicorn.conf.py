@@ -44,9 +44,16 @@ loglevel = _env("WXPUSH_LOG_LEVEL", "info")
 accesslog = _env("WXPUSH_ACCESS_LOG") or None
 logconfig_dict = {
     **CONFIG_DEFAULTS,
-    "loggers": {**CONFIG_DEFAULTS["loggers"],
-                **{name: {"handlers": ["error_console"], "level": loglevel.upper(),
-                          "propagate": False} for name in ("webhook", "handlers")}},
+    # Each logger writes once, to its own handler; the access log only when asked for.
+    "root": {"level": "WARNING", "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"],
+                           "propagate": False, "qualname": "gunicorn.error"},
+        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"],
+                            "propagate": False, "qualname": "gunicorn.access"},
+        **{name: {"handlers": ["error_console"], "level": loglevel.upper(), "propagate": False}
+           for name in ("webhook", "handlers")},
+    },
 }
 
 

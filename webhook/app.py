@@ -64,7 +64,8 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     background = Background(store=store, handler=handler, sender=sender, owner=owner,
-                            lease=lease, senders=server.senders)
+                            lease=lease, senders=server.senders,
+                            handler_threads=server.handler_threads)
     intake = Intake(store=store, router=current, owner=owner, clock=clock, rng=rng,
                     dedupe_ttl=server.dedupe_ttl, lease=lease, submit=background.submit)
 

@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.parsing import parse_body, to_message, transfer_fields
-from webhook.quota import note_enter, note_message, quota_key
+from webhook.quota import WINDOW_TTL, note_enter, note_message, quota_key
 from webhook.receive import Push, seal
 from webhook.routing import Router
 from webhook.settings import AppConfig
-from webhook.store import InboxEntry, NewReply, Store
+from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
 __all__ = ["Intake", "Handler", "inbox_key"]
 
@@ -60,7 +60,7 @@ class Intake:
             log.info("push duplicate appid=%s key=%s state=%s", app.appid, message.dedupe_key,
                      existing.state)
             return existing.answer
-        log.info("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
+        log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
                  getattr(message, "event", message.msg_type), hashed(message.openid))
         self._submit(entry)
         return answer
@@ -78,7 +78,6 @@ class Handler:
     def handle(self, entry: InboxEntry) -> int:
         """Handle ``entry``; returns how many replies were queued."""
         message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
-        self._open_window(entry.appid, message)
         route = self._router().route(message, appid=entry.appid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
                             budget=self._budget)
@@ -86,18 +85,20 @@ class Handler:
         queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
                            body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
                   for r in replies if not isinstance(r, TransferToHuman)]
-        rows = self._store.inbox_finish(entry.key, queued, owner=self._owner)
+        rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
+                                        also=_window_opened(entry.appid, message))
         log.info("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
                  message.dedupe_key, rule or "-", len(rows))
         return len(rows)
 
-    def _open_window(self, appid: str, message: Message) -> None:
-        """Remember the send window this push opens (protocol.md §4.2)."""
-        if isinstance(message, EnterSessionEvent):
-            note = note_enter
-        elif isinstance(message, Event):
-            return
-        else:
-            note = note_message
-        self._store.update(quota_key(appid, message.openid),
-                           lambda old: note(old, float(message.create_time)), ttl=49 * 3600)
+
+def _window_opened(appid: str, message: Message) -> ValueUpdate | None:
+    """The send window this push opens (protocol.md §4.2), noted with the handling."""
+    if isinstance(message, EnterSessionEvent):
+        note = note_enter
+    elif isinstance(message, Event):
+        return None
+    else:
+        note = note_message
+    return ValueUpdate(quota_key(appid, message.openid),
+                       lambda old: note(old, float(message.create_time)), ttl=WINDOW_TTL)

@@ -14,10 +14,11 @@ import json
 from dataclasses import asdict, dataclass
 
 __all__ = ["Windows", "MESSAGE_WINDOW", "ENTER_WINDOW", "note_message", "note_enter", "verdict",
-           "take", "quota_key"]
+           "take", "quota_key", "WINDOW_TTL"]
 
 MESSAGE_WINDOW = (48 * 3600, 5)   # seconds, messages
 ENTER_WINDOW = (60, 2)
+WINDOW_TTL = MESSAGE_WINDOW[0] + 3600   # how long a user's window state is worth keeping
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from webhook.errors import Permanent, WeChatAPIError
 from webhook.messages import hashed
-from webhook.quota import quota_key, take, verdict
+from webhook.quota import WINDOW_TTL, quota_key, take, verdict
 from webhook.store import OutboxRow, Store
 
 __all__ = ["Sender", "SendAPI"]
@@ -65,7 +65,7 @@ class Sender:
             self._later(row, None, f"{type(exc).__name__}")
         else:
             self._store.outbox_sent(row.id, owner=self._owner)
-            self._store.update(window, lambda old: take(old, self._clock()), ttl=49 * 3600)
+            self._store.update(window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL)
             self._log(row, "sent", "")
 
     def _later(self, row: OutboxRow, errcode: int | None, errmsg: str) -> None:

@@ -56,6 +56,7 @@ class ServerConfig:
     handler_budget: float = 3.0
     dedupe_ttl: int = 86400
     senders: int = 2
+    handler_threads: int = 2
     send_attempts: int = 8
     session_ttl: int = 7 * 86400
     opendata_max_age: int = 0
@@ -87,6 +88,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "handler_budget": ((int, float), lambda v: 0 < v <= 60, "seconds between 0 and 60"),
     "dedupe_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "senders": (int, lambda v: 0 <= v <= 64, "a thread count between 0 and 64"),
+    "handler_threads": (int, lambda v: 1 <= v <= 64, "a thread count between 1 and 64"),
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "session_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "opendata_max_age": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the check off)"),

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class Background:
     def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
-                 lease: float, senders: int = 2, handler_threads: int = 8,
+                 lease: float, senders: int = 2, handler_threads: int = 2,
                  poll: float = 0.1) -> None:
         self._store, self._handler, self._sender = store, handler, sender
         self._owner, self._lease, self._senders = owner, lease, senders

@@ -226,6 +226,16 @@ def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
     assert store.inbox_claim(owner="w3", lease=10, limit=10) == []   # done: never reclaimed
 
 
+def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
+    from webhook.store import ValueUpdate
+
+    store.inbox_add(entry("wx1:w"), owner="w1", lease=10, ttl=600)
+    count = ValueUpdate("window:o1", lambda old: str(int(old or 0) + 1), ttl=60)
+    assert len(store.inbox_finish("wx1:w", [NewReply("wx1", "o1", "{}")], owner="w1",
+                                  also=count)) == 1
+    assert store.get("window:o1") == "1"
+
+
 def test_inbox_finish_of_an_unknown_key_is_a_no_op(store: Store) -> None:
     assert store.inbox_finish("wx1:nope", [reply()], owner="w1") == []
     assert store.outbox_stats()["pending"] == 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 import time
 
-from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store
+from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
+                                ValueUpdate)
 
-__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "open_store"]
+__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "ValueUpdate",
+           "open_store"]
 
 
 def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:

@@ -17,7 +17,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "OUTBOX_STATES"]
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 
@@ -45,6 +45,15 @@ class NewReply:
     openid: str
     body: str
     rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueUpdate:
+    """``Store.update(key, fn, ttl=ttl)``, to be applied together with another write."""
+
+    key: str
+    fn: Callable[[str | None], str | None]
+    ttl: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +131,14 @@ class Store(abc.ABC):
         handler is not claimed and run a second time; False if the entry is no longer its."""
 
     @abc.abstractmethod
-    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
+    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str,
+                     also: ValueUpdate | None = None) -> list[OutboxRow]:
         """Mark the entry done and enqueue its replies, atomically; a no-op returning [] if
-        the entry is already done (another owner finished it after our lease ran out)."""
+        the entry is already done (another owner finished it after our lease ran out).
+
+        ``also`` (an idempotent value update, e.g. the user's send window) is applied in the
+        same transaction where the backend has one (SQLite: one write instead of two, which
+        is what many workers on one file contend for), else just before."""
 
     # -- outbox ---------------------------------------------------------------------------
     @abc.abstractmethod

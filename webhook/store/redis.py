@@ -35,7 +35,8 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
-from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store
+from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
+                                ValueUpdate)
 
 __all__ = ["RedisStore", "mask_url"]
 
@@ -223,7 +224,10 @@ class RedisStore(Store):
         now = self.clock()
         return self._run_p("INBOX_RENEW", now, key, owner, repr(now + lease)) == 1
 
-    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
+    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str,
+                     also: ValueUpdate | None = None) -> list[OutboxRow]:
+        if also is not None:   # idempotent, so applying it before the finish is safe
+            self.update(also.key, also.fn, ttl=also.ttl)
         args = [x for r in replies for x in (r.appid, r.openid, r.body, r.rule)]
         rows = self._run_p("INBOX_FINISH", self.clock(), key, *args)
         return [_outbox_row(_fields(r)) for r in rows]

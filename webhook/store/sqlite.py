@@ -16,7 +16,8 @@ import threading
 import time
 
 from webhook.errors import StoreError
-from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store
+from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
+                                ValueUpdate)
 
 __all__ = ["SqliteStore"]
 
@@ -83,6 +84,7 @@ class SqliteStore(Store):
         # ":memory:" is private to one connection: share it, one thread at a time.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
+        self._write_lock = threading.Lock()
         try:
             if path == ":memory:":
                 self._shared = self._connect()
@@ -136,9 +138,20 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A connection for a write, one writing thread per process at a time.
+
+        Threads of one process queue on a lock that wakes them at once, instead of each
+        sleeping in SQLite's busy handler (1, 2, 5, 10… ms) while another holds the file's
+        write lock; only other processes still meet the busy handler.
+        """
+        with self._write_lock, self._connection() as conn:
+            yield conn
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds the file's write lock from its first statement."""
-        with self._connection() as conn:
+        with self._writing() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -178,13 +191,13 @@ class SqliteStore(Store):
 
     def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
         now = self.clock()
-        with self._connection() as conn:
+        with self._writing() as conn:
             conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
                          (key, value, None if ttl is None else now + ttl))
 
     def put_new(self, key: str, value: str, *, ttl: float | None = None) -> bool:
         now = self.clock()
-        with self._connection() as conn:
+        with self._writing() as conn:
             cur = conn.execute(
                 "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
@@ -193,11 +206,11 @@ class SqliteStore(Store):
             return cur.rowcount == 1
 
     def delete(self, key: str) -> None:
-        with self._connection() as conn:
+        with self._writing() as conn:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
 
     def delete_if(self, key: str, expected: str) -> bool:
-        with self._connection() as conn:
+        with self._writing() as conn:
             cur = conn.execute("DELETE FROM kv WHERE key = ? AND value = ? AND "
                                "(expires_at IS NULL OR expires_at > ?)",
                                (key, expected, self.clock()))
@@ -207,21 +220,27 @@ class SqliteStore(Store):
                ttl: float | None = None) -> str | None:
         with self._transaction() as conn:
             now = self.clock()
-            row = conn.execute("SELECT value FROM kv WHERE key = ? AND "
-                               "(expires_at IS NULL OR expires_at > ?)", (key, now)).fetchone()
-            new = fn(row[0] if row else None)
-            if new is None:
-                conn.execute("DELETE FROM kv WHERE key = ?", (key,))
-            else:
-                conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) "
-                             "VALUES (?, ?, ?)", (key, new, None if ttl is None else now + ttl))
+            new = self._apply(conn, now, ValueUpdate(key, fn, ttl))
             self._maybe_sweep(conn, now)
+        return new
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, now: float, change: ValueUpdate) -> str | None:
+        """``update`` inside a transaction the caller holds."""
+        row = conn.execute("SELECT value FROM kv WHERE key = ? AND "
+                           "(expires_at IS NULL OR expires_at > ?)", (change.key, now)).fetchone()
+        new = change.fn(row[0] if row else None)
+        if new is None:
+            conn.execute("DELETE FROM kv WHERE key = ?", (change.key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                         (change.key, new, None if change.ttl is None else now + change.ttl))
         return new
 
     # -- lease lock -----------------------------------------------------------------------
     def acquire(self, name: str, owner: str, *, lease: float) -> bool:
         now = self.clock()
-        with self._connection() as conn:
+        with self._writing() as conn:
             cur = conn.execute(
                 "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
@@ -231,7 +250,7 @@ class SqliteStore(Store):
             return cur.rowcount == 1
 
     def release(self, name: str, owner: str) -> bool:
-        with self._connection() as conn:
+        with self._writing() as conn:
             cur = conn.execute("DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at > ?",
                                (name, owner, self.clock()))
             return cur.rowcount == 1
@@ -241,7 +260,7 @@ class SqliteStore(Store):
                   ttl: float) -> InboxEntry | None:
         while True:
             now = self.clock()
-            with self._connection() as conn:
+            with self._writing() as conn:
                 # One statement: inserts a new key, or replaces one whose ttl ran out.
                 cur = conn.execute(
                     "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
@@ -268,7 +287,7 @@ class SqliteStore(Store):
         if lease <= 0:
             raise ValueError("lease must be positive")
         now = self.clock()
-        with self._connection() as conn:
+        with self._writing() as conn:
             rows = conn.execute(
                 "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
                 "WHERE key IN (SELECT key FROM inbox WHERE state = 'pending' "
@@ -278,14 +297,17 @@ class SqliteStore(Store):
         return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
 
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
-        with self._connection() as conn:
+        with self._writing() as conn:
             cur = conn.execute("UPDATE inbox SET lease_until = ? WHERE key = ? AND owner = ? "
                                "AND state = 'pending'", (self.clock() + lease, key, owner))
         return cur.rowcount == 1
 
-    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str) -> list[OutboxRow]:
+    def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str,
+                     also: ValueUpdate | None = None) -> list[OutboxRow]:
         with self._transaction() as conn:
             now = self.clock()
+            if also is not None:
+                self._apply(conn, now, also)
             cur = conn.execute("UPDATE inbox SET state = 'done', owner = NULL, lease_until = NULL "
                                "WHERE key = ? AND state = 'pending'", (key,))
             if cur.rowcount == 0:
@@ -304,7 +326,7 @@ class SqliteStore(Store):
         if lease <= 0:
             raise ValueError("lease must be positive")
         now = self.clock()
-        with self._connection() as conn:
+        with self._writing() as conn:
             # One UPDATE is atomic across processes; only heads (each user's oldest
             # unfinished row) are candidates, so a user has at most one row in flight.
             rows = conn.execute(
@@ -386,6 +408,6 @@ class SqliteStore(Store):
         return len(users)
 
     def outbox_purge(self, *, before: float) -> int:
-        with self._connection() as conn:
+        with self._writing() as conn:
             return conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'dead') "
                                 "AND updated_at < ?", (before,)).rowcount
