@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     server = settings.server
     lease = float(server.lease)
     handler = Handler(store=store, router=current, owner=owner, clock=clock,
-                      budget=server.handler_budget, apps=settings.apps)
+                      budget=server.handler_budget)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     background = Background(store=store, handler=handler, sender=sender, owner=owner,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.parsing import parse_body, to_message, transfer_fields
@@ -70,10 +70,9 @@ class Handler:
     """Background: run the matched rules for one recorded push and queue their replies."""
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
-                 clock: Callable[[], float], budget: float,
-                 apps: Mapping[str, AppConfig]) -> None:
+                 clock: Callable[[], float], budget: float) -> None:
         self._store, self._router, self._owner = store, router, owner
-        self._clock, self._budget, self._apps = clock, budget, apps
+        self._clock, self._budget = clock, budget
 
     def handle(self, entry: InboxEntry) -> int:
         """Handle ``entry``; returns how many replies were queued."""

@@ -86,3 +86,12 @@ def test_demo_plays_a_conversation(tmp_path):
     assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
     assert "business  订单 20261121 正在处理中。" in result.stdout
     assert "transfer_customer_service" in result.stdout
+
+
+def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):
+    path = tmp_path / "wxpush.toml"
+    path.write_text(f'[server]\nrouters = ["no_such_module:router"]\n\n[[apps]]\nappid = "wx1"\n'
+                    f'token = "t"\nencoding_aes_key = "{KEY}"\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot import router 'no_such_module:router'" in err

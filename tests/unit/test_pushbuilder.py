@@ -284,8 +284,8 @@ def test_push_cli_fails_on_non_2xx_and_bad_settings(hook_server, capsys, tmp_pat
     with pytest.raises(ConfigError):
         run_push(url, "--appid", APPID, "--token", TOKEN, "--mode", "safe", "--text", "hi")
     path = tmp_path / "wxpush.toml"
-    path.write_text(f'[[apps]]\nappid = "wxother"\ntoken = "t"\nmode = "plaintext"\n'
-                    f'[[apps]]\nappid = "wxthird"\ntoken = "t"\nmode = "plaintext"\n')
+    path.write_text('[[apps]]\nappid = "wxother"\ntoken = "t"\nmode = "plaintext"\n'
+                    '[[apps]]\nappid = "wxthird"\ntoken = "t"\nmode = "plaintext"\n')
     with pytest.raises(RequestRejected):
         run_push(url, "--config", str(path), "--text", "hi")
 

@@ -34,8 +34,8 @@ def test_defaults_and_relative_paths(tmp_path):
 
 
 def test_secrets_from_environment_never_in_repr(tmp_path):
-    path = write(tmp_path, f'[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
-                           f'encoding_aes_key_env = "K"\nformat = "json"\n')
+    path = write(tmp_path, '[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
+                           'encoding_aes_key_env = "K"\nformat = "json"\n')
     app = load(path, env={"S": "sekret", "T": "tok", "K": KEY}).apps["wx1"]
     assert (app.secret, app.token, app.encoding_aes_key) == ("sekret", "tok", KEY)
     assert "sekret" not in repr(app) and KEY not in repr(app) and "tok'" not in repr(app)

@@ -28,9 +28,11 @@ def check_config(args: argparse.Namespace) -> int:
     print(f"config   {path}: ok")
     print(f"store    {mask_url(server.store)}")
     print(f"api      {server.api_base} (token endpoint: {server.token_endpoint})")
+    from handlers import build_router
+    build_router(server.rules, server.routers)
+    if server.routers:
+        print(f"routers  {', '.join(server.routers)}: ok")
     if server.rules:
-        from handlers import build_router
-        build_router(server.rules)
         print(f"rules    {server.rules}: ok")
     else:
         print("rules    none (pushes are acknowledged only)")

@@ -35,9 +35,8 @@ def serve(args: argparse.Namespace) -> int:
     path = os.path.abspath(config_path(args.config))
     settings = load(path)          # a bad config is one line here, not a worker boot loop
     open_store(settings.server.store).close()
-    if settings.server.rules:
-        from handlers import build_router
-        build_router(settings.server.rules)
+    from handlers import build_router
+    build_router(settings.server.rules, settings.server.routers)   # rules and router imports
     os.environ["WXPUSH_CONFIG"] = path
     if args.bind:
         os.environ["WXPUSH_BIND"] = args.bind
