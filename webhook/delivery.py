@@ -7,7 +7,9 @@ that answer, durably, and only then answer. A retry of the same push (WeChat del
 answer, and is not handled again.
 
 ``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
-loses nothing: the row's lease runs out and another worker claims it.
+loses nothing: the row's lease runs out and another worker claims it. The process that
+recorded a push hands its handler the message it already parsed; a reclaimed row is parsed
+again from its stored copy.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Intake:
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
                  clock: Callable[[], float], rng: random.Random, dedupe_ttl: float,
-                 lease: float, submit: Callable[[InboxEntry], None]) -> None:
+                 lease: float, submit: Callable[[InboxEntry, Message], None]) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._rng = clock, rng
         self._ttl, self._lease, self._submit = dedupe_ttl, lease, submit
@@ -62,7 +64,7 @@ class Intake:
             return existing.answer
         log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
                  getattr(message, "event", message.msg_type), hashed(message.openid))
-        self._submit(entry)
+        self._submit(entry, message)
         return answer
 
 
@@ -74,9 +76,11 @@ class Handler:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._budget = clock, budget
 
-    def handle(self, entry: InboxEntry) -> int:
-        """Handle ``entry``; returns how many replies were queued."""
-        message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
+    def handle(self, entry: InboxEntry, message: Message | None = None) -> int:
+        """Handle ``entry`` (``message`` is its payload, if already parsed); returns how many
+        replies were queued."""
+        if message is None:
+            message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
         route = self._router().route(message, appid=entry.appid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
                             budget=self._budget)
@@ -86,7 +90,7 @@ class Handler:
                   for r in replies if not isinstance(r, TransferToHuman)]
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
-        log.info("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
+        log.debug("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
                  message.dedupe_key, rule or "-", len(rows))
         return len(rows)
 

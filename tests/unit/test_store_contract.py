@@ -544,6 +544,56 @@ def test_sqlite_reconnects_in_a_forked_child(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> None:
+    """Writes of one process share transactions; one raising must not undo or fail others."""
+    store = SqliteStore(str(tmp_path / "group.db"))
+    errors: list[Exception] = []
+
+    def bump(n: int) -> str:
+        if n % 3 == 0:
+            raise ValueError(f"refused {n}")
+        return str(n)
+
+    def work(worker: int) -> None:
+        for i in range(60):
+            n = worker * 1000 + i
+            try:
+                store.update(f"k{n}", lambda old, n=n: bump(n))
+            except ValueError as exc:
+                errors.append(exc)
+            store.inbox_add(entry(f"wx1:{n}"), owner="w", lease=30, ttl=600)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    numbers = [w * 1000 + i for w in range(8) for i in range(60)]
+    assert sorted(str(e) for e in errors) == sorted(f"refused {n}" for n in numbers if n % 3 == 0)
+    for n in numbers:
+        assert store.get(f"k{n}") == (None if n % 3 == 0 else str(n))
+        assert store.inbox_add(entry(f"wx1:{n}"), owner="w", lease=30, ttl=600) is not None
+    store.close()
+
+
+def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
+    """Writers wait on the flock beside the file (woken at once), not in SQLite's sleeps."""
+    import fcntl
+
+    store = SqliteStore(str(tmp_path / "turns.db"))
+    done = threading.Event()
+    with open(tmp_path / "turns.db-wxpush.lock", "a+") as other_process:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        writer = threading.Thread(target=lambda: (store.put("k", "v"), done.set()))
+        writer.start()
+        assert not done.wait(0.3)
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+    assert done.wait(5)
+    writer.join()
+    assert store.get("k") == "v"
+    store.close()
+
+
 def test_sqlite_from_url_names_a_missing_directory(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/nope/wxpush.db"
     with pytest.raises(StoreError, match="nope.*does not exist") as info:

@@ -1,19 +1,27 @@
 """The SQLite store: one file in WAL mode, shared by every worker process of one host.
 
-Each thread of each process has its own connection (re-opened after a fork); writes that
-read first run inside ``BEGIN IMMEDIATE`` so concurrent workers serialise on the file lock
-(``busy_timeout`` makes them wait instead of failing). ``sqlite:///:memory:`` keeps one
-connection shared by all threads (for unit tests).
+Each thread of each process has its own connection (re-opened after a fork). Every write
+runs inside ``BEGIN IMMEDIATE``, so concurrent workers serialise on the file lock
+(``busy_timeout`` makes them wait instead of failing), and the writes of one process commit
+in groups: whichever thread finds no commit under way runs every write queued so far in one
+transaction. A commit costs far more than an insert, and under load the request threads,
+handlers and senders of a process write at once. Processes take turns on an ``flock`` of
+``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``: the kernel wakes the next one the moment
+the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10… ms and retry.
+``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+import fcntl
 import os
 import sqlite3
 import threading
 import time
+from typing import Any, TypeVar
 
 from webhook.errors import StoreError
 from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
@@ -63,6 +71,19 @@ _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, create
                 "updated_at, errcode, errmsg")
 
 
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection, float], T]   # runs inside a transaction, at store time
+
+
+class _Pending:
+    """One queued write and, once its group committed, its result or error."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Write[Any]) -> None:
+        self.fn, self.done, self.result, self.error = fn, False, None, None
+
+
 def _inbox_entry(row: tuple) -> InboxEntry:
     return InboxEntry(*row)
 
@@ -84,7 +105,11 @@ class SqliteStore(Store):
         # ":memory:" is private to one connection: share it, one thread at a time.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
-        self._write_lock = threading.Lock()
+        self._queue: deque[_Pending] = deque()
+        self._committing = threading.Lock()
+        self._queue_pid = os.getpid()
+        self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
+        self._lock_fd: int | None = None
         try:
             if path == ":memory:":
                 self._shared = self._connect()
@@ -137,28 +162,77 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
-    @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """A connection for a write, one writing thread per process at a time.
+    def _write(self, fn: Write[T]) -> T:
+        """``fn(conn, now)`` inside a write transaction, committed before this returns.
 
-        Threads of one process queue on a lock that wakes them at once, instead of each
-        sleeping in SQLite's busy handler (1, 2, 5, 10… ms) while another holds the file's
-        write lock; only other processes still meet the busy handler.
+        Group commit: the write is queued, then the thread waits for the commit lock. If its
+        write is not done by then, it leads: it runs every queued write in one transaction,
+        each in a savepoint so a failing one rolls back alone, and commits once.
         """
-        with self._write_lock, self._connection() as conn:
-            yield conn
+        if self._queue_pid != os.getpid():   # forked: the parent's locks are not ours
+            self._queue, self._committing = deque(), threading.Lock()
+            self._queue_pid, self._lock_fd = os.getpid(), None
+        pending = _Pending(fn)
+        self._queue.append(pending)
+        with self._committing:
+            if not pending.done:
+                batch = []
+                while self._queue:
+                    batch.append(self._queue.popleft())
+                self._commit(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the file's write lock from its first statement."""
-        with self._writing() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _host_lock(self) -> Iterator[None]:
+        """This host's write turn: an exclusive ``flock``, held by one process at a time."""
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:   # per process: a forked child's copy would share the lock
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self._host_lock(), self._connection() as conn:
+                now = self.clock()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if len(batch) == 1:
+                        batch[0].result = batch[0].fn(conn, now)
+                    else:
+                        for pending in batch:
+                            conn.execute("SAVEPOINT one")
+                            try:
+                                pending.result = pending.fn(conn, now)
+                            except Exception as exc:
+                                conn.execute("ROLLBACK TO one")
+                                pending.error = self._error(exc)
+                            conn.execute("RELEASE one")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:   # nothing of the batch committed
+            error = self._error(exc)
+            for pending in batch:
+                pending.error = pending.error or error
+                pending.result = None
+        finally:
+            for pending in batch:
+                pending.done = True
+
+    def _error(self, exc: BaseException) -> Exception:
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            return StoreError(f"sqlite store {self.path}: {exc}")
+        return exc if isinstance(exc, Exception) else StoreError(f"write interrupted: {exc!r}")
 
     def _maybe_sweep(self, conn: sqlite3.Connection, now: float) -> None:
         """Delete a batch of expired values and inbox keys, at most once a minute."""
@@ -180,6 +254,10 @@ class SqliteStore(Store):
         for conn in mine:
             conn.close()
         self._local = threading.local()
+        if self._queue_pid == pid and self._lock_fd is not None:
+            with self._committing:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     # -- values ---------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -190,39 +268,32 @@ class SqliteStore(Store):
         return row[0] if row else None
 
     def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
-        now = self.clock()
-        with self._writing() as conn:
-            conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
-                         (key, value, None if ttl is None else now + ttl))
+        self._write(lambda conn, now: conn.execute(
+            "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, None if ttl is None else now + ttl)))
 
     def put_new(self, key: str, value: str, *, ttl: float | None = None) -> bool:
-        now = self.clock()
-        with self._writing() as conn:
-            cur = conn.execute(
-                "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "expires_at = excluded.expires_at WHERE kv.expires_at <= ?",
-                (key, value, None if ttl is None else now + ttl, now))
-            return cur.rowcount == 1
+        return self._write(lambda conn, now: conn.execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            "expires_at = excluded.expires_at WHERE kv.expires_at <= ?",
+            (key, value, None if ttl is None else now + ttl, now)).rowcount == 1)
 
     def delete(self, key: str) -> None:
-        with self._writing() as conn:
-            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+        self._write(lambda conn, now: conn.execute("DELETE FROM kv WHERE key = ?", (key,)))
 
     def delete_if(self, key: str, expected: str) -> bool:
-        with self._writing() as conn:
-            cur = conn.execute("DELETE FROM kv WHERE key = ? AND value = ? AND "
-                               "(expires_at IS NULL OR expires_at > ?)",
-                               (key, expected, self.clock()))
-            return cur.rowcount == 1
+        return self._write(lambda conn, now: conn.execute(
+            "DELETE FROM kv WHERE key = ? AND value = ? AND "
+            "(expires_at IS NULL OR expires_at > ?)", (key, expected, now)).rowcount == 1)
 
     def update(self, key: str, fn: Callable[[str | None], str | None], *,
                ttl: float | None = None) -> str | None:
-        with self._transaction() as conn:
-            now = self.clock()
+        def write(conn: sqlite3.Connection, now: float) -> str | None:
             new = self._apply(conn, now, ValueUpdate(key, fn, ttl))
             self._maybe_sweep(conn, now)
-        return new
+            return new
+        return self._write(write)
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, now: float, change: ValueUpdate) -> str | None:
@@ -239,101 +310,91 @@ class SqliteStore(Store):
 
     # -- lease lock -----------------------------------------------------------------------
     def acquire(self, name: str, owner: str, *, lease: float) -> bool:
-        now = self.clock()
-        with self._writing() as conn:
-            cur = conn.execute(
-                "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE locks.owner = excluded.owner OR locks.expires_at <= ?",
-                (name, owner, now + lease, now))
-            return cur.rowcount == 1
+        return self._write(lambda conn, now: conn.execute(
+            "INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+            "expires_at = excluded.expires_at "
+            "WHERE locks.owner = excluded.owner OR locks.expires_at <= ?",
+            (name, owner, now + lease, now)).rowcount == 1)
 
     def release(self, name: str, owner: str) -> bool:
-        with self._writing() as conn:
-            cur = conn.execute("DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at > ?",
-                               (name, owner, self.clock()))
-            return cur.rowcount == 1
+        return self._write(lambda conn, now: conn.execute(
+            "DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at > ?",
+            (name, owner, now)).rowcount == 1)
 
     # -- inbox ----------------------------------------------------------------------------
     def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
                   ttl: float) -> InboxEntry | None:
-        while True:
-            now = self.clock()
-            with self._writing() as conn:
-                # One statement: inserts a new key, or replaces one whose ttl ran out.
-                cur = conn.execute(
-                    "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
-                    "attempts, owner, lease_until, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
-                    "format = excluded.format, payload = excluded.payload, "
-                    "answer = excluded.answer, received_at = excluded.received_at, "
-                    "state = 'pending', attempts = 1, owner = excluded.owner, "
-                    "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
-                    "WHERE inbox.expires_at <= ?",
-                    (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
-                     entry.received_at, owner, now + lease, now + ttl, now))
-                if cur.rowcount == 1:
-                    self._maybe_sweep(conn, now)
-                    return None
-                row = conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ? "
-                                   "AND expires_at > ?", (entry.key, now)).fetchone()
-            if row:
-                return _inbox_entry(row)
-            # the recorded key expired between the two statements: try again
+        def write(conn: sqlite3.Connection, now: float) -> InboxEntry | None:
+            # One statement: inserts a new key, or replaces one whose ttl ran out.
+            cur = conn.execute(
+                "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
+                "attempts, owner, lease_until, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
+                "format = excluded.format, payload = excluded.payload, "
+                "answer = excluded.answer, received_at = excluded.received_at, "
+                "state = 'pending', attempts = 1, owner = excluded.owner, "
+                "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
+                "WHERE inbox.expires_at <= ?",
+                (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
+                 entry.received_at, owner, now + lease, now + ttl, now))
+            if cur.rowcount == 1:
+                self._maybe_sweep(conn, now)
+                return None
+            return _inbox_entry(conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ?",
+                                             (entry.key,)).fetchone())
+        return self._write(write)
 
     def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
         if lease <= 0:
             raise ValueError("lease must be positive")
-        now = self.clock()
-        with self._writing() as conn:
-            rows = conn.execute(
-                "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
-                "WHERE key IN (SELECT key FROM inbox WHERE state = 'pending' "
-                "AND lease_until <= ? AND expires_at > ? ORDER BY lease_until LIMIT ?) "
-                f"RETURNING {_INBOX_COLS}",
-                (owner, now + lease, now, now, limit)).fetchall()
+        rows = self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
+            "WHERE key IN (SELECT key FROM inbox WHERE state = 'pending' "
+            "AND lease_until <= ? AND expires_at > ? ORDER BY lease_until LIMIT ?) "
+            f"RETURNING {_INBOX_COLS}", (owner, now + lease, now, now, limit)).fetchall())
         return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
 
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
-        with self._writing() as conn:
-            cur = conn.execute("UPDATE inbox SET lease_until = ? WHERE key = ? AND owner = ? "
-                               "AND state = 'pending'", (self.clock() + lease, key, owner))
-        return cur.rowcount == 1
+        return self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET lease_until = ? WHERE key = ? AND owner = ? AND state = 'pending'",
+            (now + lease, key, owner)).rowcount == 1)
 
     def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str,
                      also: ValueUpdate | None = None) -> list[OutboxRow]:
-        with self._transaction() as conn:
-            now = self.clock()
+        def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
             if also is not None:
                 self._apply(conn, now, also)
             cur = conn.execute("UPDATE inbox SET state = 'done', owner = NULL, lease_until = NULL "
                                "WHERE key = ? AND state = 'pending'", (key,))
             if cur.rowcount == 0:
                 return []
-            rows = [conn.execute(
+            return [conn.execute(
                 "INSERT INTO outbox (appid, openid, body, rule, state, attempts, next_at, "
                 "created_at, updated_at, is_head) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, "
                 f"NOT EXISTS (SELECT 1 FROM outbox WHERE {_USER_UNFINISHED})) "
                 f"RETURNING {_OUTBOX_COLS}",
                 (r.appid, r.openid, r.body, r.rule, now, now, now, r.appid, r.openid)).fetchone()
                 for r in replies]
-        return [_outbox_row(r) for r in rows]
+        return [_outbox_row(r) for r in self._write(write)]
 
     # -- outbox ---------------------------------------------------------------------------
     def outbox_claim(self, *, owner: str, lease: float, limit: int) -> list[OutboxRow]:
         if lease <= 0:
             raise ValueError("lease must be positive")
-        now = self.clock()
-        with self._writing() as conn:
-            # One UPDATE is atomic across processes; only heads (each user's oldest
-            # unfinished row) are candidates, so a user has at most one row in flight.
-            rows = conn.execute(
-                "UPDATE outbox SET state = 'sending', owner = ?, next_at = ?, updated_at = ? "
-                "WHERE id IN (SELECT id FROM outbox WHERE is_head = 1 AND next_at <= ? "
-                f"ORDER BY next_at, id LIMIT ?) RETURNING {_OUTBOX_COLS}",
-                (owner, now + lease, now, now, limit)).fetchall()
+        # Senders poll: a read (no write lock, no commit) answers "nothing due" cheaply.
+        with self._connection() as conn:
+            if conn.execute("SELECT 1 FROM outbox WHERE is_head = 1 AND next_at <= ? LIMIT 1",
+                            (self.clock(),)).fetchone() is None:
+                return []
+        # One UPDATE is atomic across processes; only heads (each user's oldest unfinished
+        # row) are candidates, so a user has at most one row in flight.
+        rows = self._write(lambda conn, now: conn.execute(
+            "UPDATE outbox SET state = 'sending', owner = ?, next_at = ?, updated_at = ? "
+            "WHERE id IN (SELECT id FROM outbox WHERE is_head = 1 AND next_at <= ? "
+            f"ORDER BY next_at, id LIMIT ?) RETURNING {_OUTBOX_COLS}",
+            (owner, now + lease, now, now, limit)).fetchall())
         return sorted((_outbox_row(r) for r in rows), key=lambda r: int(r.id))
 
     @staticmethod
@@ -345,15 +406,17 @@ class SqliteStore(Store):
               finished: bool) -> bool:
         if not row_id.isdigit():
             return False
-        with self._transaction() as conn:
+
+        def write(conn: sqlite3.Connection, now: float) -> bool:
             row = conn.execute(f"UPDATE outbox SET {assignments}, owner = NULL, updated_at = ? "
                                "WHERE id = ? AND state = 'sending' AND owner = ? "
                                "RETURNING appid, openid",
-                               (*params, self.clock(), int(row_id), owner)).fetchone()
+                               (*params, now, int(row_id), owner)).fetchone()
             if row and finished:   # the user's next row, if any, is up
                 conn.execute("UPDATE outbox SET is_head = 0 WHERE id = ?", (int(row_id),))
                 self._promote_oldest(conn, *row)
-        return row is not None
+            return row is not None
+        return self._write(write)
 
     def outbox_sent(self, row_id: str, *, owner: str) -> bool:
         return self._mark(row_id, owner, "state = 'sent'", (), finished=True)
@@ -390,8 +453,7 @@ class SqliteStore(Store):
         return [_outbox_row(r) for r in rows]
 
     def outbox_requeue(self, row_ids: Sequence[str] | None = None) -> int:
-        now = self.clock()
-        with self._transaction() as conn:
+        def write(conn: sqlite3.Connection, now: float) -> int:
             if row_ids is None:
                 users = conn.execute("UPDATE outbox SET state = 'pending', next_at = ?, "
                                      "updated_at = ?, owner = NULL WHERE state = 'dead' "
@@ -405,9 +467,10 @@ class SqliteStore(Store):
                 conn.execute("UPDATE outbox SET is_head = 0 WHERE is_head = 1 AND "
                              f"{_USER_UNFINISHED}", (appid, openid))
                 self._promote_oldest(conn, appid, openid)
-        return len(users)
+            return len(users)
+        return self._write(write)
 
     def outbox_purge(self, *, before: float) -> int:
-        with self._writing() as conn:
-            return conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'dead') "
-                                "AND updated_at < ?", (before,)).rowcount
+        return self._write(lambda conn, now: conn.execute(
+            "DELETE FROM outbox WHERE state IN ('sent', 'dead') AND updated_at < ?",
+            (before,)).rowcount)
