@@ -594,6 +594,22 @@ def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_checkpoints_the_wal_into_the_database_file(tmp_path) -> None:
+    """Checkpoints run outside the write turn, but they run: the main file keeps up."""
+    import shutil
+
+    from webhook.store.sqlite import CHECKPOINT_EVERY
+
+    store = SqliteStore(str(tmp_path / "wal.db"))
+    for i in range(2 * CHECKPOINT_EVERY):
+        store.put(f"k{i}", "v")
+    shutil.copy(tmp_path / "wal.db", tmp_path / "main-only.db")   # without the -wal file
+    with sqlite3.connect(tmp_path / "main-only.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM kv").fetchone()[0] >= CHECKPOINT_EVERY
+    conn.close()
+    store.close()
+
+
 def test_sqlite_from_url_names_a_missing_directory(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/nope/wxpush.db"
     with pytest.raises(StoreError, match="nope.*does not exist") as info:

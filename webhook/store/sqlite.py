@@ -32,6 +32,7 @@ __all__ = ["SqliteStore"]
 BUSY_TIMEOUT_MS = 5000
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
+CHECKPOINT_EVERY = 256   # commits of one process between its WAL checkpoints
 
 # An outbox row is "unfinished" while pending or sending. For a sending row, next_at holds
 # its lease expiry: either way a row is due when next_at <= now. is_head marks each user's
@@ -110,6 +111,7 @@ class SqliteStore(Store):
         self._queue_pid = os.getpid()
         self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
         self._lock_fd: int | None = None
+        self._commits = 0
         try:
             if path == ":memory:":
                 self._shared = self._connect()
@@ -144,6 +146,9 @@ class SqliteStore(Store):
         # WAL is in the OS page cache); only a power loss can drop the last commits. We
         # promise durability against process crashes, so NORMAL is enough.
         conn.execute("PRAGMA synchronous=NORMAL")
+        # SQLite would checkpoint inside COMMIT, while this host's write turn is held, and a
+        # checkpoint waits on fsync; _write runs them after the turn instead.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._all_lock:
             self._all.append((os.getpid(), conn))
         return conn
@@ -180,6 +185,16 @@ class SqliteStore(Store):
                 while self._queue:
                     batch.append(self._queue.popleft())
                 self._commit(batch)
+                self._commits += 1
+                checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
+            else:
+                checkpoint = False
+        if checkpoint:   # PASSIVE: copies what no reader still needs, never blocks writers
+            try:
+                with self._connection() as conn:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except StoreError:
+                pass   # the write itself committed; the next checkpoint catches up
         if pending.error is not None:
             raise pending.error
         return pending.result
