@@ -17,6 +17,8 @@ from webhook.receive import Push, keyring_for, open_push, seal, sealed_body, ver
 from webhook.settings import AppConfig
 from webhook.signature import signature
 
+from vectors import V1_ENCRYPT, V3_ENCRYPT
+
 APPID = "wx0123456789abcdef"
 TOKEN = "t0ken"
 KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
@@ -33,19 +35,8 @@ V1_QUERY = {"signature": "6c5c811b55cc85e0e1b54100749188c20beb3f5d", "timestamp"
             "nonce": "415670741", "openid": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "encrypt_type": "aes",
             "msg_signature": "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3"}
 
-V1_ENCRYPT = (
-    "+qdx1OKCy+5JPCBFWw70tm0fJGb2Jmeia4FCB7kao+/Q5c/ohsOzQHi8khUOb05JCpj0JB4RvQMkUyus8TPxLKJGQqc"
-    "vZqzDpVzazhZv6JsXUnnR8XGT740XgXZUXQ7vJVnAG+tE8NUd4yFyjPy7GgiaviNrlCTj+l5kdfMuFUPpRSrfMZuMcp"
-    "3Fn2Pede2IuQrKEYwKSqFIZoNqJ4M8EajAsjLY2km32IIjdf8YL/P50F7mStwntrA2cPDrM1kb6mOcfBgRtWygb3VIY"
-    "nSeOBrebufAlr7F9mFUPAJGj04=")
 # the body as the official page prints it
 V1_BODY = ('{\n    "ToUserName": "gh_97417a04a28d",\n    "Encrypt": "%s"\n}' % V1_ENCRYPT).encode()
-V3_ENCRYPT = (
-    "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8"
-    "PGHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jis"
-    "a+h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6"
-    "X8tCOp3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl"
-    "9FyJvnhvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE=")
 
 
 def app(fmt: str = "xml", mode: str = "safe", **overrides: Any) -> AppConfig:
