@@ -198,7 +198,7 @@ class RedisStore(Store):
 
     @_store_errors
     def release(self, name: str, owner: str) -> bool:
-        return bool(self._run("RELEASE", [f"{self.prefix}lock:{name}"],
+        return bool(self._run("DELETE_IF", [f"{self.prefix}lock:{name}"],
                               [repr(self.clock()), owner]))
 
     # -- inbox ----------------------------------------------------------------------------

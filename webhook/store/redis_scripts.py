@@ -9,7 +9,7 @@ them to 14 digits); Lua only compares them. Optional fields arrive as ``""`` (No
 from __future__ import annotations
 
 __all__ = [
-    "PUT_NEW", "DELETE_IF", "ACQUIRE", "RELEASE",
+    "PUT_NEW", "DELETE_IF", "ACQUIRE",
     "INBOX_ADD", "INBOX_CLAIM", "INBOX_RENEW", "INBOX_FINISH",
     "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
 ]
@@ -35,7 +35,7 @@ else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """
 
-# ARGV: now, expected text
+# ARGV: now, expected text. Also releases a lock: its value is its holder.
 DELETE_IF = _SPLIT + """
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
@@ -53,16 +53,6 @@ if cur then
   if holder ~= ARGV[2] and live(e, tonumber(ARGV[1])) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[3] .. '|' .. ARGV[2], 'PX', ARGV[4])
-return 1
-"""
-
-# ARGV: now, owner
-RELEASE = _SPLIT + """
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
-local e, holder = split(cur)
-if holder ~= ARGV[2] or not live(e, tonumber(ARGV[1])) then return 0 end
-redis.call('DEL', KEYS[1])
 return 1
 """
 
