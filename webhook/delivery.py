@@ -8,8 +8,8 @@ answer, and is not handled again.
 
 ``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
 loses nothing: the row's lease runs out and another worker claims it. The process that
-recorded a push hands its handler the message it already parsed; a reclaimed row is parsed
-again from its stored copy.
+recorded a push hands its handler the message and route it already has; a reclaimed row is
+parsed and routed again from its stored copy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman,
 from webhook.parsing import parse_body, to_message, transfer_fields
 from webhook.quota import WINDOW_TTL, note_enter, note_message, quota_key
 from webhook.receive import Push, seal
-from webhook.routing import Router
+from webhook.routing import Route, Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
@@ -42,7 +42,7 @@ class Intake:
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
                  clock: Callable[[], float], rng: random.Random, dedupe_ttl: float,
-                 lease: float, submit: Callable[[InboxEntry, Message], None]) -> None:
+                 lease: float, submit: Callable[[InboxEntry, Message, Route], None]) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._rng = clock, rng
         self._ttl, self._lease, self._submit = dedupe_ttl, lease, submit
@@ -52,7 +52,8 @@ class Intake:
         now = self._clock()
         message = push.message
         answer = SUCCESS
-        if self._router().route(message, appid=app.appid).transfer:
+        route = self._router().route(message, appid=app.appid)
+        if route.transfer:
             fields = transfer_fields(message, now=int(now))
             answer = seal(app, push, fields, now=int(now), random16=self._rng.randbytes(16))
         entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
@@ -64,7 +65,7 @@ class Intake:
             return existing.answer
         log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
                  getattr(message, "event", message.msg_type), hashed(message.openid))
-        self._submit(entry, message)
+        self._submit(entry, message, route)
         return answer
 
 
@@ -76,12 +77,14 @@ class Handler:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._budget = clock, budget
 
-    def handle(self, entry: InboxEntry, message: Message | None = None) -> int:
-        """Handle ``entry`` (``message`` is its payload, if already parsed); returns how many
-        replies were queued."""
+    def handle(self, entry: InboxEntry, message: Message | None = None,
+               route: Route | None = None) -> int:
+        """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
+        request path, if this process recorded it); returns how many replies were queued."""
         if message is None:
             message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
-        route = self._router().route(message, appid=entry.appid)
+        if route is None:
+            route = self._router().route(message, appid=entry.appid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
                             budget=self._budget)
         rule = ",".join(route.names)

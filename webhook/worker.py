@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from webhook.delivery import Handler
 from webhook.messages import Message
+from webhook.routing import Route
 from webhook.sender import Sender
 from webhook.store import InboxEntry, Store
 
@@ -37,12 +38,13 @@ class Background:
         self._inflight: set[str] = set()     # keys this process is handling right now
         self._inflight_lock = threading.Lock()
 
-    def submit(self, entry: InboxEntry, message: Message | None = None) -> None:
+    def submit(self, entry: InboxEntry, message: Message | None = None,
+               route: Route | None = None) -> None:
         """Handle a push this process just recorded; left for the sweeper if not running."""
         pool = self._pool
         if pool is not None and not self._stopping.is_set():
             try:
-                pool.submit(self._handle, entry, message)
+                pool.submit(self._handle, entry, message, route)
             except RuntimeError:   # shutting down: the sweeper of a live process takes it
                 pass
 
@@ -65,11 +67,11 @@ class Background:
             thread.join(timeout)
         self._pool, self._threads = None, []
 
-    def _handle(self, entry: InboxEntry, message: Message | None) -> None:
+    def _handle(self, entry: InboxEntry, message: Message | None, route: Route | None) -> None:
         with self._inflight_lock:
             self._inflight.add(entry.key)
         try:
-            if self._handler.handle(entry, message):
+            if self._handler.handle(entry, message, route):
                 self._wake.set()
         except Exception:
             # The row stays pending; its lease runs out and a sweeper tries again.

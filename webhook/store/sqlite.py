@@ -179,6 +179,7 @@ class SqliteStore(Store):
             self._queue_pid, self._lock_fd = os.getpid(), None
         pending = _Pending(fn)
         self._queue.append(pending)
+        checkpoint = False
         with self._committing:
             if not pending.done:
                 batch = []
@@ -187,8 +188,6 @@ class SqliteStore(Store):
                 self._commit(batch)
                 self._commits += 1
                 checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
-            else:
-                checkpoint = False
         if checkpoint:   # PASSIVE: copies what no reader still needs, never blocks writers
             try:
                 with self._connection() as conn:
