@@ -64,10 +64,10 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     background = Background(store=store, handler=handler, sender=sender, owner=owner,
-                            lease=lease, senders=server.senders,
+                            lease=lease, dedupe_ttl=server.dedupe_ttl, senders=server.senders,
                             handler_threads=server.handler_threads)
     intake = Intake(store=store, router=current, owner=owner, clock=clock, rng=rng,
-                    dedupe_ttl=server.dedupe_ttl, lease=lease, submit=background.submit)
+                    dedupe_ttl=server.dedupe_ttl, lease=lease, recorded=background.recorded)
 
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
     app.background, app.store = background, store

@@ -27,7 +27,7 @@ from webhook.routing import Route, Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
-__all__ = ["Intake", "Handler", "inbox_key"]
+__all__ = ["Intake", "Handler", "inbox_key", "log_duplicate"]
 
 log = logging.getLogger(__name__)
 SUCCESS = "success"
@@ -42,10 +42,10 @@ class Intake:
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
                  clock: Callable[[], float], rng: random.Random, dedupe_ttl: float,
-                 lease: float, submit: Callable[[InboxEntry, Message, Route], None]) -> None:
+                 lease: float, recorded: Callable[[InboxEntry, Message, Route], None]) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._rng = clock, rng
-        self._ttl, self._lease, self._submit = dedupe_ttl, lease, submit
+        self._ttl, self._lease, self._recorded = dedupe_ttl, lease, recorded
 
     def accept(self, app: AppConfig, push: Push) -> str:
         """The HTTP body to answer: ``success`` or the sealed transfer_customer_service."""
@@ -58,15 +58,26 @@ class Intake:
             answer = seal(app, push, fields, now=int(now), random16=self._rng.randbytes(16))
         entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
                            payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now)
-        existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease, ttl=self._ttl)
-        if existing is not None:
-            log.info("push duplicate appid=%s key=%s state=%s", app.appid, message.dedupe_key,
-                     existing.state)
-            return existing.answer
+        if self._store.journaled:
+            # One append; a retry is told apart, and never handled, when it is ingested. Its
+            # answer is this one: routing is pure, so the same push gets the same answer.
+            self._store.inbox_log(entry)
+        else:
+            existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease,
+                                             ttl=self._ttl)
+            if existing is not None:
+                log_duplicate(existing)
+                return existing.answer
         log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
-                 getattr(message, "event", message.msg_type), hashed(message.openid))
-        self._submit(entry, message, route)
+                  getattr(message, "event", message.msg_type), hashed(message.openid))
+        self._recorded(entry, message, route)
         return answer
+
+
+def log_duplicate(existing: InboxEntry) -> None:
+    """A delivery of a push already recorded (a WeChat retry): answered, not handled again."""
+    log.info("push duplicate appid=%s key=%s state=%s", existing.appid,
+             existing.key.partition(":")[2], existing.state)
 
 
 class Handler:

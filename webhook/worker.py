@@ -2,18 +2,23 @@
 
 Started by gunicorn's ``post_worker_init`` hook (so every worker of ``wxpush serve`` is a
 complete server) and stopped by ``worker_exit``: stop claiming, let in-flight work finish.
-Pushes recorded by this process are handled at once; pushes whose handler died elsewhere
-are claimed when their lease runs out; senders wake when this process queues a reply and
-otherwise poll, so replies queued by other processes or hosts go out too.
+Pushes recorded by this process are handled at once (with the SQLite store: once its
+ingester has moved them from the journal into the inbox, a few ms later, which is where
+retries are dropped); pushes whose handler died elsewhere are claimed when their lease runs
+out; senders wake when this process queues a reply and otherwise poll, so replies queued by
+other processes or hosts go out too. All of it runs below the request threads' CPU priority.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from webhook.delivery import Handler
+from webhook.delivery import Handler, log_duplicate
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
@@ -22,38 +27,71 @@ from webhook.store import InboxEntry, Store
 __all__ = ["Background"]
 
 log = logging.getLogger(__name__)
+KNOWN_MAX = 8192   # parsed pushes kept for their handler while they wait to be ingested
+NICE = 10          # background threads' CPU priority below the request threads'
+AHEAD = 256        # ingested pushes waiting for a handler thread, at most
+
+
+def _lower_priority() -> None:
+    """WeChat's 5 s answer comes first; a reply can wait a few ms. Linux gives every thread
+    its own nice value, so a busy worker spends its CPU on answers before handlers and sends."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except OSError:
+            pass
 
 
 class Background:
     def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
-                 lease: float, senders: int = 2, handler_threads: int = 2,
-                 poll: float = 0.1) -> None:
+                 lease: float, dedupe_ttl: float, senders: int = 2, handler_threads: int = 2,
+                 poll: float = 0.1, ingest_poll: float = 0.005) -> None:
         self._store, self._handler, self._sender = store, handler, sender
         self._owner, self._lease, self._senders = owner, lease, senders
-        self._pool_size, self._poll = handler_threads, poll
+        self._ttl, self._pool_size = dedupe_ttl, handler_threads
+        self._poll, self._ingest_poll = poll, ingest_poll
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._inflight: set[str] = set()     # keys this process is handling right now
         self._inflight_lock = threading.Lock()
+        self._known: dict[str, tuple[Message, Route]] = {}   # logged here, not yet ingested
+        self._queued = 0                     # submitted to the pool, not yet started
 
-    def submit(self, entry: InboxEntry, message: Message | None = None,
-               route: Route | None = None) -> None:
-        """Handle a push this process just recorded; left for the sweeper if not running."""
+    def recorded(self, entry: InboxEntry, message: Message, route: Route) -> None:
+        """The request path recorded ``entry``: handle it now, or, where the store journals
+        pushes, once it is ingested (deduplicated), reusing the parsed message and route."""
+        if not self._store.journaled:
+            self._handle_soon(entry, message, route)
+            return
+        known = self._known
+        if len(known) >= KNOWN_MAX:   # ingestion is stalled: the oldest get parsed again
+            known.pop(next(iter(known)), None)
+        known[entry.key] = (message, route)
+
+    def _handle_soon(self, entry: InboxEntry, message: Message | None = None,
+                     route: Route | None = None) -> None:
+        """Queue ``entry`` for a handler thread; left for the sweeper if not running."""
         pool = self._pool
         if pool is not None and not self._stopping.is_set():
+            with self._inflight_lock:
+                self._queued += 1
             try:
                 pool.submit(self._handle, entry, message, route)
             except RuntimeError:   # shutting down: the sweeper of a live process takes it
-                pass
+                with self._inflight_lock:
+                    self._queued -= 1
 
     def start(self) -> None:
         self._stopping.clear()
-        self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler")
-        loops = [self._sweep] + [self._send] * self._senders
-        self._threads = [threading.Thread(target=loop, name=f"wxpush-{loop.__name__[1:]}-{i}",
-                                          daemon=True) for i, loop in enumerate(loops)]
+        self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler",
+                                        initializer=_lower_priority)
+        loops = [self._sweep, *([self._ingest] if self._store.journaled else []),
+                 *[self._send] * self._senders]
+        self._threads = [threading.Thread(target=self._run, args=(loop,), daemon=True,
+                                          name=f"wxpush-{loop.__name__[1:]}-{i}")
+                         for i, loop in enumerate(loops)]
         for thread in self._threads:
             thread.start()
 
@@ -67,9 +105,15 @@ class Background:
             thread.join(timeout)
         self._pool, self._threads = None, []
 
+    @staticmethod
+    def _run(loop: Callable[[], None]) -> None:
+        _lower_priority()
+        loop()
+
     def _handle(self, entry: InboxEntry, message: Message | None, route: Route | None) -> None:
         with self._inflight_lock:
             self._inflight.add(entry.key)
+            self._queued -= 1
         try:
             if self._handler.handle(entry, message, route):
                 self._wake.set()
@@ -92,9 +136,29 @@ class Background:
                 for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
                                                      limit=64):
                     log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
-                    self.submit(entry)
+                    self._handle_soon(entry)
             except Exception:
                 log.exception("inbox sweep failed")
+
+    def _ingest(self) -> None:
+        """Move logged pushes into the inbox in batches, handling the new ones. Ingesting
+        leases a push, so under a burst the rest waits in the journal, not leased in a queue
+        longer than the lease."""
+        while not self._stopping.wait(self._ingest_poll):
+            if self._queued >= AHEAD:
+                continue
+            try:
+                new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
+                                                     ttl=self._ttl)
+            except Exception:
+                log.exception("inbox ingest failed")
+                continue
+            known = self._known
+            for entry in seen:
+                known.pop(entry.key, None)
+                log_duplicate(entry)
+            for entry in new:
+                self._handle_soon(entry, *known.pop(entry.key, (None, None)))
 
     def _send(self) -> None:
         while not self._stopping.is_set():

@@ -4,7 +4,9 @@ the passive hand-off, dedupe, and a keyword rule's answer reaching the emulator.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from pathlib import Path
 
@@ -101,8 +103,10 @@ def test_hand_off_is_answered_passively_and_encrypted(tmp_path, emulator, fmt):
     reply = builder.open_reply(first.content)
     assert reply["MsgType"] == "transfer_customer_service"
     assert reply["ToUserName"] == "o-hand"
-    # A retry gets exactly the same answer and is not handled again.
-    assert post(client, push).text == first.text
+    # A retry gets the same passive reply (sealed afresh: routing is pure).
+    again = post(client, push)
+    assert again.status_code == 200
+    assert {**builder.open_reply(again.content), "CreateTime": 0} == {**reply, "CreateTime": 0}
 
 
 def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
@@ -121,6 +125,43 @@ def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
         app.stop()
     assert [p for _, user, p in emu.sent(APPID) if user == "o-hours"] == [
         {"msgtype": "text", "text": {"content": "9:00–18:00"}}]
+
+
+def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
+    """With the SQLite journal a retry is dropped when ingested, not on the request path."""
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator)
+    message = make_text("请问营业时间", msg_id=9002, from_user="o-twice", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    push = builder.build(message)
+    assert [post(client, push).text for _ in range(4)] == ["success"] * 4   # none ingested yet
+    app.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not [s for s in emu.sent(APPID) if s[1] == "o-twice"]:
+            assert time.monotonic() < deadline, "no reply reached the emulator"
+            time.sleep(0.02)
+        time.sleep(0.3)
+    finally:
+        app.stop()
+    assert len([s for s in emu.sent(APPID) if s[1] == "o-twice"]) == 1
+    assert app.store.outbox_stats()["sent"] == 1
+
+
+def test_background_threads_yield_the_cpu_to_answers(tmp_path, emulator):
+    app, _, _ = build(tmp_path, emulator)
+    app.start()
+    try:
+        time.sleep(0.2)   # each thread lowers its own priority as it starts
+        background = {t.native_id: t.name for t in threading.enumerate()
+                      if t.name.startswith("wxpush-")}
+        nice = {name: int(Path(f"/proc/self/task/{tid}/stat").read_text()
+                          .rpartition(")")[2].split()[16]) for tid, name in background.items()}
+    finally:
+        app.stop()
+    assert {name.rsplit("-", 1)[0] for name in nice} >= {"wxpush-sweep", "wxpush-ingest",
+                                                         "wxpush-send"}
+    assert set(nice.values()) == {os.getpriority(os.PRIO_PROCESS, 0) + 10}
 
 
 # --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------

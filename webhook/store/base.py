@@ -121,6 +121,21 @@ class Store(abc.ABC):
         Returns None if the key was new, else the entry already recorded (done or in
         progress) which must not be handled again. Keys are kept ``ttl`` seconds."""
 
+    #: True where pushes are recorded with ``inbox_log`` and reach the inbox by ``inbox_ingest``
+    #: (SQLite: an append to a journal file instead of a commit on the request path).
+    journaled: bool = False
+
+    def inbox_log(self, entry: InboxEntry) -> None:
+        """Record a push durably (written before returning) for ``inbox_ingest``; only where
+        ``journaled``. Deduplication happens when it is ingested."""
+        raise NotImplementedError("this store records pushes with inbox_add")
+
+    def inbox_ingest(self, *, owner: str, lease: float,
+                     ttl: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
+        """Move logged pushes into the inbox, each as ``inbox_add`` would record it: (the new
+        entries, now leased to ``owner``; the entries already recorded under a logged key)."""
+        return [], []
+
     @abc.abstractmethod
     def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
         """Lease pending entries whose previous lease ran out (their handler died)."""

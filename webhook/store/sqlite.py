@@ -8,7 +8,10 @@ transaction. A commit costs far more than an insert, and under load the request 
 handlers and senders of a process write at once. Processes take turns on an ``flock`` of
 ``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``: the kernel wakes the next one the moment
 the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10… ms and retry.
-``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests).
+Pushes reach the inbox through a journal (``webhook.store.journal``): the request path
+appends, the background ingests in batches (``inbox_log`` / ``inbox_ingest``).
+``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests) and
+records pushes with ``inbox_add``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, TypeVar
 from webhook.errors import StoreError
 from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
                                 ValueUpdate)
+from webhook.store.journal import Journal
 
 __all__ = ["SqliteStore"]
 
@@ -112,6 +116,7 @@ class SqliteStore(Store):
         self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
         self._lock_fd: int | None = None
         self._commits = 0
+        self._journal: Journal | None = None
         try:
             if path == ":memory:":
                 self._shared = self._connect()
@@ -120,8 +125,10 @@ class SqliteStore(Store):
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
                     conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+                self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
+        self.journaled = self._journal is not None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
@@ -272,6 +279,8 @@ class SqliteStore(Store):
             with self._committing:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+        if self._journal is not None:
+            self._journal.close()
 
     # -- values ---------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -340,25 +349,75 @@ class SqliteStore(Store):
     def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
                   ttl: float) -> InboxEntry | None:
         def write(conn: sqlite3.Connection, now: float) -> InboxEntry | None:
-            # One statement: inserts a new key, or replaces one whose ttl ran out.
-            cur = conn.execute(
-                "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
-                "attempts, owner, lease_until, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
-                "format = excluded.format, payload = excluded.payload, "
-                "answer = excluded.answer, received_at = excluded.received_at, "
-                "state = 'pending', attempts = 1, owner = excluded.owner, "
-                "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
-                "WHERE inbox.expires_at <= ?",
-                (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
-                 entry.received_at, owner, now + lease, now + ttl, now))
-            if cur.rowcount == 1:
-                self._maybe_sweep(conn, now)
-                return None
-            return _inbox_entry(conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ?",
-                                             (entry.key,)).fetchone())
+            return self._insert_inbox(conn, entry, owner=owner, lease_until=now + lease,
+                                      expires_at=now + ttl, now=now)
         return self._write(write)
+
+    def _insert_inbox(self, conn: sqlite3.Connection, entry: InboxEntry, *, owner: str,
+                      lease_until: float, expires_at: float, now: float) -> InboxEntry | None:
+        """One statement: inserts a new key, or replaces one whose ttl ran out; else the
+        entry recorded under the key."""
+        cur = conn.execute(
+            "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
+            "attempts, owner, lease_until, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
+            "format = excluded.format, payload = excluded.payload, "
+            "answer = excluded.answer, received_at = excluded.received_at, "
+            "state = 'pending', attempts = 1, owner = excluded.owner, "
+            "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
+            "WHERE inbox.expires_at <= ?",
+            (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
+             entry.received_at, owner, lease_until, expires_at, now))
+        if cur.rowcount == 1:
+            self._maybe_sweep(conn, now)
+            return None
+        return _inbox_entry(conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ?",
+                                         (entry.key,)).fetchone())
+
+    def inbox_log(self, entry: InboxEntry) -> None:
+        if self._journal is None:
+            raise StoreError("this sqlite store has no journal: record pushes with inbox_add")
+        try:
+            self._journal.append(entry)
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+
+    def inbox_ingest(self, *, owner: str, lease: float,
+                     ttl: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
+        if self._journal is None:
+            return [], []
+        try:
+            chunks = self._journal.read()
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+        if not chunks:
+            return [], []
+
+        def write(conn: sqlite3.Connection,
+                  now: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
+            new, seen = [], []
+            for chunk in chunks:
+                for entry in chunk.entries:
+                    existing = self._insert_inbox(conn, entry, owner=owner,
+                                                  lease_until=now + lease,
+                                                  expires_at=now + ttl, now=now)
+                    if existing is None:
+                        new.append(entry)
+                    else:
+                        seen.append(existing)
+                # Kept while the file may still be read; a finished file's row just expires.
+                conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) "
+                             "VALUES (?, ?, ?)", (f"journal:{chunk.name}", str(chunk.end),
+                                                  now + ttl if chunk.final else None))
+            return new, seen
+
+        result = self._write(write)
+        self._journal.done(chunks)
+        return result
+
+    def _journal_offset(self, name: str) -> int:
+        return int(self.get(f"journal:{name}") or 0)
 
     def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
         if lease <= 0:

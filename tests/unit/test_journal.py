@@ -1,0 +1,131 @@
+"""The SQLite store's intake journal: appended on the request path, ingested once, by key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from webhook.store.base import InboxEntry
+from webhook.store.journal import SUFFIX, Journal
+from webhook.store.sqlite import SqliteStore
+
+
+def entry(key: str, answer: str = "success") -> InboxEntry:
+    return InboxEntry(key=key, appid="wx1", format="xml", payload=f"<xml>{key}\n</xml>",
+                      answer=answer, received_at=1.5)
+
+
+def ingest(store: SqliteStore) -> tuple[list[str], list[tuple[str, str]]]:
+    new, seen = store.inbox_ingest(owner="w1", lease=30, ttl=600)
+    return [e.key for e in new], [(e.key, e.state) for e in seen]
+
+
+def journals(tmp_path: Path, db: str = "w.db") -> list[str]:
+    return sorted(n for n in os.listdir(tmp_path / f"{db}-inbox") if n.endswith(SUFFIX))
+
+
+def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    assert store.journaled
+    for key in ("wx1:a", "wx1:b", "wx1:a"):
+        store.inbox_log(entry(key))
+    assert ingest(store) == (["wx1:a", "wx1:b"], [("wx1:a", "pending")])
+    assert ingest(store) == ([], [])
+    store.inbox_finish("wx1:a", [], owner="w1")
+    store.inbox_log(entry("wx1:a"))   # a retry after the first was handled
+    assert ingest(store) == ([], [("wx1:a", "done")])
+    new = store.inbox_claim(owner="w2", lease=30, limit=10)
+    assert new == []                  # ingested rows are leased to the ingester
+    store.close()
+
+
+def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    original = InboxEntry(key="wx1:z", appid="wx1", format="json",
+                          payload='{"Content": "你好\\n\\"quoted\\""}\n', answer="<xml>\n</xml>",
+                          received_at=1714112445.25)
+    store.inbox_log(original)
+    new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600)
+    assert new == [original]
+    store.close()
+
+
+def test_a_dead_writers_journal_is_taken_over_and_deleted(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    pid = os.fork()
+    if pid == 0:   # a worker that logs two pushes and dies before ingesting them
+        store.inbox_log(entry("wx1:c1"))
+        store.inbox_log(entry("wx1:c2"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert len(journals(tmp_path)) == 1
+    assert ingest(store) == (["wx1:c1", "wx1:c2"], [])
+    assert journals(tmp_path) == []
+    store.close()
+
+
+def test_a_live_writers_journal_is_left_to_it(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # logs, then lives on until told to go
+        store.inbox_log(entry("wx1:live"))
+        os.write(ready_w, b"x")
+        os.read(go_r, 1)
+        os._exit(0)
+    os.read(ready_r, 1)
+    other = SqliteStore(str(tmp_path / "w.db"))
+    assert ingest(other) == ([], [])
+    os.write(go_w, b"x")
+    os.waitpid(pid, 0)
+    later = SqliteStore(str(tmp_path / "w.db"))   # its first ingest looks for orphans at once
+    assert ingest(later) == (["wx1:live"], [])
+    for s in (store, other, later):
+        s.close()
+    for fd in (ready_r, ready_w, go_r, go_w):
+        os.close(fd)
+
+
+def test_a_restarted_ingester_resumes_where_the_last_commit_left(tmp_path) -> None:
+    first = SqliteStore(str(tmp_path / "w.db"))
+    first.inbox_log(entry("wx1:1"))
+    assert ingest(first) == (["wx1:1"], [])
+    first.inbox_log(entry("wx1:2"))
+    first.close()                     # as if the process died: its file is an orphan now
+    second = SqliteStore(str(tmp_path / "w.db"))
+    assert ingest(second) == (["wx1:2"], [])   # wx1:1 is not read twice
+    assert journals(tmp_path) == []
+    second.close()
+
+
+def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_path) -> None:
+    offsets: dict[str, int] = {}
+    clock = [0.0]
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: offsets.get(name, 0),
+                      monotonic=lambda: clock[0], max_bytes=200)
+    keys = [f"wx1:{i}" for i in range(6)]
+    for key in keys:
+        journal.append(entry(key))
+    assert len(os.listdir(tmp_path / "j")) > 1
+    read: list[str] = []
+    for _ in range(10):
+        clock[0] += 5   # each read looks for closed files again
+        chunks = journal.read()
+        read += [e.key for c in chunks for e in c.entries]
+        journal.done(chunks)
+    assert sorted(read) == keys
+    assert len(os.listdir(tmp_path / "j")) == 1   # only the file still being written
+    journal.close()
+
+
+def test_a_torn_line_is_skipped(tmp_path) -> None:
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    journal.append(entry("wx1:ok"))
+    name = os.listdir(tmp_path / "j")[0]
+    with open(tmp_path / "j" / name, "ab") as file:
+        file.write(b'["wx1:torn", "wx1", "xm\n')
+    journal.append(entry("wx1:after"))
+    chunks = journal.read()
+    assert [e.key for c in chunks for e in c.entries] == ["wx1:ok", "wx1:after"]
+    journal.close()

@@ -1,0 +1,186 @@
+"""The SQLite store's intake journal: pushes appended on the request path, moved into the
+inbox in batches by the background.
+
+A SQLite commit costs the request path far more than the rest of a push (a write turn on the
+file, several pages into the WAL, and every statement a GIL hand-off between the request
+threads). One ``write()`` of one line to a file opened ``O_APPEND`` is as durable against a
+process crash as a WAL commit with ``synchronous=NORMAL``: both sit in the OS page cache. So
+the request path appends the push here and answers; the background ingests each file's new
+lines in one transaction, deduplicating them by key (a retry's line finds the first one's
+row), and stores how far it read in that same transaction, so each line counts once.
+
+Each process appends to its own file in ``<db>-inbox/`` and holds an ``flock`` on it while
+it lives. A file nobody holds belongs to a writer that died or moved on to a new file: any
+process's ingester takes it over (the kernel grants the lock to one), reads it to the end and
+deletes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import fcntl
+import json
+import os
+import threading
+import time
+import uuid
+
+from webhook.store.base import InboxEntry
+
+__all__ = ["Journal", "Chunk"]
+
+SUFFIX = ".journal"
+MAX_BYTES = 64 << 20   # a writer moves to a new file past this size
+READ_BYTES = 256 << 10  # at most this much of one file per ingest
+SCAN_EVERY = 1.0       # seconds between looks for files whose writer is gone
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Whole lines read from one file: ``entries`` end at byte ``end``. ``final``: its writer
+    is gone and this is the rest of the file, to delete once the chunk is committed."""
+
+    name: str
+    end: int
+    entries: list[InboxEntry] = field(default_factory=list)
+    final: bool = False
+
+
+def _encode(entry: InboxEntry) -> bytes:
+    return json.dumps([entry.key, entry.appid, entry.format, entry.payload, entry.answer,
+                       entry.received_at], ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _decode(line: bytes) -> InboxEntry:
+    return InboxEntry(*json.loads(line))
+
+
+class Journal:
+    """Appends of this process and reads of every file in ``directory``.
+
+    ``offset(name)`` gives the committed read position of a file the first time this
+    process reads it (the store keeps it); afterwards this object tracks it.
+    """
+
+    def __init__(self, directory: str, *, offset: Callable[[str], int],
+                 monotonic: Callable[[], float] = time.monotonic,
+                 max_bytes: int = MAX_BYTES) -> None:
+        self.directory = directory
+        self._offset, self._monotonic, self._max_bytes = offset, monotonic, max_bytes
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._pid = 0
+        self._fd: int | None = None            # this process's file, flocked
+        self._name = ""
+        self._size = 0
+        self._positions: dict[str, int] = {}   # name -> offset read and committed
+        self._held: dict[str, int] = {}        # taken-over files -> their flocked fd
+        self._next_scan = 0.0
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    # -- request path -----------------------------------------------------------------------
+    def append(self, entry: InboxEntry) -> None:
+        """One line, one ``write()``; raises OSError if it could not be written whole."""
+        line = _encode(entry)
+        with self._write_lock:
+            if self._pid != os.getpid() or self._size >= self._max_bytes:
+                self._open()
+            written = os.write(self._fd, line)
+            self._size += written
+        if written != len(line):   # a full disk: the torn line is skipped when read
+            raise OSError(f"journal {self._name}: short write")
+
+    def _open(self) -> None:
+        """A new file, locked before it gets its name so no ingester takes it for orphaned."""
+        if self._pid == os.getpid() and self._fd is not None:
+            os.close(self._fd)   # its lock goes with it: the file is read to the end elsewhere
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        temporary = os.path.join(self.directory, name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(temporary, os.path.join(self.directory, name))
+        self._pid, self._fd, self._name, self._size = os.getpid(), fd, name, 0
+
+    # -- background -------------------------------------------------------------------------
+    def read(self) -> list[Chunk]:
+        """New whole lines of this process's file and of files whose writer is gone."""
+        with self._read_lock:
+            if self._monotonic() >= self._next_scan:
+                self._next_scan = self._monotonic() + SCAN_EVERY
+                self._take_orphans()
+            chunks = []
+            own = self._name if self._pid == os.getpid() else ""
+            for name in ([own] if own else []) + list(self._held):
+                chunk = self._read_file(name, final=name in self._held)
+                if chunk is not None:
+                    chunks.append(chunk)
+            return chunks
+
+    def done(self, chunks: list[Chunk]) -> None:
+        """``chunks`` are committed: advance past them, delete the files read to the end."""
+        with self._read_lock:
+            for chunk in chunks:
+                self._positions[chunk.name] = chunk.end
+                if chunk.final:
+                    self._release(chunk.name, delete=True)
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            if self._pid == os.getpid() and self._fd is not None:
+                os.close(self._fd)
+            self._fd, self._pid, self._name = None, 0, ""
+            for name in list(self._held):
+                self._release(name, delete=False)
+
+    def _take_orphans(self) -> None:
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(SUFFIX) or name in self._held or name == self._name:
+                continue
+            try:
+                fd = os.open(os.path.join(self.directory, name), os.O_RDONLY)
+            except FileNotFoundError:   # another ingester finished it meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:             # its writer, or another ingester, holds it
+                os.close(fd)
+                continue
+            if not os.path.exists(os.path.join(self.directory, name)):
+                os.close(fd)            # deleted between our open and our lock
+                continue
+            self._held[name] = fd
+
+    def _read_file(self, name: str, *, final: bool) -> Chunk | None:
+        position = self._positions.get(name)
+        if position is None:
+            position = self._positions[name] = self._offset(name)
+        try:
+            with open(os.path.join(self.directory, name), "rb") as file:
+                file.seek(position)
+                data = file.read(READ_BYTES)
+        except FileNotFoundError:
+            self._release(name, delete=False)
+            return None
+        whole = data.rfind(b"\n") + 1
+        at_end = len(data) < READ_BYTES
+        if whole == 0 and not (final and at_end):
+            return None
+        entries = []
+        for line in data[:whole].splitlines():
+            try:
+                entries.append(_decode(line))
+            except (ValueError, TypeError):   # a torn line (short write): its push got a 503
+                continue
+        return Chunk(name, position + whole, entries, final=final and at_end)
+
+    def _release(self, name: str, *, delete: bool) -> None:
+        fd = self._held.pop(name, None)
+        if delete:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except FileNotFoundError:
+                pass
+        if fd is not None:
+            os.close(fd)
+        self._positions.pop(name, None)
