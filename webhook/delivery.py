@@ -68,8 +68,10 @@ class Intake:
             if existing is not None:
                 log_duplicate(existing)
                 return existing.answer
-        log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid, message.dedupe_key,
-                  getattr(message, "event", message.msg_type), hashed(message.openid))
+        if log.isEnabledFor(logging.DEBUG):   # the arguments cost more than the call
+            log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid,
+                      message.dedupe_key, getattr(message, "event", message.msg_type),
+                      hashed(message.openid))
         self._recorded(entry, message, route)
         return answer
 

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,7 +57,7 @@ class Background:
         self._wake = threading.Event()
         self._inflight: set[str] = set()     # keys this process is handling right now
         self._inflight_lock = threading.Lock()
-        self._known: dict[str, tuple[Message, Route]] = {}   # logged here, not yet ingested
+        self._known: OrderedDict[str, tuple[Message, Route]] = OrderedDict()   # not ingested yet
         self._queued = 0                     # submitted to the pool, not yet started
 
     def recorded(self, entry: InboxEntry, message: Message, route: Route) -> None:
@@ -66,8 +67,11 @@ class Background:
             self._handle_soon(entry, message, route)
             return
         known = self._known
-        if len(known) >= KNOWN_MAX:   # ingestion is stalled: the oldest get parsed again
-            known.pop(next(iter(known)), None)
+        if len(known) >= KNOWN_MAX:   # ingestion is behind: the oldest get parsed again
+            try:
+                known.popitem(last=False)
+            except KeyError:          # emptied meanwhile by the ingester
+                pass
         known[entry.key] = (message, route)
 
     def _handle_soon(self, entry: InboxEntry, message: Message | None = None,

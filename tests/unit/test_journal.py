@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from webhook.store.base import InboxEntry
 from webhook.store.journal import SUFFIX, Journal
 from webhook.store.sqlite import SqliteStore
@@ -128,4 +130,53 @@ def test_a_torn_line_is_skipped(tmp_path) -> None:
     journal.append(entry("wx1:after"))
     chunks = journal.read()
     assert [e.key for c in chunks for e in c.entries] == ["wx1:ok", "wx1:after"]
+    journal.close()
+
+
+def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    store.inbox_log(entry("wx1:parent"))
+    pid = os.fork()
+    if pid == 0:
+        store.inbox_log(entry("wx1:child"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert len(journals(tmp_path)) == 2
+    assert sorted(ingest(store)[0]) == ["wx1:child", "wx1:parent"]
+    assert len(journals(tmp_path)) == 1          # the child's, read to the end, is gone
+    other = SqliteStore(str(tmp_path / "w.db"))
+    assert ingest(other) == ([], [])             # the parent's is still held by the parent
+    store.close()
+    other.close()
+
+
+def test_after_a_failed_write_the_next_push_goes_to_a_new_file(tmp_path) -> None:
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    journal.append(entry("wx1:1"))
+    name = os.listdir(tmp_path / "j")[0]
+    os.close(journal._fd)                        # the file can no longer be written
+    journal._fd = os.open(tmp_path / "j" / name, os.O_RDONLY)
+    with pytest.raises(OSError):
+        journal.append(entry("wx1:lost"))
+    journal.append(entry("wx1:2"))
+    assert len(os.listdir(tmp_path / "j")) == 2
+    chunks = journal.read()
+    assert sorted(e.key for c in chunks for e in c.entries) == ["wx1:1", "wx1:2"]
+    journal.close()
+
+
+def test_a_line_longer_than_one_read_is_read_whole(tmp_path) -> None:
+    from webhook.store.journal import READ_BYTES
+
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    big = InboxEntry(key="wx1:big", appid="wx1", format="xml", payload="x" * (READ_BYTES + 10),
+                     answer="success", received_at=1.0)
+    journal.append(big)
+    journal.append(entry("wx1:small"))
+    read = []
+    for _ in range(3):
+        chunks = journal.read()
+        read += [e.key for c in chunks for e in c.entries]
+        journal.done(chunks)
+    assert read == ["wx1:big", "wx1:small"]
     journal.close()

@@ -70,7 +70,7 @@ class Journal:
         self._offset, self._monotonic, self._max_bytes = offset, monotonic, max_bytes
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._pid = 0
+        self._pid = os.getpid()                # whose files the fields below are
         self._fd: int | None = None            # this process's file, flocked
         self._name = ""
         self._size = 0
@@ -84,33 +84,58 @@ class Journal:
         """One line, one ``write()``; raises OSError if it could not be written whole."""
         line = _encode(entry)
         with self._write_lock:
-            if self._pid != os.getpid() or self._size >= self._max_bytes:
+            self._after_fork()
+            if self._fd is None or self._size >= self._max_bytes:
                 self._open()
-            written = os.write(self._fd, line)
+            try:
+                written = os.write(self._fd, line)
+            except OSError:
+                written = -1
+            if written != len(line):
+                # A full disk, say. Later lines go to a new file, so a torn end stays the
+                # end of this one, where the reader skips it.
+                name = self._name
+                self._close_own()
+                raise OSError(f"journal {name}: line not written whole")
             self._size += written
-        if written != len(line):   # a full disk: the torn line is skipped when read
-            raise OSError(f"journal {self._name}: short write")
+
+    def _close_own(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)   # its lock goes with it: the file is read to the end elsewhere
+        self._fd, self._name = None, ""
+
+    def _after_fork(self) -> None:
+        """A forked child starts afresh: the parent's files (and locks) stay the parent's.
+        Closing the child's copies of their descriptors leaves the parent's locks held."""
+        if self._pid == os.getpid():
+            return
+        for fd in [self._fd, *self._held.values()]:
+            if fd is not None:
+                os.close(fd)
+        self._fd, self._name, self._held, self._positions = None, "", {}, {}
+        self._pid = os.getpid()
 
     def _open(self) -> None:
         """A new file, locked before it gets its name so no ingester takes it for orphaned."""
-        if self._pid == os.getpid() and self._fd is not None:
-            os.close(self._fd)   # its lock goes with it: the file is read to the end elsewhere
+        self._close_own()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         temporary = os.path.join(self.directory, name + ".new")
         fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(temporary, os.path.join(self.directory, name))
-        self._pid, self._fd, self._name, self._size = os.getpid(), fd, name, 0
+        self._fd, self._name, self._size = fd, name, 0
 
     # -- background -------------------------------------------------------------------------
     def read(self) -> list[Chunk]:
         """New whole lines of this process's file and of files whose writer is gone."""
+        with self._read_lock, self._write_lock:
+            self._after_fork()
+            own = self._name
         with self._read_lock:
             if self._monotonic() >= self._next_scan:
                 self._next_scan = self._monotonic() + SCAN_EVERY
                 self._take_orphans()
             chunks = []
-            own = self._name if self._pid == os.getpid() else ""
             for name in ([own] if own else []) + list(self._held):
                 chunk = self._read_file(name, final=name in self._held)
                 if chunk is not None:
@@ -126,10 +151,9 @@ class Journal:
                     self._release(chunk.name, delete=True)
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            if self._pid == os.getpid() and self._fd is not None:
-                os.close(self._fd)
-            self._fd, self._pid, self._name = None, 0, ""
+        with self._read_lock, self._write_lock:
+            self._after_fork()
+            self._close_own()
             for name in list(self._held):
                 self._release(name, delete=False)
 
@@ -157,13 +181,16 @@ class Journal:
             position = self._positions[name] = self._offset(name)
         try:
             with open(os.path.join(self.directory, name), "rb") as file:
+                size = os.fstat(file.fileno()).st_size
                 file.seek(position)
                 data = file.read(READ_BYTES)
+                if len(data) == READ_BYTES and b"\n" not in data:
+                    data += file.readline()   # one line longer than a read: take it whole
         except FileNotFoundError:
             self._release(name, delete=False)
             return None
         whole = data.rfind(b"\n") + 1
-        at_end = len(data) < READ_BYTES
+        at_end = position + len(data) >= size
         if whole == 0 and not (final and at_end):
             return None
         entries = []
