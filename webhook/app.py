@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
                             lease=lease, dedupe_ttl=server.dedupe_ttl, senders=server.senders,
                             handler_threads=server.handler_threads)
     intake = Intake(store=store, router=current, owner=owner, clock=clock, rng=rng,
-                    dedupe_ttl=server.dedupe_ttl, lease=lease, recorded=background.recorded)
+                    dedupe_ttl=server.dedupe_ttl, lease=lease, submit=background.submit)
 
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
     app.background, app.store = background, store

@@ -4,12 +4,13 @@
 answer is the passive hand-off, then record the push in the store under its dedupe key with
 that answer, durably, and only then answer. A retry of the same push (WeChat delivers up to
 4 times, sometimes while the first is still being handled) finds the row and gets the same
-answer, and is not handled again.
+answer, and is not handled again. Where the store journals pushes (SQLite), recording is one
+append and the retry is found when the background ingests the journal.
 
 ``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
-loses nothing: the row's lease runs out and another worker claims it. The process that
-recorded a push hands its handler the message and route it already has; a reclaimed row is
-parsed and routed again from its stored copy.
+loses nothing: the row's lease runs out and another worker claims it. A push recorded with
+``inbox_add`` is handed to its handler with the message and route the request path already
+has; an ingested or reclaimed row is parsed and routed again from its stored copy.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ class Intake:
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
                  clock: Callable[[], float], rng: random.Random, dedupe_ttl: float,
-                 lease: float, recorded: Callable[[InboxEntry, Message, Route], None]) -> None:
+                 lease: float, submit: Callable[[InboxEntry, Message, Route], None]) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._rng = clock, rng
-        self._ttl, self._lease, self._recorded = dedupe_ttl, lease, recorded
+        self._ttl, self._lease, self._submit = dedupe_ttl, lease, submit
 
     def accept(self, app: AppConfig, push: Push) -> str:
         """The HTTP body to answer: ``success`` or the sealed transfer_customer_service."""
@@ -62,18 +63,23 @@ class Intake:
             # One append; a retry is told apart, and never handled, when it is ingested. Its
             # answer is this one: routing is pure, so the same push gets the same answer.
             self._store.inbox_log(entry)
-        else:
-            existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease,
-                                             ttl=self._ttl)
-            if existing is not None:
-                log_duplicate(existing)
-                return existing.answer
+            self._log_recorded(app, message)
+            return answer
+        existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease,
+                                         ttl=self._ttl)
+        if existing is not None:
+            log_duplicate(existing)
+            return existing.answer
+        self._log_recorded(app, message)
+        self._submit(entry, message, route)
+        return answer
+
+    @staticmethod
+    def _log_recorded(app: AppConfig, message: Message) -> None:
         if log.isEnabledFor(logging.DEBUG):   # the arguments cost more than the call
             log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid,
                       message.dedupe_key, getattr(message, "event", message.msg_type),
                       hashed(message.openid))
-        self._recorded(entry, message, route)
-        return answer
 
 
 def log_duplicate(existing: InboxEntry) -> None:

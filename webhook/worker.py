@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +27,6 @@ from webhook.store import InboxEntry, Store
 __all__ = ["Background"]
 
 log = logging.getLogger(__name__)
-KNOWN_MAX = 8192   # parsed pushes kept for their handler while they wait to be ingested
 NICE = 10          # background threads' CPU priority below the request threads'
 AHEAD = 256        # ingested pushes waiting for a handler thread, at most
 
@@ -57,26 +55,12 @@ class Background:
         self._wake = threading.Event()
         self._inflight: set[str] = set()     # keys this process is handling right now
         self._inflight_lock = threading.Lock()
-        self._known: OrderedDict[str, tuple[Message, Route]] = OrderedDict()   # not ingested yet
         self._queued = 0                     # submitted to the pool, not yet started
 
-    def recorded(self, entry: InboxEntry, message: Message, route: Route) -> None:
-        """The request path recorded ``entry``: handle it now, or, where the store journals
-        pushes, once it is ingested (deduplicated), reusing the parsed message and route."""
-        if not self._store.journaled:
-            self._handle_soon(entry, message, route)
-            return
-        known = self._known
-        if len(known) >= KNOWN_MAX:   # ingestion is behind: the oldest get parsed again
-            try:
-                known.popitem(last=False)
-            except KeyError:          # emptied meanwhile by the ingester
-                pass
-        known[entry.key] = (message, route)
-
-    def _handle_soon(self, entry: InboxEntry, message: Message | None = None,
-                     route: Route | None = None) -> None:
-        """Queue ``entry`` for a handler thread; left for the sweeper if not running."""
+    def submit(self, entry: InboxEntry, message: Message | None = None,
+               route: Route | None = None) -> None:
+        """Handle a recorded push (``message`` and ``route``: its payload, parsed and routed
+        on the request path, if at hand); left for the sweeper if not running."""
         pool = self._pool
         if pool is not None and not self._stopping.is_set():
             with self._inflight_lock:
@@ -140,7 +124,7 @@ class Background:
                 for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
                                                      limit=64):
                     log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
-                    self._handle_soon(entry)
+                    self.submit(entry)
             except Exception:
                 log.exception("inbox sweep failed")
 
@@ -157,12 +141,10 @@ class Background:
             except Exception:
                 log.exception("inbox ingest failed")
                 continue
-            known = self._known
             for entry in seen:
-                known.pop(entry.key, None)
                 log_duplicate(entry)
             for entry in new:
-                self._handle_soon(entry, *known.pop(entry.key, (None, None)))
+                self.submit(entry)
 
     def _send(self) -> None:
         while not self._stopping.is_set():
