@@ -207,19 +207,29 @@ def run_wrk(server: Server, pushes: Path, *, seconds: float, threads: int,
     return result
 
 
-def backlog(db: Path) -> tuple[int, int]:
-    """(inbox rows still pending, outbox rows not yet sent or dead) in wxpush's store."""
+def backlog(db: Path) -> tuple[int, int, int]:
+    """(journal bytes not yet ingested, inbox rows still pending, outbox rows not yet sent or
+    dead) in wxpush's store."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         inbox = conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0]
         outbox = conn.execute("SELECT count(*) FROM outbox "
                               "WHERE state IN ('pending', 'sending')").fetchone()[0]
-    return inbox, outbox
+        read = dict(conn.execute("SELECT substr(key, 9), CAST(value AS INTEGER) FROM kv "
+                                 "WHERE key LIKE 'journal:%'").fetchall())
+    journals = Path(f"{db}-inbox")
+    unread = 0
+    for file in journals.glob("*.journal") if journals.is_dir() else ():
+        try:
+            unread += file.stat().st_size - read.get(file.name, 0)
+        except FileNotFoundError:   # read to the end and deleted meanwhile
+            pass
+    return unread, inbox, outbox
 
 
 def wait_drained(db: Path, timeout: float = 180.0) -> float:
-    """Seconds until wxpush's background work (handlers, sends) has caught up."""
+    """Seconds until wxpush's background work (ingest, handlers, sends) has caught up."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout and backlog(db) != (0, 0):
+    while time.monotonic() - started < timeout and backlog(db) != (0, 0, 0):
         time.sleep(0.1)
     return time.monotonic() - started
 
