@@ -27,7 +27,7 @@ from webhook.store import InboxEntry, Store
 __all__ = ["Background"]
 
 log = logging.getLogger(__name__)
-NICE = 10          # background threads' CPU priority below the request threads'
+NICE = 10          # background threads run this much nicer than the request threads
 AHEAD = 256        # ingested pushes waiting for a handler thread, at most
 
 
@@ -35,8 +35,10 @@ def _lower_priority() -> None:
     """WeChat's 5 s answer comes first; a reply can wait a few ms. Linux gives every thread
     its own nice value, so a busy worker spends its CPU on answers before handlers and sends."""
     if sys.platform == "linux":
+        thread = threading.get_native_id()
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+            os.setpriority(os.PRIO_PROCESS, thread,
+                           min(19, os.getpriority(os.PRIO_PROCESS, thread) + NICE))
         except OSError:
             pass
 
