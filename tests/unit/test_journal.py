@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -179,4 +180,15 @@ def test_a_line_longer_than_one_read_is_read_whole(tmp_path) -> None:
         read += [e.key for c in chunks for e in c.entries]
         journal.done(chunks)
     assert read == ["wx1:big", "wx1:small"]
+    journal.close()
+
+
+def test_a_file_its_writer_never_named_is_removed(tmp_path) -> None:
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    young, old = tmp_path / "j" / f"1-young{SUFFIX}.new", tmp_path / "j" / f"2-old{SUFFIX}.new"
+    young.write_bytes(b"")
+    old.write_bytes(b"")
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert journal.read() == []
+    assert os.listdir(tmp_path / "j") == [young.name]   # may be a writer about to lock it
     journal.close()

@@ -34,6 +34,7 @@ SUFFIX = ".journal"
 MAX_BYTES = 64 << 20   # a writer moves to a new file past this size
 READ_BYTES = 256 << 10  # at most this much of one file per ingest
 SCAN_EVERY = 1.0       # seconds between looks for files whose writer is gone
+UNNAMED_AGE = 60.0     # seconds after which a file never named is a dead writer's
 
 
 @dataclass(slots=True)
@@ -159,10 +160,14 @@ class Journal:
 
     def _take_orphans(self) -> None:
         for name in sorted(os.listdir(self.directory)):
-            if not name.endswith(SUFFIX) or name in self._held or name == self._name:
+            # A writer that died between creating and naming its file left it empty. (A
+            # young one may be a writer about to lock it.)
+            unnamed = name.endswith(SUFFIX + ".new")
+            if not (name.endswith(SUFFIX) or unnamed) or name in self._held or name == self._name:
                 continue
+            path = os.path.join(self.directory, name)
             try:
-                fd = os.open(os.path.join(self.directory, name), os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:   # another ingester finished it meanwhile
                 continue
             try:
@@ -170,8 +175,10 @@ class Journal:
             except OSError:             # its writer, or another ingester, holds it
                 os.close(fd)
                 continue
-            if not os.path.exists(os.path.join(self.directory, name)):
-                os.close(fd)            # deleted between our open and our lock
+            if unnamed or not os.path.exists(path):
+                if unnamed and os.fstat(fd).st_mtime < time.time() - UNNAMED_AGE:
+                    os.unlink(path)
+                os.close(fd)            # (or deleted between our open and our lock)
                 continue
             self._held[name] = fd
 
