@@ -4,8 +4,13 @@
 answer is the passive hand-off, then record the push in the store under its dedupe key with
 that answer, durably, and only then answer. A retry of the same push (WeChat delivers up to
 4 times, sometimes while the first is still being handled) finds the row and gets the same
-answer, and is not handled again. Where the store journals pushes (SQLite), recording is one
-append and the retry is found when the background ingests the journal.
+answer, and is not handled again.
+
+Where the store journals pushes (SQLite), recording is one append of the decrypted payload,
+and the retry is found when the background ingests the journal and keys each push
+(``recorded_key``). Most pushes are then answered without being parsed at all:
+``parsing.peek`` reads their MsgType and Content, and when ``Router.may_transfer`` rules out
+a hand-off the answer is ``success``; only the rest are parsed and routed before answering.
 
 ``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
 loses nothing: the row's lease runs out and another worker claims it. A push recorded with
@@ -20,15 +25,16 @@ import logging
 import random
 from collections.abc import Callable
 
+from webhook.errors import MalformedRequest
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
-from webhook.parsing import parse_body, to_message, transfer_fields
+from webhook.parsing import parse_body, peek, to_message, transfer_fields
 from webhook.quota import WINDOW_TTL, note_enter, note_message, quota_key
 from webhook.receive import Push, seal
 from webhook.routing import Route, Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
-__all__ = ["Intake", "Handler", "inbox_key", "log_duplicate"]
+__all__ = ["Intake", "Handler", "inbox_key", "recorded_key", "log_duplicate"]
 
 log = logging.getLogger(__name__)
 SUCCESS = "success"
@@ -51,35 +57,56 @@ class Intake:
     def accept(self, app: AppConfig, push: Push) -> str:
         """The HTTP body to answer: ``success`` or the sealed transfer_customer_service."""
         now = self._clock()
-        message = push.message
-        answer = SUCCESS
-        route = self._router().route(message, appid=app.appid)
-        if route.transfer:
-            fields = transfer_fields(message, now=int(now))
-            answer = seal(app, push, fields, now=int(now), random16=self._rng.randbytes(16))
-        entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
-                           payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now)
+        router = self._router()
         if self._store.journaled:
             # One append; a retry is told apart, and never handled, when it is ingested. Its
             # answer is this one: routing is pure, so the same push gets the same answer.
-            self._store.inbox_log(entry)
-            self._log_recorded(app, message)
+            answer = SUCCESS
+            peeked = peek(push.plaintext, push.format)
+            if peeked is None or router.may_transfer(*peeked):
+                answer = self._answer(app, push, router.route(push.message, appid=app.appid),
+                                      now)
+            self._store.inbox_log(app.appid, app.format, push.plaintext, answer, now)
+            self._log_recorded(app, push)
             return answer
+        message = push.message
+        route = router.route(message, appid=app.appid)
+        answer = self._answer(app, push, route, now)
+        entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
+                           payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now)
         existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease,
                                          ttl=self._ttl)
         if existing is not None:
             log_duplicate(existing)
             return existing.answer
-        self._log_recorded(app, message)
+        self._log_recorded(app, push)
         self._submit(entry, message, route)
         return answer
 
+    def _answer(self, app: AppConfig, push: Push, route: Route, now: float) -> str:
+        if not route.transfer:
+            return SUCCESS
+        fields = transfer_fields(push.message, now=int(now))
+        return seal(app, push, fields, now=int(now), random16=self._rng.randbytes(16))
+
     @staticmethod
-    def _log_recorded(app: AppConfig, message: Message) -> None:
+    def _log_recorded(app: AppConfig, push: Push) -> None:
         if log.isEnabledFor(logging.DEBUG):   # the arguments cost more than the call
+            message = push.message
             log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid,
                       message.dedupe_key, getattr(message, "event", message.msg_type),
                       hashed(message.openid))
+
+
+def recorded_key(entry: InboxEntry) -> str | None:
+    """The dedupe key of a push logged without one (``Store.inbox_ingest``); None, with a
+    log line, for one that cannot be read (it was answered, but nothing can handle it)."""
+    try:
+        return inbox_key(entry.appid, to_message(parse_body(entry.payload.encode("utf-8"),
+                                                            entry.format)))
+    except MalformedRequest as exc:
+        log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, exc.reason)
+        return None
 
 
 def log_duplicate(existing: InboxEntry) -> None:

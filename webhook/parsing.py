@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pyexpat
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,8 @@ from webhook.errors import MalformedRequest
 from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage, Message,
                               MiniProgramPageMessage, TextMessage, UnknownMessage)
 
-__all__ = ["parse_body", "parse_envelope", "to_message", "message_fields", "render", "cdata",
-           "transfer_fields", "FORMATS"]
+__all__ = ["parse_body", "parse_envelope", "peek", "to_message", "message_fields", "render",
+           "cdata", "transfer_fields", "FORMATS"]
 
 FORMATS = ("xml", "json")
 _SPACE = " \t\r\n"  # whitespace, the same set in XML and JSON
@@ -250,6 +251,60 @@ def _xml_envelope(body: bytes) -> dict[str, str] | None:
             return None  # a byte that is not plain printable ASCII
         fields[name] = value.decode("ascii")
         pos = stop + len(close_tag)
+
+
+# --- peek: what routing needs to know before answering, without a Message -------------------
+
+# Characters XML forbids (expat refuses them) and CR (expat rewrites it): none may appear.
+_NOT_CHAR = r"\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff"
+# A field of the plain shape: one CDATA section, or text with no markup or entity, holding
+# no "]]>" either way; its value is then exactly the characters between the tags.
+_PLAIN_FIELD = (rf"<(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)>(?:"
+                rf"<!\[CDATA\[([^\]{_NOT_CHAR}]*(?:\](?!\]>)[^\]{_NOT_CHAR}]*)*)\]\]>"
+                rf"|([^<&\]{_NOT_CHAR}]*(?:\](?!\]>)[^<&\]{_NOT_CHAR}]*)*))</(?P=name)>")
+_FIELD = re.compile(_PLAIN_FIELD)
+_PLAIN_XML = re.compile(rf"[ \t\n]*<xml>((?:[ \t\n]*{_PLAIN_FIELD})*)[ \t\n]*</xml>[ \t\n]*")
+
+
+def peek(body: bytes, fmt: str) -> tuple[str, str] | None:
+    """(MsgType, Content) of a push, read with two regex passes instead of a parse: enough
+    for routing to know the push is not a hand-off (Content is "" unless MsgType is text).
+
+    Only the plain shape every WeChat push has is read: flat fields, each one CDATA section
+    or plain text (JSON: strings and numbers), the required fields present. Anything else
+    gives None, and the caller parses. Whatever ``peek`` reads, ``to_message(parse_body())``
+    reads too, without error and with the same MsgType and Content (a property test).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if fmt == "xml":
+        document = _PLAIN_XML.fullmatch(text)
+        if document is None:
+            return None
+        found = _FIELD.findall(text, document.start(1), document.end(1))
+        fields: dict[str, Any] = {name: cdata or plain for name, cdata, plain in found}
+        if len(fields) != len(found):
+            return None   # a repeated field: parse_body refuses it
+    else:
+        try:
+            fields = _parse_json(text)
+        except MalformedRequest:
+            return None
+        if not all(type(value) in (str, int) for value in fields.values()):  # noqa: E721
+            return None   # bool, float, null, nested: left to the parser's rules
+    msg_type, content = fields.get("MsgType"), fields.get("Content", "")
+    for name in ("MsgType", "ToUserName", "FromUserName"):
+        if type(fields.get(name)) is not str or not fields[name]:  # noqa: E721
+            return None
+    try:
+        _create_time(fields.get("CreateTime"))
+    except MalformedRequest:
+        return None
+    if msg_type != "text":
+        return msg_type, ""
+    return (msg_type, content) if type(content) is str else None  # noqa: E721
 
 
 # --- fields <-> Message --------------------------------------------------------------------

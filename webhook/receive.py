@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from webhook.crypto import Cipher, KeyRing
@@ -22,15 +21,23 @@ from webhook.signature import check_timestamp, signature, verify
 __all__ = ["Push", "keyring_for", "verify_url", "open_push", "seal", "sealed_body"]
 
 
-@dataclass(frozen=True, slots=True)
 class Push:
     """One opened push. ``plaintext`` is the message text as decrypted (or the body in
-    plaintext mode); ``cipher`` the key that opened it, which must seal the answer."""
+    plaintext mode), in ``format``; ``cipher`` the key that opened it, which must seal the
+    answer. ``message`` is parsed when first asked for (MalformedRequest if it cannot be):
+    most pushes are answered and recorded without it (``parsing.peek``)."""
 
-    message: Message
-    plaintext: bytes
-    cipher: Cipher | None
-    nonce: str
+    __slots__ = ("plaintext", "format", "cipher", "nonce", "_message")
+
+    def __init__(self, plaintext: bytes, format: str, cipher: Cipher | None, nonce: str) -> None:
+        self.plaintext, self.format, self.cipher, self.nonce = plaintext, format, cipher, nonce
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            self._message = to_message(parse_body(self.plaintext, self.format))
+        return self._message
 
 
 def keyring_for(app: AppConfig) -> KeyRing | None:
@@ -70,12 +77,12 @@ def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, toleranc
 
 def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str], body: bytes,
               *, now: float, tolerance: int) -> Push:
-    """Authenticate, decrypt and parse one POSTed push.
+    """Authenticate and decrypt one POSTed push (its message is parsed when read).
 
     Order: query parameters (400), timestamp window (403), ``signature`` (403), envelope
     (400); with ``encrypt_type=aes``: ``msg_signature`` over the body's ``Encrypt`` (403 —
-    the URL signature does not cover the body), decrypt (403/400), then the decrypted
-    message in the app's format. Compatible mode ignores the body's plaintext copy.
+    the URL signature does not cover the body), decrypt (403/400); then, when read, the
+    message in the app's format (400). Compatible mode ignores the body's plaintext copy.
     """
     timestamp, nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
@@ -85,12 +92,12 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
             raise MalformedRequest("unknown encrypt_type")
         if app.encrypted:
             raise MalformedRequest("encrypted push expected")
-        return Push(to_message(parse_body(body, app.format)), body, None, nonce)
+        return Push(body, app.format, None, nonce)
     if keyring is None:
         if app.encrypted:
             raise DecryptError("no EncodingAESKey configured for this app")
         # Plaintext mode sent encrypt_type=aes but we hold no key: read the plaintext copy.
-        return Push(to_message(parse_body(body, app.format)), body, None, nonce)
+        return Push(body, app.format, None, nonce)
     encrypt = parse_envelope(body, app.format).get("Encrypt")
     msg_signature = query.get("msg_signature")
     if not msg_signature:
@@ -99,7 +106,7 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
         raise MalformedRequest("Encrypt is missing")
     verify(msg_signature, app.token, timestamp, nonce, encrypt)
     plaintext, cipher = keyring.decrypt(encrypt)
-    return Push(to_message(parse_body(plaintext, app.format)), plaintext, cipher, nonce)
+    return Push(plaintext, app.format, cipher, nonce)
 
 
 def sealed_body(cipher: Cipher, token: str, message: bytes, *, nonce: str, now: int,

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from webhook.delivery import Handler, log_duplicate
+from webhook.delivery import Handler, log_duplicate, recorded_key
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
@@ -139,7 +139,7 @@ class Background:
                 continue
             try:
                 new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
-                                                     ttl=self._ttl)
+                                                     ttl=self._ttl, key=recorded_key)
             except Exception:
                 log.exception("inbox ingest failed")
                 continue

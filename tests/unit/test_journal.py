@@ -13,14 +13,26 @@ from webhook.store.journal import SUFFIX, Journal
 from webhook.store.sqlite import SqliteStore
 
 
-def entry(key: str, answer: str = "success") -> InboxEntry:
-    return InboxEntry(key=key, appid="wx1", format="xml", payload=f"<xml>{key}\n</xml>",
-                      answer=answer, received_at=1.5)
+def entry(key: str, answer: str = "success") -> tuple[str, str, bytes, str, float]:
+    """A logged push whose payload names its key (see ``key_of``)."""
+    return "wx1", "xml", f"<xml>{key}\n</xml>".encode(), answer, 1.5
+
+
+def key_of(entry: InboxEntry) -> str | None:
+    key = entry.payload.removeprefix("<xml>").removesuffix("\n</xml>")
+    return None if key == "unreadable" else key
 
 
 def ingest(store: SqliteStore) -> tuple[list[str], list[tuple[str, str]]]:
-    new, seen = store.inbox_ingest(owner="w1", lease=30, ttl=600)
+    new, seen = store.inbox_ingest(owner="w1", lease=30, ttl=600, key=key_of)
     return [e.key for e in new], [(e.key, e.state) for e in seen]
+
+
+def keys_read(journal: Journal) -> list[str]:
+    """Keys of the entries one read of ``journal`` returns, the read marked done."""
+    chunks = journal.read()
+    journal.done(chunks)
+    return [key_of(e) for c in chunks for e in c.entries]
 
 
 def journals(tmp_path: Path, db: str = "w.db") -> list[str]:
@@ -31,11 +43,11 @@ def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     assert store.journaled
     for key in ("wx1:a", "wx1:b", "wx1:a"):
-        store.inbox_log(entry(key))
+        store.inbox_log(*entry(key))
     assert ingest(store) == (["wx1:a", "wx1:b"], [("wx1:a", "pending")])
     assert ingest(store) == ([], [])
     store.inbox_finish("wx1:a", [], owner="w1")
-    store.inbox_log(entry("wx1:a"))   # a retry after the first was handled
+    store.inbox_log(*entry("wx1:a"))   # a retry after the first was handled
     assert ingest(store) == ([], [("wx1:a", "done")])
     new = store.inbox_claim(owner="w2", lease=30, limit=10)
     assert new == []                  # ingested rows are leased to the ingester
@@ -44,12 +56,20 @@ def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
 
 def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
-    original = InboxEntry(key="wx1:z", appid="wx1", format="json",
-                          payload='{"Content": "你好\\n\\"quoted\\""}\n', answer="<xml>\n</xml>",
-                          received_at=1714112445.25)
-    store.inbox_log(original)
-    new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600)
-    assert new == [original]
+    payload = '{"Content": "你好\\n\\\\n\t\\\\t\\"quoted\\""}\n'
+    store.inbox_log("wx1", "json", payload.encode(), "<xml>\n\t\\n</xml>", 1714112445.25)
+    new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600, key=lambda e: "wx1:z")
+    assert new == [InboxEntry(key="wx1:z", appid="wx1", format="json", payload=payload,
+                              answer="<xml>\n\t\\n</xml>", received_at=1714112445.25)]
+    store.close()
+
+
+def test_a_push_without_a_key_is_dropped(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    for key in ("wx1:a", "unreadable", "wx1:b"):
+        store.inbox_log(*entry(key))
+    assert ingest(store) == (["wx1:a", "wx1:b"], [])
+    assert ingest(store) == ([], [])
     store.close()
 
 
@@ -57,8 +77,8 @@ def test_a_dead_writers_journal_is_taken_over_and_deleted(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     pid = os.fork()
     if pid == 0:   # a worker that logs two pushes and dies before ingesting them
-        store.inbox_log(entry("wx1:c1"))
-        store.inbox_log(entry("wx1:c2"))
+        store.inbox_log(*entry("wx1:c1"))
+        store.inbox_log(*entry("wx1:c2"))
         os._exit(0)
     os.waitpid(pid, 0)
     assert len(journals(tmp_path)) == 1
@@ -73,7 +93,7 @@ def test_a_live_writers_journal_is_left_to_it(tmp_path) -> None:
     go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:   # logs, then lives on until told to go
-        store.inbox_log(entry("wx1:live"))
+        store.inbox_log(*entry("wx1:live"))
         os.write(ready_w, b"x")
         os.read(go_r, 1)
         os._exit(0)
@@ -92,9 +112,9 @@ def test_a_live_writers_journal_is_left_to_it(tmp_path) -> None:
 
 def test_a_restarted_ingester_resumes_where_the_last_commit_left(tmp_path) -> None:
     first = SqliteStore(str(tmp_path / "w.db"))
-    first.inbox_log(entry("wx1:1"))
+    first.inbox_log(*entry("wx1:1"))
     assert ingest(first) == (["wx1:1"], [])
-    first.inbox_log(entry("wx1:2"))
+    first.inbox_log(*entry("wx1:2"))
     first.close()                     # as if the process died: its file is an orphan now
     second = SqliteStore(str(tmp_path / "w.db"))
     assert ingest(second) == (["wx1:2"], [])   # wx1:1 is not read twice
@@ -106,17 +126,15 @@ def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_pat
     offsets: dict[str, int] = {}
     clock = [0.0]
     journal = Journal(str(tmp_path / "j"), offset=lambda name: offsets.get(name, 0),
-                      monotonic=lambda: clock[0], max_bytes=200)
+                      monotonic=lambda: clock[0], max_bytes=100)
     keys = [f"wx1:{i}" for i in range(6)]
     for key in keys:
-        journal.append(entry(key))
+        journal.append(*entry(key))
     assert len(os.listdir(tmp_path / "j")) > 1
     read: list[str] = []
     for _ in range(10):
         clock[0] += 5   # each read looks for closed files again
-        chunks = journal.read()
-        read += [e.key for c in chunks for e in c.entries]
-        journal.done(chunks)
+        read += keys_read(journal)
     assert sorted(read) == keys
     assert len(os.listdir(tmp_path / "j")) == 1   # only the file still being written
     journal.close()
@@ -124,22 +142,21 @@ def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_pat
 
 def test_a_torn_line_is_skipped(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    journal.append(entry("wx1:ok"))
+    journal.append(*entry("wx1:ok"))
     name = os.listdir(tmp_path / "j")[0]
     with open(tmp_path / "j" / name, "ab") as file:
-        file.write(b'["wx1:torn", "wx1", "xm\n')
-    journal.append(entry("wx1:after"))
-    chunks = journal.read()
-    assert [e.key for c in chunks for e in c.entries] == ["wx1:ok", "wx1:after"]
+        file.write(b'1.5\twx1\txm\n')
+    journal.append(*entry("wx1:after"))
+    assert keys_read(journal) == ["wx1:ok", "wx1:after"]
     journal.close()
 
 
 def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
-    store.inbox_log(entry("wx1:parent"))
+    store.inbox_log(*entry("wx1:parent"))
     pid = os.fork()
     if pid == 0:
-        store.inbox_log(entry("wx1:child"))
+        store.inbox_log(*entry("wx1:child"))
         os._exit(0)
     os.waitpid(pid, 0)
     assert len(journals(tmp_path)) == 2
@@ -153,16 +170,15 @@ def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_pa
 
 def test_after_a_failed_write_the_next_push_goes_to_a_new_file(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    journal.append(entry("wx1:1"))
+    journal.append(*entry("wx1:1"))
     name = os.listdir(tmp_path / "j")[0]
     os.close(journal._fd)                        # the file can no longer be written
     journal._fd = os.open(tmp_path / "j" / name, os.O_RDONLY)
     with pytest.raises(OSError):
-        journal.append(entry("wx1:lost"))
-    journal.append(entry("wx1:2"))
+        journal.append(*entry("wx1:lost"))
+    journal.append(*entry("wx1:2"))
     assert len(os.listdir(tmp_path / "j")) == 2
-    chunks = journal.read()
-    assert sorted(e.key for c in chunks for e in c.entries) == ["wx1:1", "wx1:2"]
+    assert sorted(keys_read(journal)) == ["wx1:1", "wx1:2"]
     journal.close()
 
 
@@ -170,16 +186,13 @@ def test_a_line_longer_than_one_read_is_read_whole(tmp_path) -> None:
     from webhook.store.journal import READ_BYTES
 
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    big = InboxEntry(key="wx1:big", appid="wx1", format="xml", payload="x" * (READ_BYTES + 10),
-                     answer="success", received_at=1.0)
-    journal.append(big)
-    journal.append(entry("wx1:small"))
+    big = "wx1:" + "x" * READ_BYTES
+    journal.append(*entry(big))
+    journal.append(*entry("wx1:small"))
     read = []
     for _ in range(3):
-        chunks = journal.read()
-        read += [e.key for c in chunks for e in c.entries]
-        journal.done(chunks)
-    assert read == ["wx1:big", "wx1:small"]
+        read += keys_read(journal)
+    assert read == [big, "wx1:small"]
     journal.close()
 
 

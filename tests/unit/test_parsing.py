@@ -1,4 +1,4 @@
-"""parsing.py: hostile bodies, exact values, XML == JSON, the envelope fast path, rendering."""
+"""parsing.py: hostile bodies, exact values, XML == JSON, the envelope fast path, peek, rendering."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from webhook.errors import MalformedRequest
 from webhook.messages import (EnterSessionEvent, Event, ImageMessage, MiniProgramPageMessage,
                               TextMessage, UnknownMessage)
-from webhook.parsing import (cdata, message_fields, parse_body, parse_envelope, render,
+from webhook.parsing import (cdata, message_fields, parse_body, parse_envelope, peek, render,
                              to_message, transfer_fields)
 
 COMMON = {"ToUserName": "toUser", "FromUserName": "fromUser", "CreateTime": 1482048670}
@@ -377,3 +377,77 @@ def test_nested_xml_goes_through_xmltodict():
 def test_fast_path_refuses_like_xmltodict(body):
     with pytest.raises(MalformedRequest):
         parse_body(body, "xml")
+
+
+# --- peek: MsgType and Content without a parse ----------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(set(PUSHES) - {"unknown"}))   # (it splits a CDATA)
+@pytest.mark.parametrize("fmt", ["xml", "xml-pretty", "json"])
+def test_peek_reads_every_documented_push(name: str, fmt: str) -> None:
+    fields = PUSHES[name]
+    body = as_json(fields) if fmt == "json" else as_xml(fields, pretty=fmt == "xml-pretty")
+    content = fields["Content"] if fields["MsgType"] == "text" else ""
+    assert peek(body, fmt.partition("-")[0]) == (fields["MsgType"], content)
+
+
+@pytest.mark.parametrize("body", [
+    b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName>"
+    b"<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>a &amp; b</Content></xml>",
+    b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>"
+    b"<MsgType>text</MsgType><Content><![CDATA[x]]]]><![CDATA[>y]]></Content></xml>",
+    b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>"
+    b"<MsgType>text</MsgType><Content>a<!-- c -->b</Content></xml>",
+    b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime>"
+    b"<MsgType>text</MsgType><Content>a\r\nb</Content></xml>",
+    b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>x</CreateTime>"
+    b"<MsgType>text</MsgType></xml>",
+    b"<xml><ToUserName>a</ToUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>",
+    b'{"ToUserName": "a", "FromUserName": "b", "CreateTime": 1, "MsgType": "text", '
+    b'"Content": "\\u4eba\\u5de5", "Nested": {"a": 1}}',
+])
+def test_peek_leaves_anything_but_the_plain_shape_to_the_parser(body: bytes) -> None:
+    assert peek(body, "json" if body.startswith(b"{") else "xml") is None
+
+
+_PEEK_TEXT = (st.text(st.sampled_from("ab 人工\t\n]>"), min_size=1, max_size=6)
+              | st.text(st.sampled_from("ab 人工\t\n\r<>&]![CDATA\x01\ufffe;#x41"), max_size=10))
+
+
+@st.composite
+def near_plain_documents(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Pushes in or near the plain shape: values with markup, entities, CDATA splits and
+    characters XML forbids; fields missing, repeated or nested."""
+    fmt = draw(st.sampled_from(["xml", "json"]))
+    names = ["ToUserName", "FromUserName", "CreateTime", "MsgType", "Content"]
+    names += draw(st.lists(st.sampled_from([*names, "MsgId", "Extra"]), max_size=2))
+    if draw(st.integers(0, 9)) == 0:
+        names.remove(draw(st.sampled_from(names)))
+    names = draw(st.permutations(names))
+    values = {"MsgType": st.sampled_from(["text", "text", "image", "event", ""]),
+              "CreateTime": st.sampled_from(["1714112445", " 12 ", "1e3", ""])}
+    if fmt == "json":
+        fields = {name: draw(values.get(name, _PEEK_TEXT) | st.integers(0, 99)) for name in names}
+        if draw(st.booleans()):
+            fields["Nested"] = draw(st.sampled_from([{"a": 1}, [1], None, True, 1.5]))
+        return json.dumps(fields, ensure_ascii=draw(st.booleans())).encode(), fmt
+    tidy = draw(st.booleans())   # else each part may stray from the plain shape
+    pick = (lambda *choices: choices[0]) if tidy else (lambda *choices: draw(st.sampled_from(choices)))
+    parts = [pick("<xml>", " <xml>", "<xml >")]
+    for name in names:
+        value = draw(values.get(name, _PEEK_TEXT))
+        inner = pick(cdata(value), value, f"<![CDATA[{value}]]>", f"<A>{value}</A>")
+        parts.append(pick("", "\n", " x ") + f"<{name}>{inner}</{name}>")
+    parts.append("</xml>")
+    return "".join(parts).encode(), fmt
+
+
+@settings(max_examples=500)
+@given(near_plain_documents())
+def test_what_peek_reads_the_parser_reads_alike(document: tuple[bytes, str]) -> None:
+    body, fmt = document
+    peeked = peek(body, fmt)
+    if peeked is None:
+        return
+    message = to_message(parse_body(body, fmt))
+    content = message.content if isinstance(message, TextMessage) else ""
+    assert (message.msg_type, content) == peeked

@@ -217,9 +217,18 @@ def refusals() -> list[tuple[str, str, str, Any, type[RequestRejected]]]:
 def test_refusals(fmt: str, mode: str, request_: tuple[dict[str, str], bytes],
                   error: type[RequestRejected]) -> None:
     with pytest.raises(error) as info:
-        open_(app(fmt, mode), *request_)
+        open_(app(fmt, mode), *request_).message
     assert type(info.value) is error
     assert info.value.status == {MalformedRequest: 400}.get(error, 403)
+
+
+def test_the_message_is_parsed_when_first_read() -> None:
+    push = open_(app(), *build("xml", "safe", message=b"<<<>>>"))   # authentic, unreadable
+    assert push.plaintext == b"<<<>>>" and push.format == "xml"
+    with pytest.raises(MalformedRequest):
+        push.message
+    push = open_(app(), *build("xml", "safe"))
+    assert push.message is push.message
 
 
 def test_encrypted_mode_without_a_keyring_refuses() -> None:

@@ -215,9 +215,15 @@ def test_context_carries_clock_and_logger():
 
 ALPHABET = "ab人工Ａ"
 words = st.text(alphabet=ALPHABET, min_size=1, max_size=3)
-specs = st.lists(st.tuples(st.sampled_from(["contains", "exact", "prefix", "regex", "image",
-                                            "or", "and_app", "not"]),
-                           words, st.booleans()), min_size=1, max_size=12)
+KINDS = ["contains", "exact", "prefix", "regex", "image", "or", "and_app", "not"]
+specs = st.lists(st.tuples(st.sampled_from(KINDS), words, st.booleans()), min_size=1, max_size=12)
+
+
+def spec_matcher(kind, word):
+    return {"contains": lambda: keyword(word), "exact": lambda: exact(word),
+            "prefix": lambda: prefix(word), "regex": lambda: regex(re.escape(word)),
+            "image": lambda: IMAGE, "or": lambda: keyword(word) | exact(word + "b"),
+            "and_app": lambda: app(APPID) & keyword(word), "not": lambda: ~keyword(word)}[kind]()
 
 
 @settings(max_examples=200, deadline=None)
@@ -225,12 +231,8 @@ specs = st.lists(st.tuples(st.sampled_from(["contains", "exact", "prefix", "rege
 def test_index_agrees_with_linear_evaluation(rules, content, as_image):
     router = Router()
     for number, (kind, word, cont) in enumerate(rules):
-        matcher = {"contains": lambda: keyword(word), "exact": lambda: exact(word),
-                   "prefix": lambda: prefix(word), "regex": lambda: regex(re.escape(word)),
-                   "image": lambda: IMAGE, "or": lambda: keyword(word) | exact(word + "b"),
-                   "and_app": lambda: app(APPID) & keyword(word),
-                   "not": lambda: ~keyword(word)}[kind]()
-        router.add(matcher, lambda m, c: None, name=f"r{number}", continue_=cont)
+        router.add(spec_matcher(kind, word), lambda m, c: None, name=f"r{number}",
+                   continue_=cont)
     message = make_image() if as_image else make_text(content)
     expected, env = [], Env(APPID, message)
     for rule in router.rules:
@@ -239,3 +241,37 @@ def test_index_agrees_with_linear_evaluation(rules, content, as_image):
             if not rule.continue_:
                 break
     assert router.route(message, appid=APPID).names == tuple(expected)
+
+
+# --- may_transfer: never False for a push route hands off ------------------------------------
+
+def test_may_transfer_rules_out_what_no_transfer_rule_can_match():
+    router = Router()
+    router.add(keyword("人工", "Agent") | exact("客服"), transfer=True, name="handoff")
+    router.add(TEXT, lambda m, c: None, name="chat")
+    assert not router.may_transfer("text", "你好")
+    assert router.may_transfer("text", "转ＡＧＥＮＴ")       # folded like the matcher folds
+    assert router.may_transfer("text", "我要人工服务")
+    assert not router.may_transfer("image", "")
+    assert not router.may_transfer("event", "")
+    images = Router()
+    images.add(IMAGE, transfer=True, name="images")
+    assert images.may_transfer("image", "") and not images.may_transfer("text", "人工")
+    anything = Router()
+    anything.add(lambda message: True, transfer=True, name="predicate")
+    assert anything.may_transfer("text", "hi") and not anything.may_transfer("event", "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KINDS), words, st.booleans(), st.booleans()),
+                min_size=1, max_size=8),
+       st.text(alphabet=ALPHABET + " ", max_size=6), st.sampled_from(["text", "image", "event"]))
+def test_may_transfer_is_true_whenever_route_transfers(rules, content, kind):
+    router = Router()
+    for number, (matcher_kind, word, cont, transfer) in enumerate(rules):
+        router.add(spec_matcher(matcher_kind, word), None if transfer else (lambda m, c: None),
+                   name=f"r{number}", continue_=cont, transfer=transfer)
+    message = {"text": lambda: make_text(content), "image": make_image,
+               "event": make_enter_session}[kind]()
+    if router.route(message, appid=APPID).transfer:
+        assert router.may_transfer(message.msg_type, content if kind == "text" else "")

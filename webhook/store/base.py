@@ -125,15 +125,19 @@ class Store(abc.ABC):
     #: (SQLite: an append to a journal file instead of a commit on the request path).
     journaled: bool = False
 
-    def inbox_log(self, entry: InboxEntry) -> None:
-        """Record a push durably (written before returning) for ``inbox_ingest``; only where
-        ``journaled``. Deduplication happens when it is ingested."""
+    def inbox_log(self, appid: str, fmt: str, payload: bytes, answer: str,
+                  received_at: float) -> None:
+        """Record a push (its decrypted ``payload``, as received) durably, written before
+        returning, for ``inbox_ingest``; only where ``journaled``. It gets its key, and is
+        told apart from a retry, when it is ingested."""
         raise NotImplementedError("this store records pushes with inbox_add")
 
-    def inbox_ingest(self, *, owner: str, lease: float,
-                     ttl: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
-        """Move logged pushes into the inbox, each as ``inbox_add`` would record it: (the new
-        entries, now leased to ``owner``; the entries already recorded under a logged key)."""
+    def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
+                     key: Callable[[InboxEntry], str | None]
+                     ) -> tuple[list[InboxEntry], list[InboxEntry]]:
+        """Move logged pushes into the inbox under ``key(entry)`` (None: dropped), each as
+        ``inbox_add`` would record it: (the new entries, now leased to ``owner``; the entries
+        already recorded under a logged push's key)."""
         return [], []
 
     @abc.abstractmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 import fcntl
 import os
 import sqlite3
@@ -378,16 +379,18 @@ class SqliteStore(Store):
         return _inbox_entry(conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ?",
                                          (entry.key,)).fetchone())
 
-    def inbox_log(self, entry: InboxEntry) -> None:
+    def inbox_log(self, appid: str, fmt: str, payload: bytes, answer: str,
+                  received_at: float) -> None:
         if self._journal is None:
-            super().inbox_log(entry)
+            super().inbox_log(appid, fmt, payload, answer, received_at)
         try:
-            self._journal.append(entry)
+            self._journal.append(appid, fmt, payload, answer, received_at)
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
 
-    def inbox_ingest(self, *, owner: str, lease: float,
-                     ttl: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
+    def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
+                     key: Callable[[InboxEntry], str | None]
+                     ) -> tuple[list[InboxEntry], list[InboxEntry]]:
         if self._journal is None:
             return [], []
         try:
@@ -396,12 +399,14 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         if not chunks:
             return [], []
+        keyed = [[replace(entry, key=k) for entry in chunk.entries
+                  if (k := key(entry)) is not None] for chunk in chunks]
 
         def write(conn: sqlite3.Connection,
                   now: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
             new, seen = [], []
-            for chunk in chunks:
-                for entry in chunk.entries:
+            for chunk, entries in zip(chunks, keyed):
+                for entry in entries:
                     existing = self._insert_inbox(conn, entry, owner=owner,
                                                   lease_until=now + lease,
                                                   expires_at=now + ttl, now=now)
