@@ -8,7 +8,7 @@ answer, and is not handled again.
 
 Where the store journals pushes (SQLite), recording is one append of the decrypted payload,
 and the retry is found when the background ingests the journal and keys each push
-(``recorded_key``). Most pushes are then answered without being parsed at all:
+(``read_recorded``). Most pushes are then answered without being parsed at all:
 ``parsing.peek`` reads their MsgType and Content, and when ``Router.may_transfer`` rules out
 a hand-off the answer is ``success``; only the rest are parsed and routed before answering.
 
@@ -34,7 +34,7 @@ from webhook.routing import Route, Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
-__all__ = ["Intake", "Handler", "inbox_key", "recorded_key", "log_duplicate"]
+__all__ = ["Intake", "Handler", "inbox_key", "read_recorded", "log_duplicate"]
 
 log = logging.getLogger(__name__)
 SUCCESS = "success"
@@ -98,12 +98,12 @@ class Intake:
                       hashed(message.openid))
 
 
-def recorded_key(entry: InboxEntry) -> str | None:
-    """The dedupe key of a push logged without one (``Store.inbox_ingest``); None, with a
-    log line, for one that cannot be read (it was answered, but nothing can handle it)."""
+def read_recorded(entry: InboxEntry) -> Message | None:
+    """The message of a push logged without a key (``Store.inbox_ingest`` keys it with
+    ``inbox_key``); None, with a log line, for one that cannot be read: it was answered,
+    but nothing can handle it."""
     try:
-        return inbox_key(entry.appid, to_message(parse_body(entry.payload.encode("utf-8"),
-                                                            entry.format)))
+        return to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
     except MalformedRequest as exc:
         log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, exc.reason)
         return None

@@ -11,7 +11,7 @@ The state is a small JSON text kept in the store and changed with ``Store.update
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 __all__ = ["Windows", "MESSAGE_WINDOW", "ENTER_WINDOW", "note_message", "note_enter", "verdict",
            "take", "quota_key", "WINDOW_TTL"]
@@ -33,7 +33,9 @@ class Windows:
         return cls(**json.loads(text)) if text else cls()
 
     def dump(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps({"msg_at": self.msg_at, "msg_sent": self.msg_sent,
+                           "enter_at": self.enter_at, "enter_sent": self.enter_sent},
+                          separators=(",", ":"))
 
 
 def quota_key(appid: str, openid: str) -> str:

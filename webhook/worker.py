@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from webhook.delivery import Handler, log_duplicate, recorded_key
+from webhook.delivery import Handler, inbox_key, log_duplicate, read_recorded
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
@@ -137,16 +137,26 @@ class Background:
         while not self._stopping.wait(self._ingest_poll):
             if self._queued >= AHEAD:
                 continue
+            parsed: dict[str, Message] = {}   # read once, to key it and to handle it
+
+            def key(entry: InboxEntry) -> str | None:
+                message = read_recorded(entry)
+                if message is None:
+                    return None
+                keyed = inbox_key(entry.appid, message)
+                parsed[keyed] = message
+                return keyed
+
             try:
                 new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
-                                                     ttl=self._ttl, key=recorded_key)
+                                                     ttl=self._ttl, key=key)
             except Exception:
                 log.exception("inbox ingest failed")
                 continue
             for entry in seen:
                 log_duplicate(entry)
             for entry in new:
-                self.submit(entry)
+                self.submit(entry, parsed.get(entry.key))
 
     def _send(self) -> None:
         while not self._stopping.is_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -146,6 +147,28 @@ def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
         app.stop()
     assert len([s for s in emu.sent(APPID) if s[1] == "o-twice"]) == 1
     assert app.store.outbox_stats()["sent"] == 1
+
+
+def test_a_logged_push_that_cannot_be_read_is_dropped_with_a_log_line(tmp_path, emulator, caplog):
+    app, client, builder = build(tmp_path, emulator)
+    app.store.inbox_log(APPID, "xml", b"<xml><MsgType>text</MsgType></xml>", "success", 1.0)
+    push = builder.build(make_text("hello", msg_id=9003, create_time=int(time.time())))
+    assert post(client, push).text == "success"
+    with caplog.at_level(logging.INFO):
+        app.start()
+        try:
+            deadline = time.monotonic() + 10
+            while inbox_states(tmp_path) != {"done": 1}:
+                assert time.monotonic() < deadline, "the readable push was not handled"
+                time.sleep(0.02)
+        finally:
+            app.stop()
+    assert f"push unreadable, dropped appid={APPID} reason=ToUserName is missing" in caplog.text
+
+
+def inbox_states(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "wxpush.db") as conn:
+        return dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
 
 
 def test_background_threads_yield_the_cpu_to_answers(tmp_path, emulator):
