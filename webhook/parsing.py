@@ -271,7 +271,7 @@ def peek(body: bytes, fmt: str) -> tuple[str, str] | None:
     for routing to know the push is not a hand-off (Content is "" unless MsgType is text).
 
     Only the plain shape every WeChat push has is read: flat fields, each one CDATA section
-    or plain text (JSON: strings and numbers), the required fields present. Anything else
+    or plain text (JSON: strings and integers), the required fields present. Anything else
     gives None, and the caller parses. Whatever ``peek`` reads, ``to_message(parse_body())``
     reads too, without error and with the same MsgType and Content (a property test).
     """

@@ -231,9 +231,10 @@ class Router:
         """False when no transfer rule can match a message of ``msg_type`` whose text is
         ``content``: the answer is then ``success`` without parsing the push or routing it.
 
-        Asks only what matchers declare (``kinds``, and ``terms``, whose words all occur in
-        the folded text), so it may say True for a message ``route`` does not hand off, never
-        False for one it does. Events are never handed off (protocol.md §4.4).
+        Asks only what matchers declare: ``kinds``, and ``terms`` (one of their words occurs
+        in the folded text of whatever the matcher matches). So it may say True for a message
+        ``route`` does not hand off, never False for one it does. Events are never handed
+        off (protocol.md §4.4).
         """
         if self._index is None:
             self.compile()
