@@ -33,7 +33,6 @@ def test_lock_holder_killed_mid_refresh(servers, emulator, redis_server, tmp_pat
     # The first token fetch hangs long enough to kill the process that made it.
     emulator.emulator.set_faults(delay_rate=1.0, delay_seconds=4.0, paths=("/cgi-bin/stable_token",))
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
-    session = requests.Session()
 
     def push(i: int) -> None:
         fields = {"ToUserName": "gh_0123456789ab", "FromUserName": f"o-{i}",
@@ -42,8 +41,9 @@ def test_lock_holder_killed_mid_refresh(servers, emulator, redis_server, tmp_pat
         emulator.emulator.notify_push(APPID, fields)
         built = builder.build(fields)
         host = hosts[i % 2]
-        assert session.post(f"{host.url}/wechat/{APPID}", params=built.query, data=built.body,
-                            timeout=5).text == "success"
+        # A new connection each time: a kept-alive one may lead to the worker killed below.
+        assert requests.post(f"{host.url}/wechat/{APPID}", params=built.query, data=built.body,
+                             timeout=5).text == "success"
 
     push(0)
     holder = wait_for(lambda: redis_db.get(f"wxpush:{LOCK}"), timeout=10)
