@@ -224,7 +224,7 @@ class Journal:
         for line in data[:whole].splitlines():
             try:
                 entries.append(_decode(line))
-            except (ValueError, TypeError):   # a torn line (short write): its push got a 503
+            except ValueError:   # a torn line (short write): its push got a 503
                 continue
         return Chunk(name, position + whole, entries, final=final and at_end)
 
