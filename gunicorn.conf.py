@@ -16,7 +16,7 @@ preload_app = False
 # WeChat only calls port 80/443; put a TLS proxy in front and bind to loopback by default.
 bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 
-# Pushes are CPU-light (verify, decrypt, parse, one store write): about one worker per core.
+# Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
 # gthread keeps connections alive and lets a slow client not block a whole worker; handlers
@@ -58,7 +58,8 @@ logconfig_dict = {
 
 
 def post_worker_init(worker):
-    """Start this worker's background handlers and senders once its app is loaded."""
+    """Start this worker's rules reloader and, unless a delivery process runs them (SQLite
+    with ``wxpush serve``), its handlers and senders, once its app is loaded."""
     worker.wsgi.start()
 
 

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
+from webhook.testing.processes import delivery_processes, request_workers, tree  # noqa: E402
 
 APPID, SECRET, TOKEN = "wx2c2769f8efd9abc2", "bench-secret", "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -105,22 +106,23 @@ class Server:
         raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
 
     def worker_pids(self) -> list[int]:
-        pid = self.process.pid if self.process else 0
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        return [int(p) for p in children.read_text().split()] if children.exists() else []
+        return request_workers(self.process.pid) if self.process else []
 
-    def worker_rss_mib(self) -> list[float]:
-        sizes = []
-        for pid in self.worker_pids():
+    def rss_mib(self) -> str:
+        """Resident memory of each request worker (and of the delivery process)."""
+        def rss(pid: int) -> str:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
-        return sizes
+                    return f"{int(line.split()[1]) / 1024:.1f}"
+            return "?"
+        delivery = " ".join(rss(pid) for pid in delivery_processes(self.process.pid))
+        return " ".join(rss(pid) for pid in self.worker_pids()) + \
+            (f" (delivery {delivery})" if delivery else "")
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the master and its live workers."""
+        """CPU time (user + system) used so far by every live process of this server."""
         total = 0
-        for pid in [self.process.pid if self.process else 0, *self.worker_pids()]:
+        for pid in tree(self.process.pid) if self.process else []:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
             except OSError:
@@ -131,11 +133,16 @@ class Server:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        processes = tree(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            for pid in processes:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait(5)
 
 
@@ -415,8 +422,7 @@ def main() -> int:
               + f": p50 {p50:.1f} ms, p99 {p99:.1f} ms   target p99 <= {TARGET_REPLY_P99_MS:.0f} ms  "
               f"{verdict(p99 <= TARGET_REPLY_P99_MS and not missing)}")
         print("\n  worker RSS after the load (MiB): " + "; ".join(
-            f"{name} " + " ".join(f"{s:.1f}" for s in server.worker_rss_mib())
-            for name, server in servers.items()))
+            f"{name} {server.rss_mib()}" for name, server in servers.items()))
         return 0
     finally:
         for server in servers.values():

@@ -1,5 +1,6 @@
-"""Composition root: ``create_app`` takes its parts; ``get_app`` alone builds them from the
-environment (``WXPUSH_CONFIG``) and is what gunicorn loads (``webhook.app:get_app()``)."""
+"""Composition root: ``create_app`` and ``create_background`` take their parts; ``get_app``
+alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_DELIVERY``) and is what
+gunicorn loads (``webhook.app:get_app()``); ``parts`` builds them for ``wxpush worker``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from webhook.store import Store, open_store
 from webhook.tokens import TokenProvider
 from webhook.worker import Background
 
-__all__ = ["WxpushApp", "create_app", "get_app", "load_router"]
+__all__ = ["WxpushApp", "create_app", "create_background", "get_app", "load_router", "parts"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,15 @@ class WxpushApp(falcon.App):
     """The Falcon app plus the background work of this process (started by gunicorn hooks)."""
 
     background: Background
+    delivers: bool
     live: LiveRouter | None
     store: Store
 
     def start(self) -> None:
         if self.live is not None:
             self.live.start()
-        self.background.start()
+        if self.delivers:
+            self.background.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.background.stop(timeout)
@@ -49,28 +52,49 @@ class WxpushApp(falcon.App):
             self.live.stop()
 
 
-def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
-               router: Router | LiveRouter, clock: Callable[[], float] = time.time,
-               rng: random.Random | None = None, owner: str | None = None) -> WxpushApp:
-    """Wire the request path and the background work; nothing here reads the environment."""
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _current(router: Router | LiveRouter) -> Callable[[], Router]:
+    return (lambda: router.current) if isinstance(router, LiveRouter) else (lambda: router)
+
+
+def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
+                      router: Router | LiveRouter, clock: Callable[[], float] = time.time,
+                      rng: random.Random | None = None, owner: str | None = None) -> Background:
+    """The work done after the answer: ingest, handlers, senders, the inbox sweeper."""
     rng = rng or random.SystemRandom()
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    current: Callable[[], Router] = (lambda: router.current) if isinstance(router, LiveRouter) \
-        else (lambda: router)
+    owner = owner or _owner()
     server = settings.server
     lease = float(server.lease)
-    handler = Handler(store=store, router=current, owner=owner, clock=clock,
+    handler = Handler(store=store, router=_current(router), owner=owner, clock=clock,
                       budget=server.handler_budget)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
-    background = Background(store=store, handler=handler, sender=sender, owner=owner,
-                            lease=lease, dedupe_ttl=server.dedupe_ttl, senders=server.senders,
-                            handler_threads=server.handler_threads)
-    intake = Intake(store=store, router=current, owner=owner, clock=clock, rng=rng,
-                    dedupe_ttl=server.dedupe_ttl, lease=lease, submit=background.submit)
+    return Background(store=store, handler=handler, sender=sender, owner=owner, lease=lease,
+                      dedupe_ttl=server.dedupe_ttl, senders=server.senders,
+                      handler_threads=server.handler_threads)
+
+
+def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
+               router: Router | LiveRouter, clock: Callable[[], float] = time.time,
+               rng: random.Random | None = None, owner: str | None = None,
+               delivers: bool = True) -> WxpushApp:
+    """Wire the request path and the background work; nothing here reads the environment.
+    ``delivers=False``: a journaled store's pushes are handled by another process (the
+    delivery process of ``wxpush serve``), so ``start`` leaves the background off."""
+    rng = rng or random.SystemRandom()
+    owner = owner or _owner()
+    background = create_background(settings, store=store, api=api, router=router, clock=clock,
+                                   rng=rng, owner=owner)
+    server = settings.server
+    intake = Intake(store=store, router=_current(router), owner=owner, clock=clock, rng=rng,
+                    dedupe_ttl=server.dedupe_ttl, lease=float(server.lease),
+                    submit=background.submit)
 
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
-    app.background, app.store = background, store
+    app.background, app.store, app.delivers = background, store, delivers
     app.live = router if isinstance(router, LiveRouter) else None
     add_error_handlers(app)
     app.add_route("/wechat/{appid}", WeChatResource(
@@ -89,16 +113,24 @@ def load_router(settings: Settings) -> LiveRouter:
     return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
 
 
+def parts(settings: Settings) -> tuple[Store, WeChatAPI, LiveRouter]:
+    """The store, the WeChat API (client and shared token) and the live router of a process."""
+    store = open_store(settings.server.store)
+    client = WeChatClient(settings.server.api_base)
+    tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
+                           refresh_ahead=settings.server.token_refresh_ahead)
+    return store, WeChatAPI(client, tokens, store), load_router(settings)
+
+
 def get_app(config: str | None = None) -> WxpushApp:
-    """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the environment."""
+    """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the
+    environment. ``WXPUSH_DELIVERY=process`` (set by ``wxpush serve`` beside its delivery
+    process) leaves a journaled store's handling and sending to that process."""
     settings = load(config_path(config))
     for app in settings.apps.values():
         if app.mode == "plaintext":
             log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
                         "choose safe mode in the console", app.appid)
-    store = open_store(settings.server.store)
-    client = WeChatClient(settings.server.api_base)
-    tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
-                           refresh_ahead=settings.server.token_refresh_ahead)
-    api = WeChatAPI(client, tokens, store)
-    return create_app(settings, store=store, api=api, router=load_router(settings))
+    store, api, router = parts(settings)
+    delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
+    return create_app(settings, store=store, api=api, router=router, delivers=delivers)

@@ -1,9 +1,10 @@
-"""Background work inside each server process: handle recorded pushes, send queued replies.
+"""Background work: handle recorded pushes, send queued replies.
 
-Started by gunicorn's ``post_worker_init`` hook (so every worker of ``wxpush serve`` is a
-complete server) and stopped by ``worker_exit``: stop claiming, let in-flight work finish.
-Pushes recorded by this process are handled at once (with the SQLite store: once its
-ingester has moved them from the journal into the inbox, a few ms later, which is where
+It runs in ``wxpush worker`` (the delivery process ``wxpush serve`` starts with a SQLite
+store) or, with Redis, in every gunicorn worker: started by gunicorn's ``post_worker_init``
+hook and stopped by ``worker_exit``. Stopping means: stop claiming, let in-flight work
+finish. Pushes are handled as soon as they are recorded (with the SQLite store: once the
+ingester has moved them from the journals into the inbox, a few ms later, which is where
 retries are dropped); pushes whose handler died elsewhere are claimed when their lease runs
 out; senders wake when this process queues a reply and otherwise poll, so replies queued by
 other processes or hosts go out too. All of it runs below the request threads' CPU priority.

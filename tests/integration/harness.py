@@ -1,7 +1,8 @@
 """Integration harness: the WeChat emulator on loopback and real gunicorn servers.
 
-Servers run ``wxpush serve`` (gunicorn with the project's gunicorn.conf.py) as a child
-process on a free loopback port and are stopped by pid at the end of the test.
+Servers run ``wxpush serve`` (gunicorn with the project's gunicorn.conf.py and, with a SQLite
+store, the delivery process) as a child process on a free loopback port and are stopped by pid
+at the end of the test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import requests
 
 from webhook.testing import Emulator, serve
+from webhook.testing.processes import delivery_processes, request_workers, tree
 
 ROOT = Path(__file__).parents[2]
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -43,7 +45,8 @@ class EmulatorServer:
 
 
 class ServerProcess:
-    """One ``wxpush serve`` (a gunicorn master and its workers)."""
+    """One ``wxpush serve``: a gunicorn master and its workers, and with a SQLite store the
+    delivery process."""
 
     def __init__(self, directory: Path, *, store: str, api_base: str, rules: str | None = None,
                  workers: int = 2, mode: str = "safe", fmt: str = "xml", server: str = "",
@@ -61,7 +64,7 @@ class ServerProcess:
             "[server]\n" + "\n".join(lines) + "\n\n[[apps]]\n"
             f'appid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
             f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n', encoding="utf-8")
-        self.workers, self.env = workers, env or {}
+        self.workers, self.env, self.journaled = workers, env or {}, store.startswith("sqlite")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
@@ -85,18 +88,29 @@ class ServerProcess:
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
 
     def worker_pids(self) -> list[int]:
+        """gunicorn's request workers."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        return request_workers(self.process.pid)
+
+    def delivery_pids(self) -> list[int]:
+        """The processes running handlers and senders: the delivery process with SQLite (none
+        while it is being started again), the request workers with Redis."""
+        assert self.process is not None
+        return delivery_processes(self.process.pid) if self.journaled else self.worker_pids()
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        processes = tree(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            for pid in processes:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.wait(5)
 
     def logs(self) -> str:

@@ -98,7 +98,8 @@ def test_worker_killed_after_the_inbox_commit(servers, emulator, tmp_path, store
     session = requests.Session()
     assert deliver(session, server, push).text == "success"
     assert wait_for(lambda: handler_log(tmp_path)[("start", "42")] == 1, timeout=10)
-    for pid in server.worker_pids():          # the push is recorded and mid-handling
+    # The push is recorded and mid-handling: every process of the server dies.
+    for pid in {*server.worker_pids(), *server.delivery_pids()}:
         os.kill(pid, signal.SIGKILL)
     for _ in range(3):                         # WeChat's retries reach the new workers
         response = wait_for(lambda: _try(session, server, push), timeout=20)
@@ -126,7 +127,7 @@ def test_senders_killed_repeatedly_lose_nothing(servers, emulator, tmp_path, sto
     kills = 0
     for _ in range(5):
         time.sleep(0.5)
-        os.kill(server.worker_pids()[0], signal.SIGKILL)
+        os.kill(wait_for(server.delivery_pids)[0], signal.SIGKILL)
         kills += 1
     store = open_store(store_url)
     assert wait_for(lambda: (s := store.outbox_stats())["pending"] + s["sending"] == 0

@@ -3,9 +3,11 @@ behind it, pushes over HTTP exactly as WeChat sends them."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -102,6 +104,19 @@ def test_wxpush_push_command(servers, emulator, tmp_path):
     assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 1, timeout=20)
     time.sleep(1)
     assert len(emulator.emulator.sent(APPID)) == 1    # three retries, one reply
+
+
+def test_serve_runs_a_delivery_process_and_sigterm_stops_every_process(servers, emulator,
+                                                                        tmp_path):
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    delivery = wait_for(server.delivery_pids, timeout=20)
+    assert len(delivery) == 1 and delivery[0] not in server.worker_pids()
+    assert wait_for(lambda: f"[{delivery[0]}] [INFO] delivery started" in server.logs())
+    processes = [server.process.pid, *server.worker_pids(), *delivery]
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
+    assert "delivery stopping" in server.logs()
 
 
 def test_bad_config_is_one_line(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from webhook.api import WeChatAPI
-from webhook.app import create_app
+from webhook.app import create_app, create_background
 from webhook.client import WeChatClient
 from webhook.settings import AppConfig, ServerConfig, Settings
 from webhook.store.sqlite import SqliteStore
@@ -51,20 +51,35 @@ def emulator():
     server.stop()
 
 
-def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, **server):
-    emu, url = emulator
+def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, delivers=True,
+          **server):
     (tmp_path / "rules.toml").write_text(rules, encoding="utf-8")
-    settings = Settings(
-        server=ServerConfig(api_base=url, rules=str(tmp_path / "rules.toml"), **server),
-        apps={APPID: AppConfig(appid=APPID, token=TOKEN, secret=SECRET, encoding_aes_key=KEY,
-                               format=fmt, mode=mode)})
-    store = SqliteStore(str(tmp_path / "wxpush.db"))
-    client = WeChatClient(url, session=requests.Session())
-    api = WeChatAPI(client, TokenProvider(store, client, settings.apps), store)
+    settings = make_settings(tmp_path, emulator, mode=mode, fmt=fmt, **server)
+    store, api = store_and_api(tmp_path, settings)
     app = create_app(settings, store=store, api=api, router=build_router(settings.server.rules),
-                     rng=random.Random(1))
+                     rng=random.Random(1), delivers=delivers)
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, format=fmt, mode=mode)
     return app, falcon.testing.TestClient(app), builder
+
+
+def make_settings(tmp_path: Path, emulator, *, mode="safe", fmt="xml", **server) -> Settings:
+    return Settings(
+        server=ServerConfig(api_base=emulator[1], rules=str(tmp_path / "rules.toml"), **server),
+        apps={APPID: AppConfig(appid=APPID, token=TOKEN, secret=SECRET, encoding_aes_key=KEY,
+                               format=fmt, mode=mode)})
+
+
+def store_and_api(tmp_path: Path, settings: Settings) -> tuple[SqliteStore, WeChatAPI]:
+    store = SqliteStore(str(tmp_path / "wxpush.db"))
+    client = WeChatClient(settings.server.api_base, session=requests.Session())
+    return store, WeChatAPI(client, TokenProvider(store, client, settings.apps), store)
+
+
+def wait_for_reply(emu: Emulator, openid: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not [s for s in emu.sent(APPID) if s[1] == openid]:
+        assert time.monotonic() < deadline, "no reply reached the emulator"
+        time.sleep(0.02)
 
 
 def post(client, push, appid=APPID, **kwargs):
@@ -118,14 +133,38 @@ def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
     app.start()
     try:
         assert post(client, builder.build(message)).text == "success"
-        deadline = time.monotonic() + 10
-        while not [s for s in emu.sent(APPID) if s[1] == "o-hours"]:
-            assert time.monotonic() < deadline, "no reply reached the emulator"
-            time.sleep(0.02)
+        wait_for_reply(emu, "o-hours")
     finally:
         app.stop()
     assert [p for _, user, p in emu.sent(APPID) if user == "o-hours"] == [
         {"msgtype": "text", "text": {"content": "9:00–18:00"}}]
+
+
+def test_a_delivery_process_handles_what_the_request_workers_record(tmp_path, emulator):
+    """``wxpush serve`` with SQLite: the app only answers; another process's background
+    (here another store object on the same file) handles and sends."""
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator, delivers=False)
+    message = make_text("请问营业时间", msg_id=9004, from_user="o-split", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    app.start()
+    try:
+        assert post(client, builder.build(message)).text == "success"
+        time.sleep(0.3)
+        assert inbox_states(tmp_path) == {}                   # recorded, and left alone
+        settings = make_settings(tmp_path, emulator)
+        store, api = store_and_api(tmp_path, settings)
+        background = create_background(settings, store=store, api=api,
+                                       router=build_router(settings.server.rules))
+        background.start()
+        try:
+            wait_for_reply(emu, "o-split")
+        finally:
+            background.stop()
+            store.close()
+    finally:
+        app.stop()
+    assert inbox_states(tmp_path) == {"done": 1}
 
 
 def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
@@ -138,10 +177,7 @@ def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
     assert [post(client, push).text for _ in range(4)] == ["success"] * 4   # none ingested yet
     app.start()
     try:
-        deadline = time.monotonic() + 10
-        while not [s for s in emu.sent(APPID) if s[1] == "o-twice"]:
-            assert time.monotonic() < deadline, "no reply reached the emulator"
-            time.sleep(0.02)
+        wait_for_reply(emu, "o-twice")
         time.sleep(0.3)
     finally:
         app.stop()

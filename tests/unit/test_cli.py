@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,38 @@ def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):
     assert main(["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot import router 'no_such_module:router'" in err
+
+
+def test_worker_with_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[apps]]\nappid = "wx1"\ntoken = 5\n', encoding="utf-8")
+    assert main(["worker", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wxpush worker: ") and f"{bad}:3: token" in err and err.count("\n") == 1
+
+
+def test_worker_with_a_bad_log_level_is_one_line_and_exit_2(config, capsys, monkeypatch):
+    monkeypatch.setenv("WXPUSH_LOG_LEVEL", "loud")
+    assert main(["worker", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == ("wxpush worker: environment: WXPUSH_LOG_LEVEL: must be "
+                                       "one of debug, info, warning, error, critical, not "
+                                       "'loud'\n")
+
+
+def test_worker_runs_until_sigterm_and_stops_cleanly(config, tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "webhook.cli", "worker", "--config",
+                                str(config)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "w.db-inbox" / "reader.lock").exists():   # ingesting: it is up
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "delivery started" in err and "delivery stopping" in err
+    for secret in ("the-app-secret", "the-token", KEY):
+        assert secret not in err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from webhook.store.base import InboxEntry
-from webhook.store.journal import SUFFIX, Journal
+from webhook.store.journal import READER_LOCK, SUFFIX, Journal
 from webhook.store.sqlite import SqliteStore
 
 
@@ -36,7 +36,9 @@ def keys_read(journal: Journal) -> list[str]:
 
 
 def journals(tmp_path: Path, db: str = "w.db") -> list[str]:
-    return sorted(n for n in os.listdir(tmp_path / f"{db}-inbox") if n.endswith(SUFFIX))
+    """The journal files (not the reader lock) of store ``db``, or in directory ``db``."""
+    directory = tmp_path / (db if db == "j" else f"{db}-inbox")
+    return sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX))
 
 
 def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
@@ -87,27 +89,51 @@ def test_a_dead_writers_journal_is_taken_over_and_deleted(tmp_path) -> None:
     store.close()
 
 
-def test_a_live_writers_journal_is_left_to_it(tmp_path) -> None:
+def test_a_live_writers_journal_is_read_while_it_writes(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = os.fork()
-    if pid == 0:   # logs, then lives on until told to go
-        store.inbox_log(*entry("wx1:live"))
-        os.write(ready_w, b"x")
-        os.read(go_r, 1)
-        os._exit(0)
-    os.read(ready_r, 1)
-    other = SqliteStore(str(tmp_path / "w.db"))
-    assert ingest(other) == ([], [])
-    os.write(go_w, b"x")
-    os.waitpid(pid, 0)
-    later = SqliteStore(str(tmp_path / "w.db"))   # its first ingest looks for orphans at once
-    assert ingest(later) == (["wx1:live"], [])
-    for s in (store, other, later):
+    if pid == 0:   # a request worker: logs, logs again when told, then lives on until told
+        try:
+            for key in ("wx1:live1", "wx1:live2"):
+                store.inbox_log(*entry(key))
+                os.write(ready_w, b"x")
+                os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        reader = SqliteStore(str(tmp_path / "w.db"))
+        assert ingest(reader) == (["wx1:live1"], [])
+        os.write(go_w, b"x")
+        os.read(ready_r, 1)
+        assert ingest(reader) == (["wx1:live2"], [])
+        assert len(journals(tmp_path)) == 1          # still its writer's
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+    reader.close()
+    later = SqliteStore(str(tmp_path / "w.db"))      # the next reader
+    assert ingest(later) == ([], [])                 # nothing is read twice
+    assert journals(tmp_path) == []                  # the dead writer's file is deleted
+    for s in (store, later):
         s.close()
     for fd in (ready_r, ready_w, go_r, go_w):
         os.close(fd)
+
+
+def test_one_process_reads_at_a_time(tmp_path) -> None:
+    first, second = SqliteStore(str(tmp_path / "w.db")), SqliteStore(str(tmp_path / "w.db"))
+    first.inbox_log(*entry("wx1:1"))
+    assert ingest(first) == (["wx1:1"], [])
+    second.inbox_log(*entry("wx1:2"))
+    assert ingest(second) == ([], [])                # first holds the reader lock
+    assert ingest(first) == (["wx1:2"], [])          # and reads what second wrote
+    second.inbox_log(*entry("wx1:3"))
+    first.close()
+    assert ingest(second) == (["wx1:3"], [])         # the lock is free: second reads on
+    second.close()
 
 
 def test_a_restarted_ingester_resumes_where_the_last_commit_left(tmp_path) -> None:
@@ -130,20 +156,20 @@ def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_pat
     keys = [f"wx1:{i}" for i in range(6)]
     for key in keys:
         journal.append(*entry(key))
-    assert len(os.listdir(tmp_path / "j")) > 1
+    assert len(journals(tmp_path, "j")) > 1
     read: list[str] = []
     for _ in range(10):
         clock[0] += 5   # each read looks for closed files again
         read += keys_read(journal)
     assert sorted(read) == keys
-    assert len(os.listdir(tmp_path / "j")) == 1   # only the file still being written
+    assert len(journals(tmp_path, "j")) == 1   # only the file still being written
     journal.close()
 
 
 def test_a_torn_line_is_skipped(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
     journal.append(*entry("wx1:ok"))
-    name = os.listdir(tmp_path / "j")[0]
+    name = journals(tmp_path, "j")[0]
     with open(tmp_path / "j" / name, "ab") as file:
         file.write(b'1.5\twx1\txm\n')
     journal.append(*entry("wx1:after"))
@@ -162,22 +188,22 @@ def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_pa
     assert len(journals(tmp_path)) == 2
     assert sorted(ingest(store)[0]) == ["wx1:child", "wx1:parent"]
     assert len(journals(tmp_path)) == 1          # the child's, read to the end, is gone
-    other = SqliteStore(str(tmp_path / "w.db"))
-    assert ingest(other) == ([], [])             # the parent's is still held by the parent
+    store.inbox_log(*entry("wx1:parent2"))
+    assert ingest(store) == (["wx1:parent2"], [])
+    assert len(journals(tmp_path)) == 1          # the parent's, still written, is kept
     store.close()
-    other.close()
 
 
 def test_after_a_failed_write_the_next_push_goes_to_a_new_file(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
     journal.append(*entry("wx1:1"))
-    name = os.listdir(tmp_path / "j")[0]
+    name = journals(tmp_path, "j")[0]
     os.close(journal._fd)                        # the file can no longer be written
     journal._fd = os.open(tmp_path / "j" / name, os.O_RDONLY)
     with pytest.raises(OSError):
         journal.append(*entry("wx1:lost"))
     journal.append(*entry("wx1:2"))
-    assert len(os.listdir(tmp_path / "j")) == 2
+    assert len(journals(tmp_path, "j")) == 2
     assert sorted(keys_read(journal)) == ["wx1:1", "wx1:2"]
     journal.close()
 
@@ -203,5 +229,6 @@ def test_a_file_its_writer_never_named_is_removed(tmp_path) -> None:
     old.write_bytes(b"")
     os.utime(old, (time.time() - 120, time.time() - 120))
     assert journal.read() == []
-    assert os.listdir(tmp_path / "j") == [young.name]   # may be a writer about to lock it
+    # The young one may be a writer about to lock it.
+    assert sorted(os.listdir(tmp_path / "j")) == [young.name, READER_LOCK]
     journal.close()

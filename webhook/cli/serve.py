@@ -1,4 +1,5 @@
-"""``wxpush serve``: validate the config, then become gunicorn with ``gunicorn.conf.py``."""
+"""``wxpush serve``: validate the config, then run gunicorn with ``gunicorn.conf.py`` and,
+with a SQLite store, the delivery process (``webhook.supervisor``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import os
 import sys
 from pathlib import Path
 
+from webhook.cli.logs import configure_logging
+from webhook.cli.worker import graceful_timeout
 from webhook.errors import ConfigError
 from webhook.settings import config_path, load
 from webhook.store import open_store
+from webhook.supervisor import Supervisor
 
 __all__ = ["register", "gunicorn_config"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py)")
+    parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py, and "
+                                          "a delivery process with a SQLite store)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
@@ -34,17 +39,25 @@ def gunicorn_config() -> Path:
 def serve(args: argparse.Namespace) -> int:
     path = os.path.abspath(config_path(args.config))
     settings = load(path)          # a bad config is one line here, not a worker boot loop
-    open_store(settings.server.store).close()
+    store = open_store(settings.server.store)
+    journaled = store.journaled
+    store.close()
     from handlers import build_router
     build_router(settings.server.rules, settings.server.routers)   # rules and router imports
-    os.environ["WXPUSH_CONFIG"] = path
-    if args.bind:
-        os.environ["WXPUSH_BIND"] = args.bind
-    if args.workers is not None:
-        if args.workers < 1:
-            raise ConfigError("--workers must be at least 1")
-        os.environ["WXPUSH_WORKERS"] = str(args.workers)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    configure_logging()
+    timeout = graceful_timeout()
     conf = str(gunicorn_config())
+    env = {**os.environ, "WXPUSH_CONFIG": path}
+    if args.bind:
+        env["WXPUSH_BIND"] = args.bind
+    if args.workers is not None:
+        env["WXPUSH_WORKERS"] = str(args.workers)
+    delivery = None
+    if journaled:   # the request workers leave handling and sending to the delivery process
+        env["WXPUSH_DELIVERY"] = "process"
+        delivery = [sys.executable, "-m", "webhook.cli", "worker", "--config", path]
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf])
-    return 0  # not reached
+    return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
+                      graceful=timeout, env=env).run()

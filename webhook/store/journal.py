@@ -5,14 +5,15 @@ A SQLite commit costs the request path far more than the rest of a push (a write
 file, several pages into the WAL, and every statement a GIL hand-off between the request
 threads). One ``write()`` of one line to a file opened ``O_APPEND`` is as durable against a
 process crash as a WAL commit with ``synchronous=NORMAL``: both sit in the OS page cache. So
-the request path appends the push here and answers; the background ingests each file's new
+the request path appends the push here and answers; the background ingests the files' new
 lines in one transaction, deduplicating them by key (a retry's line finds the first one's
 row), and stores how far it read in that same transaction, so each line counts once.
 
-Each process appends to its own file in ``<db>-inbox/`` and holds an ``flock`` on it while
-it lives. A file nobody holds belongs to a writer that died or moved on to a new file: any
-process's ingester takes it over (the kernel grants the lock to one), reads it to the end and
-deletes it.
+Each writing process appends to its own file in ``<db>-inbox/`` and holds an ``flock`` on it
+while it lives. One process of the host reads every file: whichever holds the ``flock`` of
+``reader.lock`` (usually the delivery process of ``wxpush serve``, which writes nothing), so
+the request workers do no reading at all. A file whose lock nobody holds belongs to a writer
+that died or moved on to a new file: the reader reads it to the end and deletes it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ MAX_BYTES = 64 << 20   # a writer moves to a new file past this size
 READ_BYTES = 256 << 10  # at most this much of one file per ingest
 SCAN_EVERY = 1.0       # seconds between looks for files whose writer is gone
 UNNAMED_AGE = 60.0     # seconds after which a file never named is a dead writer's
+READER_LOCK = "reader.lock"
 
 
 @dataclass(slots=True)
@@ -77,10 +79,11 @@ def _decode(line: bytes) -> InboxEntry:
 
 
 class Journal:
-    """Appends of this process and reads of every file in ``directory``.
+    """Appends of this process, and reads of every file in ``directory`` while this process
+    holds the reader lock.
 
-    ``offset(name)`` gives the committed read position of a file the first time this
-    process reads it (the store keeps it); afterwards this object tracks it.
+    ``offset(name)`` gives the committed read position of a file the first time the reader
+    reads it (the store keeps it); afterwards this object tracks it.
     """
 
     def __init__(self, directory: str, *, offset: Callable[[str], int],
@@ -95,7 +98,8 @@ class Journal:
         self._name = ""
         self._size = 0
         self._positions: dict[str, int] = {}   # name -> offset read and committed
-        self._held: dict[str, int] = {}        # taken-over files -> their flocked fd
+        self._held: dict[str, int] = {}        # files whose writer is gone -> their flocked fd
+        self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
         os.makedirs(directory, mode=0o700, exist_ok=True)
 
@@ -130,10 +134,11 @@ class Journal:
         Closing the child's copies of their descriptors leaves the parent's locks held."""
         if self._pid == os.getpid():
             return
-        for fd in [self._fd, *self._held.values()]:
+        for fd in [self._fd, self._reader, *self._held.values()]:
             if fd is not None:
                 os.close(fd)
         self._fd, self._name, self._held, self._positions = None, "", {}, {}
+        self._reader = None
         self._pid = os.getpid()
 
     def _open(self) -> None:
@@ -148,19 +153,22 @@ class Journal:
 
     # -- background -------------------------------------------------------------------------
     def read(self) -> list[Chunk]:
-        """New whole lines of this process's file and of files whose writer is gone."""
+        """New whole lines of every file, if this process is the reader (else none)."""
         with self._read_lock, self._write_lock:
             self._after_fork()
             own = self._name
         with self._read_lock:
+            if not self._reading():
+                return []
             if self._monotonic() >= self._next_scan:
                 self._next_scan = self._monotonic() + SCAN_EVERY
-                self._take_orphans()
+                self._take_orphans(own)
             chunks = []
-            for name in ([own] if own else []) + list(self._held):
-                chunk = self._read_file(name, final=name in self._held)
-                if chunk is not None:
-                    chunks.append(chunk)
+            for name in sorted(os.listdir(self.directory)):
+                if name.endswith(SUFFIX):
+                    chunk = self._read_file(name, final=name in self._held)
+                    if chunk is not None:
+                        chunks.append(chunk)
             return chunks
 
     def done(self, chunks: list[Chunk]) -> None:
@@ -177,22 +185,39 @@ class Journal:
             self._close_own()
             for name in list(self._held):
                 self._release(name, delete=False)
+            if self._reader is not None:
+                os.close(self._reader)   # another process may read now
+                self._reader = None
 
-    def _take_orphans(self) -> None:
+    def _reading(self) -> bool:
+        """Whether this process holds the reader lock, taking it if it is free. Read
+        positions are loaded afresh from the store whenever it is taken."""
+        if self._reader is not None:
+            return True
+        fd = os.open(os.path.join(self.directory, READER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._reader, self._positions = fd, {}
+        return True
+
+    def _take_orphans(self, own: str) -> None:
         for name in sorted(os.listdir(self.directory)):
             # A writer that died between creating and naming its file left it empty. (A
             # young one may be a writer about to lock it.)
             unnamed = name.endswith(SUFFIX + ".new")
-            if not (name.endswith(SUFFIX) or unnamed) or name in self._held or name == self._name:
+            if not (name.endswith(SUFFIX) or unnamed) or name in self._held or name == own:
                 continue
             path = os.path.join(self.directory, name)
             try:
                 fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:   # another ingester finished it meanwhile
+            except FileNotFoundError:   # named by its writer meanwhile
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:             # its writer, or another ingester, holds it
+            except OSError:             # its writer holds it
                 os.close(fd)
                 continue
             if unnamed or not os.path.exists(path):
@@ -206,8 +231,11 @@ class Journal:
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self._offset(name)
+        path = os.path.join(self.directory, name)
         try:
-            with open(os.path.join(self.directory, name), "rb") as file:
+            if not final and os.stat(path).st_size <= position:
+                return None                   # a live file with nothing new: the usual case
+            with open(path, "rb") as file:
                 size = os.fstat(file.fileno()).st_size
                 file.seek(position)
                 data = file.read(READ_BYTES)

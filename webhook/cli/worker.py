@@ -1,0 +1,64 @@
+"""``wxpush worker``: the work done after the answer, without serving HTTP: ingest recorded
+pushes, run their handlers, send the replies, take over pushes and replies whose process died.
+
+``wxpush serve`` runs one beside gunicorn when the store is SQLite (the delivery process), so
+the request workers run the request path alone. With Redis, every server process delivers;
+a ``wxpush worker`` on any host adds handlers and senders. SIGTERM or SIGINT: stop claiming,
+let running handlers and in-flight sends finish (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds,
+as for gunicorn's workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+
+from webhook.cli.logs import configure_logging
+from webhook.errors import ConfigError
+from webhook.settings import config_path, load
+
+__all__ = ["register"]
+
+log = logging.getLogger("webhook.worker")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("worker", help="handle recorded pushes and send replies, "
+                                           "without serving HTTP")
+    parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
+    parser.set_defaults(handler=work)
+
+
+def graceful_timeout() -> float:
+    text = os.environ.get("WXPUSH_GRACEFUL_TIMEOUT", "20")
+    try:
+        return max(1.0, float(text))
+    except ValueError:
+        raise ConfigError(f"must be a number of seconds, not {text!r}", file="environment",
+                          key="WXPUSH_GRACEFUL_TIMEOUT") from None
+
+
+def work(args: argparse.Namespace) -> int:
+    from webhook.app import create_background, parts
+
+    settings = load(config_path(args.config))
+    configure_logging()
+    timeout = graceful_timeout()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    store, api, router = parts(settings)
+    background = create_background(settings, store=store, api=api, router=router)
+    router.start()
+    background.start()
+    log.info("delivery started pid=%d", os.getpid())
+    while not stopping.wait(1.0):
+        pass
+    log.info("delivery stopping pid=%d", os.getpid())
+    background.stop(timeout=max(1.0, timeout - 2))
+    router.stop()
+    store.close()
+    return 0

@@ -1,0 +1,45 @@
+"""The processes of a running server, read from Linux's /proc: gunicorn's request workers and
+the delivery process of ``wxpush serve``, for tests and benchmarks that kill, measure or
+wait for one of them. ``root`` is the pid of ``wxpush serve`` or of a gunicorn master."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["children", "request_workers", "delivery_processes", "tree"]
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:   # gone meanwhile
+        return []
+
+
+def _runs(pid: int, word: str) -> bool:
+    """Whether ``word`` is one of the arguments ``pid`` was started with."""
+    try:
+        return word.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def request_workers(root: int) -> list[int]:
+    masters = [root] if _runs(root, "gunicorn") else \
+        [pid for pid in children(root) if _runs(pid, "gunicorn")]
+    return [pid for master in masters for pid in children(master)]
+
+
+def delivery_processes(root: int) -> list[int]:
+    """``wxpush serve``'s delivery process (``wxpush worker``), if it runs one."""
+    return [pid for pid in children(root) if _runs(pid, "worker")]
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and every process under it."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children(pid)
+    return found
