@@ -60,6 +60,9 @@ _session_lock = threading.Lock()
 
 def _new_session() -> requests.Session:
     session = requests.Session()
+    # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call,
+    # about 100 µs a send; each client resolves the proxy and CA settings once instead.
+    session.trust_env = False
     # No transport retries: a send is not idempotent; callers retry with backoff instead.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
     session.mount("https://", adapter)
@@ -94,7 +97,10 @@ class TokenGrant:
 class WeChatClient:
     """Plain calls, one per WeChat endpoint; no token logic (see ``webhook.tokens``).
 
-    ``session`` is the test seam: pass a Session with a transport adapter mounted.
+    ``session`` is the test seam: pass a Session with a transport adapter mounted. The proxy
+    for ``base_url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
+    names its host) and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) are read
+    from the environment when the client is made, as requests reads them.
     """
 
     def __init__(self, base_url: str, *, session: requests.Session | None = None,
@@ -102,6 +108,9 @@ class WeChatClient:
                  token_timeout: tuple[float, float] = (3.05, 5)) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session if session is not None else shared_session()
+        self._proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or \
+            os.environ.get("CURL_CA_BUNDLE") or True
         self.timeout = timeout
         # Shorter than the token lock's lease, so a slow fetch never outlives the lock.
         self.token_timeout = token_timeout
@@ -190,7 +199,8 @@ class WeChatClient:
         failure = None
         try:
             response = self.session.request(method, self.base_url + path, params=query,
-                                            timeout=timeout, **kwargs)
+                                            timeout=timeout, proxies=self._proxies,
+                                            verify=self._verify, **kwargs)
         except requests.Timeout:
             failure = "timeout"
         except requests.ConnectionError:

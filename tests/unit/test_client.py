@@ -307,3 +307,38 @@ def test_real_socket_connection_refused():
     with pytest.raises(Retryable) as caught:
         client.token(appid="a", secret=TOKEN)   # the secret travels in the query here
     assert TOKEN not in "".join(traceback.format_exception(caught.value))
+
+
+def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(monkeypatch):
+    """Proxy settings are read once per client, as requests would read them on every call."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, request_lines = listener.getsockname()[1], []
+    body = b'{"errcode":0}'
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request_lines.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        proxied = WeChatClient("http://wechat.invalid", timeout=(2, 2))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = WeChatClient(f"http://127.0.0.1:{port}", timeout=(2, 2))
+        proxied.send(access_token=TOKEN, touser="o", payload={"msgtype": "text"})
+        direct.send(access_token=TOKEN, touser="o", payload={"msgtype": "text"})
+    finally:
+        listener.close()
+        thread.join(3)
+    assert [line.split(b"?")[0] for line in request_lines] == [
+        b"POST http://wechat.invalid/cgi-bin/message/custom/send",   # through the proxy
+        b"POST /cgi-bin/message/custom/send"]                        # straight to the host
