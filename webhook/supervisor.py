@@ -47,7 +47,7 @@ class Supervisor:
         self._told: int | None = None           # the delivery pid already sent SIGTERM
 
     def run(self) -> int:
-        """Run until gunicorn exits; its exit code."""
+        """Run until gunicorn exits; its exit code (128 + the signal that killed it)."""
         for signum in STOP:
             signal.signal(signum, self._on_stop)
         for signum in FORWARD:
@@ -62,7 +62,7 @@ class Supervisor:
                 if pid == self._server.pid:
                     self._server.returncode = code
                     self._stop_delivery()
-                    return code
+                    return code if code >= 0 else 128 - code
                 if self._delivery is not None and pid == self._delivery.pid:
                     self._delivery.returncode = code
                     self._delivery = None

@@ -54,8 +54,11 @@ def test_outbox_operations(config, tmp_path, capsys):
     claimed = store.outbox_claim(owner="t", lease=30, limit=10)
     store.outbox_dead(claimed[0].id, owner="t", errcode=45015, errmsg="response out of time limit")
     store.outbox_sent(claimed[1].id, owner="t")
+    for i in range(3):   # recorded by a request worker, not yet ingested
+        store.inbox_log("wx1", "xml", b"<xml>%d</xml>" % i, "success", 0)
     assert main(["outbox", "--config", str(config), "stats"]) == 0
-    assert capsys.readouterr().out.split() == ["pending", "0", "sending", "0", "sent", "1", "dead", "1"]
+    assert capsys.readouterr().out.split() == ["pending", "0", "sending", "0", "sent", "1",
+                                               "dead", "1", "journal", "3"]
     assert main(["outbox", "--config", str(config), "list", "--state", "dead"]) == 0
     assert "errcode=45015" in capsys.readouterr().out
     assert main(["outbox", "--config", str(config), "retry", "--all-dead"]) == 0

@@ -46,7 +46,9 @@ def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
     assert store.journaled
     for key in ("wx1:a", "wx1:b", "wx1:a"):
         store.inbox_log(*entry(key))
+    assert store.inbox_waiting() == 3
     assert ingest(store) == (["wx1:a", "wx1:b"], [("wx1:a", "pending")])
+    assert store.inbox_waiting() == 0
     assert ingest(store) == ([], [])
     store.inbox_finish("wx1:a", [], owner="w1")
     store.inbox_log(*entry("wx1:a"))   # a retry after the first was handled

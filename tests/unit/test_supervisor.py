@@ -115,6 +115,14 @@ def test_when_gunicorn_exits_the_delivery_process_is_stopped_and_its_code_return
     assert run.wait(run.delivery_log, "SIGTERM") == [delivery]
 
 
+def test_gunicorn_killed_by_a_signal_is_exit_code_128_plus_the_signal(tmp_path):
+    run = Run(tmp_path)
+    server = run.wait(run.server_log, "start")[0]
+    run.wait(run.delivery_log, "start")
+    os.kill(server, signal.SIGKILL)
+    assert run.finish()[0] == 128 + signal.SIGKILL
+
+
 def test_sighup_reloads_gunicorn_and_restarts_the_delivery_process(tmp_path):
     run = Run(tmp_path)
     server, first = run.wait(run.server_log, "start")[0], run.wait(run.delivery_log, "start")[0]
@@ -141,6 +149,7 @@ def test_a_delivery_process_that_keeps_dying_is_started_less_and_less_often(tmp_
 @pytest.mark.slow
 def test_a_delivery_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     run = Run(tmp_path, ignore_term=True, graceful=0.5)
+    run.wait(run.server_log, "start")           # (SIGTERM before its handler would kill it)
     delivery = run.wait(run.delivery_log, "start")[0]
     run.process.send_signal(signal.SIGTERM)
     code, err = run.finish()

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("outbox", help="inspect and repair the reply queue")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("stats", help="rows per state").set_defaults(handler=stats)
+    actions.add_parser("stats", help="rows per state (and pushes waiting in the journal)"
+                       ).set_defaults(handler=stats)
     listing = actions.add_parser("list", help="rows, newest first")
     listing.add_argument("--state", choices=OUTBOX_STATES)
     listing.add_argument("--limit", type=int, default=50)
@@ -54,8 +55,11 @@ def _when(ts: float) -> str:
 
 
 def stats(args: argparse.Namespace) -> int:
-    for state, count in _store(args).outbox_stats().items():
+    store = _store(args)
+    for state, count in store.outbox_stats().items():
         print(f"{state:8} {count}")
+    if store.journaled:   # pushes not yet handled: a growing count means no delivery process
+        print(f"{'journal':8} {store.inbox_waiting()}")
     return 0
 
 

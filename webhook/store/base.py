@@ -140,6 +140,11 @@ class Store(abc.ABC):
         already recorded under a logged push's key)."""
         return [], []
 
+    def inbox_waiting(self) -> int:
+        """Pushes logged with ``inbox_log`` and not yet ingested (0 where not ``journaled``):
+        what waits for the delivery process."""
+        return 0
+
     @abc.abstractmethod
     def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
         """Lease pending entries whose previous lease ran out (their handler died)."""

@@ -424,6 +424,14 @@ class SqliteStore(Store):
         self._journal.done(chunks)
         return result
 
+    def inbox_waiting(self) -> int:
+        if self._journal is None:
+            return 0
+        try:
+            return self._journal.waiting()
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+
     def _journal_offset(self, name: str) -> int:
         return int(self.get(f"journal:{name}") or 0)
 
