@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -604,3 +605,30 @@ def test_wxpush_emulator_command_runs_until_sigterm():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_served_over_http_1_1_with_keep_alive():
+    """Like WeChat's API servers: requests follow one another on one connection, until the
+    client asks to close it."""
+    emulator = Emulator()
+    emulator.register_app("wxka", "secret")
+    body = b'{"grant_type":"client_credential","appid":"wxka","secret":"secret"}'
+
+    def request(close: bool) -> bytes:
+        return (b"POST /cgi-bin/stable_token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+                % (len(body), b"Connection: close\r\n" if close else b"", body))
+
+    with serve(emulator.app) as server, socket.create_connection(("127.0.0.1", server.port),
+                                                                  timeout=5) as sock:
+        reader = sock.makefile("rb")
+        for close in (False, False, True):
+            sock.sendall(request(close))
+            assert reader.readline() == b"HTTP/1.1 200 OK\r\n"
+            headers = {}
+            while (line := reader.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            assert "access_token" in json.loads(reader.read(int(headers["content-length"])))
+        assert reader.read() == b""          # closed after the third, as asked
+    assert len(emulator.calls("/cgi-bin/stable_token")) == 3

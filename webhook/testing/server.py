@@ -1,7 +1,12 @@
-"""``serve()``: run any WSGI app on 127.0.0.1 in a background thread, for tests and demos."""
+"""``serve()``: run any WSGI app on 127.0.0.1 in a background thread, for tests and demos.
+
+It speaks HTTP/1.1 with keep-alive, as WeChat's API servers do, so a client's connection
+pool is used as it would be against WeChat (wsgiref alone answers one request per connection).
+"""
 
 from __future__ import annotations
 
+import io
 import socketserver
 import sys
 import threading
@@ -9,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 __all__ = ["serve", "RunningServer"]
 
@@ -25,7 +30,62 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
             super().handle_error(request, client_address)
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _Response(ServerHandler):
+    """One response; ``framed`` once it is known to carry a Content-Length."""
+
+    http_version = "1.1"
+    framed = False
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        self.framed = "Content-Length" in self.headers
+
+
+class _KeepAliveHandler(WSGIRequestHandler):
+    """Requests one after another on a connection until the client closes it, asks to, or
+    stays silent for ``timeout`` seconds. No access log on stderr."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    disable_nagle_algorithm = True   # headers and body are two writes: no 40 ms ACK wait
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except TimeoutError:
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():   # an error was sent; parse_request set close_connection
+            return
+        if "Transfer-Encoding" in self.headers:   # no chunked bodies: read to the close
+            self.close_connection = True
+            body = self.rfile
+        else:
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit():
+                self.send_error(400, "bad Content-Length")
+                return
+            body = io.BytesIO(self.rfile.read(int(length)))
+        response = _Response(body, self.wfile, self.get_stderr(), self.get_environ(),
+                             multithread=True)
+        response.request_handler = self
+        response.run(self.server.get_app())
+        if not response.framed:   # the body ends where the connection does
+            self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr."""
 
@@ -57,7 +117,7 @@ def serve(wsgi_app: Callable[..., Any], *, host: str = "127.0.0.1", port: int = 
 
     ``port=0`` picks a free port; the chosen one is in the result."""
     server = make_server(host, port, wsgi_app, server_class=_ThreadingServer,
-                         handler_class=_QuietHandler)
+                         handler_class=_KeepAliveHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name=f"wsgi-{server.server_port}", daemon=True)
     thread.start()
