@@ -46,7 +46,9 @@ def test_lock_holder_killed_mid_refresh(servers, emulator, redis_server, tmp_pat
                              timeout=5).text == "success"
 
     push(0)
-    holder = wait_for(lambda: redis_db.get(f"wxpush:{LOCK}"), timeout=10)
+    # The lock is taken before the fetch is sent: wait until the fetch hangs at WeChat.
+    assert wait_for(lambda: emulator.emulator.in_flight("/cgi-bin/stable_token"), timeout=10)
+    holder = redis_db.get(f"wxpush:{LOCK}")
     assert holder, "nobody took the refresh lock"
     pid = int(holder.split("|", 1)[1].split(":")[1])
     assert any(pid in host.worker_pids() for host in hosts)

@@ -469,12 +469,14 @@ def test_faults_are_reproducible_from_the_seed(clock):
     assert first == run() and 10 < first.count(-1) < 30
 
 
-def test_delay_faults_sleep_outside_the_lock(clock):
-    slept: list[float] = []
-    emulator = Emulator(clock=clock, sleep=slept.append)
+def test_delay_faults_sleep_outside_the_lock_and_the_request_is_in_flight_meanwhile(clock):
+    slept: list[tuple[float, int, int]] = []
+    emulator = Emulator(clock=clock, sleep=lambda seconds: slept.append(
+        (seconds, emulator.in_flight("/cgi-bin/token"), len(emulator.calls()))))
     emulator.set_faults(delay_rate=1.0, delay_seconds=6.0)
     falcon.testing.TestClient(emulator.app).simulate_get("/cgi-bin/token")
-    assert slept == [6.0]
+    assert slept == [(6.0, 1, 0)]          # received, not yet answered nor recorded
+    assert emulator.in_flight("/cgi-bin/token") == 0 and len(emulator.calls()) == 1
 
 
 def test_fail_next_answers_queued_failures(client, emu):

@@ -13,7 +13,7 @@ import random
 import string
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -59,6 +59,7 @@ class Emulator:
         self.rng = random.Random(seed)
         self._fault_rng = random.Random(seed + 1)
         self.apps: dict[str, AppState] = {}
+        self._in_flight: Counter[str] = Counter()   # path -> requests received, not answered
         self._clear()
         self.app = falcon.App()
         self.app.add_sink(self._sink, prefix="/")
@@ -200,18 +201,29 @@ class Emulator:
     def handle(self, request: Request) -> tuple[int, dict[str, Any] | Raw]:
         """Answer one API request: (HTTP status, JSON object or raw answer). Records it."""
         with self.lock:
+            self._in_flight[request.path] += 1
             delay, fault = self._draw_faults(request)
-        if delay:
-            self._sleep(delay)
+        try:
+            if delay:
+                self._sleep(delay)
+            with self.lock:
+                status, answer = fault if fault is not None else self._run(request)
+                errcode = answer.get("errcode", 0) if isinstance(answer, dict) else None
+                self._calls.append(Call(
+                    method=request.method, path=request.path,
+                    params={k: v for k, v in request.params.items() if k != "access_token"},
+                    body=request.recorded_body(), errcode=errcode, status=status,
+                    time=self.now(), appid=self._appid_of(request)))
+                return status, answer
+        finally:
+            with self.lock:
+                self._in_flight[request.path] -= 1
+
+    def in_flight(self, path: str) -> int:
+        """Requests to ``path`` received and not answered yet (say, held by a delay fault):
+        recorded in ``calls`` only once answered."""
         with self.lock:
-            status, answer = fault if fault is not None else self._run(request)
-            errcode = answer.get("errcode", 0) if isinstance(answer, dict) else None
-            self._calls.append(Call(
-                method=request.method, path=request.path,
-                params={k: v for k, v in request.params.items() if k != "access_token"},
-                body=request.recorded_body(), errcode=errcode, status=status,
-                time=self.now(), appid=self._appid_of(request)))
-            return status, answer
+            return self._in_flight[path]
 
     def _run(self, request: Request) -> tuple[int, dict[str, Any] | Raw]:
         route = ROUTES.get(request.path)
