@@ -31,6 +31,10 @@ FORWARD = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal
 
 
 class Supervisor:
+    """``server``: gunicorn's command line; ``delivery``: the delivery process's, or None
+    (Redis: every gunicorn worker delivers). ``graceful``: seconds the delivery process gets
+    to finish its in-flight work once asked to stop, before it is killed."""
+
     def __init__(self, server: Sequence[str], delivery: Sequence[str] | None, *,
                  graceful: float, env: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 0.1,
