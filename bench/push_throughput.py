@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
-from webhook.testing.processes import delivery_processes, request_workers, tree  # noqa: E402
+from webhook.testing.processes import delivery_processes, kill, request_workers, tree  # noqa: E402
 
 APPID, SECRET, TOKEN = "wx2c2769f8efd9abc2", "bench-secret", "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -138,11 +138,7 @@ class Server:
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            for pid in processes:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill(processes)
             self.process.wait(5)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from webhook.errors import MalformedRequest
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
-from webhook.parsing import parse_body, peek, to_message, transfer_fields
+from webhook.parsing import peek, read_message, transfer_fields
 from webhook.quota import WINDOW_TTL, note_enter, note_message, quota_key
 from webhook.receive import Push, seal
 from webhook.routing import Route, Router
@@ -103,10 +103,14 @@ def read_recorded(entry: InboxEntry) -> Message | None:
     ``inbox_key``); None, with a log line, for one that cannot be read: it was answered,
     but nothing can handle it."""
     try:
-        return to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
+        return _message_of(entry)
     except MalformedRequest as exc:
         log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, exc.reason)
         return None
+
+
+def _message_of(entry: InboxEntry) -> Message:
+    return read_message(entry.payload.encode("utf-8"), entry.format)
 
 
 def log_duplicate(existing: InboxEntry) -> None:
@@ -128,7 +132,7 @@ class Handler:
         """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
         request path, if this process recorded it); returns how many replies were queued."""
         if message is None:
-            message = to_message(parse_body(entry.payload.encode("utf-8"), entry.format))
+            message = _message_of(entry)
         if route is None:
             route = self._router().route(message, appid=entry.appid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,

@@ -19,8 +19,8 @@ from webhook.errors import MalformedRequest
 from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage, Message,
                               MiniProgramPageMessage, TextMessage, UnknownMessage)
 
-__all__ = ["parse_body", "parse_envelope", "peek", "to_message", "message_fields", "render",
-           "cdata", "transfer_fields", "FORMATS"]
+__all__ = ["parse_body", "parse_envelope", "peek", "read_message", "to_message",
+           "message_fields", "render", "cdata", "transfer_fields", "FORMATS"]
 
 FORMATS = ("xml", "json")
 _SPACE = " \t\r\n"  # whitespace, the same set in XML and JSON
@@ -390,6 +390,11 @@ def to_message(fields: Mapping[str, Any]) -> Message:
                from_user=_required(fields, "FromUserName"),
                create_time=_create_time(fields.get("CreateTime")), msg_type=msg_type,
                msg_id=_msg_id(fields.get("MsgId")), extra=tuple(extra), **known)
+
+
+def read_message(body: bytes, fmt: str) -> Message:
+    """The typed Message of a decrypted push body; MalformedRequest if it is not one."""
+    return to_message(parse_body(body, fmt))
 
 
 def message_fields(message: Message) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from webhook.crypto import Cipher, KeyRing
 from webhook.errors import DecryptError, MalformedRequest
 from webhook.messages import Message
-from webhook.parsing import cdata, parse_body, parse_envelope, render, to_message
+from webhook.parsing import cdata, parse_envelope, read_message, render
 from webhook.settings import AppConfig
 from webhook.signature import check_timestamp, signature, verify
 
@@ -36,7 +36,7 @@ class Push:
     @property
     def message(self) -> Message:
         if self._message is None:
-            self._message = to_message(parse_body(self.plaintext, self.format))
+            self._message = read_message(self.plaintext, self.format)
         return self._message
 
 

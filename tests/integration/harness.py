@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from webhook.testing import Emulator, serve
-from webhook.testing.processes import delivery_processes, request_workers, tree
+from webhook.testing.processes import delivery_processes, kill, request_workers, tree
 
 ROOT = Path(__file__).parents[2]
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -106,11 +106,7 @@ class ServerProcess:
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            for pid in processes:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill(processes)
             self.process.wait(5)
 
     def logs(self) -> str:

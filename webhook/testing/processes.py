@@ -4,9 +4,11 @@ wait for one of them. ``root`` is the pid of ``wxpush serve`` or of a gunicorn m
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
-__all__ = ["children", "request_workers", "delivery_processes", "tree"]
+__all__ = ["children", "request_workers", "delivery_processes", "tree", "kill"]
 
 
 def children(pid: int) -> list[int]:
@@ -43,3 +45,12 @@ def tree(root: int) -> list[int]:
         found.append(pid)
         todo += children(pid)
     return found
+
+
+def kill(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still alive: what a server left behind when it would not stop."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
