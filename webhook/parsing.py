@@ -213,6 +213,13 @@ _BYTE_SPACE = _SPACE.encode()
 _PLAIN = bytes(range(0x20, 0x7F)).translate(None, b"<&]")
 
 
+# The envelope as WeChat lays it out, both values in CDATA: one pass. The ToUserName class is
+# _PLAIN as ranges; an Encrypt holds base64 alone.
+_SAFE_ENVELOPE = re.compile(
+    rb"[ \t\r\n]*<xml>[ \t\r\n]*<ToUserName><!\[CDATA\[([ -%'-;=-\\^-~]*)\]\]></ToUserName>"
+    rb"[ \t\r\n]*<Encrypt><!\[CDATA\[([A-Za-z0-9+/=]*)\]\]></Encrypt>[ \t\r\n]*</xml>[ \t\r\n]*")
+
+
 def _xml_envelope(body: bytes) -> dict[str, str] | None:
     """The safe-mode envelope read by hand, or None if the body is anything more complex.
 
@@ -221,6 +228,9 @@ def _xml_envelope(body: bytes) -> dict[str, str] | None:
     ASCII without ``<``, ``&`` or ``]``, so the result is exactly what xmltodict would give
     and no entity, DOCTYPE or markup can hide in it.
     """
+    envelope = _SAFE_ENVELOPE.fullmatch(body)
+    if envelope is not None:
+        return {"ToUserName": envelope[1].decode("ascii"), "Encrypt": envelope[2].decode("ascii")}
     doc = body.strip(_BYTE_SPACE)
     if not (doc.startswith(b"<xml>") and doc.endswith(b"</xml>")):
         return None
@@ -264,17 +274,37 @@ _PLAIN_FIELD = (rf"<(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)>(?:"
                 rf"|([^<&\]{_NOT_CHAR}]*(?:\](?!\]>)[^<&\]{_NOT_CHAR}]*)*))</(?P=name)>")
 _FIELD = re.compile(_PLAIN_FIELD)
 _PLAIN_XML = re.compile(rf"[ \t\n]*<xml>((?:[ \t\n]*{_PLAIN_FIELD})*)[ \t\n]*</xml>[ \t\n]*")
+# A text push laid out as WeChat sends it (protocol.md §3.1), read in one pass over the bytes:
+# ids in printable ASCII, numbers in digits, the Content one CDATA section whose bytes hold no
+# character XML forbids (U+FFFE/U+FFFF are checked once it is decoded). Everything around the
+# Content is ASCII, so decoding the Content checks the whole body is UTF-8.
+_ID = rb"<!\[CDATA\[[!-\\^-~]+\]\]>"
+_TEXT_PUSH = re.compile(
+    rb"[ \t\n]*<xml>[ \t\n]*<ToUserName>" + _ID + rb"</ToUserName>[ \t\n]*"
+    rb"<FromUserName>" + _ID + rb"</FromUserName>[ \t\n]*<CreateTime>[0-9]{1,20}</CreateTime>"
+    rb"[ \t\n]*<MsgType><!\[CDATA\[text\]\]></MsgType>[ \t\n]*<Content><!\[CDATA\["
+    rb"([^\]\x00-\x08\x0b-\x1f]*(?:\](?!\]>)[^\]\x00-\x08\x0b-\x1f]*)*)\]\]></Content>[ \t\n]*"
+    rb"(?:<MsgId>[0-9]{1,20}</MsgId>[ \t\n]*)?</xml>[ \t\n]*")
 
 
 def peek(body: bytes, fmt: str) -> tuple[str, str] | None:
-    """(MsgType, Content) of a push, read with two regex passes instead of a parse: enough
-    for routing to know the push is not a hand-off (Content is "" unless MsgType is text).
+    """(MsgType, Content) of a push, read with regex passes instead of a parse (one for a
+    text push in WeChat's layout, two for any other): enough for routing to know the push is
+    not a hand-off (Content is "" unless MsgType is text).
 
     Only the plain shape every WeChat push has is read: flat fields, each one CDATA section
     or plain text (JSON: strings and integers), the required fields present. Anything else
     gives None, and the caller parses. Whatever ``peek`` reads, ``to_message(parse_body())``
     reads too, without error and with the same MsgType and Content (a property test).
     """
+    if fmt == "xml":
+        text_push = _TEXT_PUSH.fullmatch(body)
+        if text_push is not None:
+            try:
+                content = text_push[1].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            return None if "\ufffe" in content or "\uffff" in content else ("text", content)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

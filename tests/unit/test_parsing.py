@@ -326,18 +326,20 @@ _VALUE = st.text(st.sampled_from("abcAZ09+/= _-<>&]![CDATA\t\né"), max_size=12)
 
 @st.composite
 def envelopes(draw: st.DrawFn) -> bytes:
-    names = draw(st.lists(st.sampled_from(["ToUserName", "Encrypt", "MsgType", "Encrypt "]),
-                          max_size=3))
+    tidy = draw(st.booleans())   # WeChat's layout, both values in CDATA (the one-pass shape)
+    names = ["ToUserName", "Encrypt"] if tidy else draw(st.lists(
+        st.sampled_from(["ToUserName", "Encrypt", "MsgType", "Encrypt "]), max_size=3))
     parts = [draw(_SPACE), draw(st.sampled_from(["<xml>", "<xml >", "<?xml version='1.0'?><xml>"]))]
     for name in names:
         value = draw(_VALUE)
-        if draw(st.booleans()):
+        if tidy or draw(st.booleans()):
             value = f"<![CDATA[{value}]]>"
         parts += [draw(_SPACE), f"<{name}>{value}</{name.strip()}>"]
     parts += [draw(_SPACE), "</xml>", draw(_SPACE)]
     return "".join(parts).encode()
 
 
+@settings(max_examples=300)
 @given(envelopes())
 def test_envelope_fast_path_agrees_with_xmltodict(body: bytes) -> None:
     try:
@@ -451,3 +453,51 @@ def test_what_peek_reads_the_parser_reads_alike(document: tuple[bytes, str]) -> 
     message = to_message(parse_body(body, fmt))
     content = message.content if isinstance(message, TextMessage) else ""
     assert (message.msg_type, content) == peeked
+
+
+_CONTENT = st.text(st.sampled_from("ab 人工\t\n\r]>[<&\x01\x7f\ufffe\uffff"), max_size=12)
+
+
+@st.composite
+def text_pushes(draw: st.DrawFn) -> bytes:
+    """Text pushes in WeChat's layout (the one-pass shape), with Content that may hold
+    markup, CDATA ends, forbidden characters or invalid UTF-8, ids and times that may not be
+    plain."""
+    space = st.sampled_from(["", "\n", " \t\n"])
+    tidy = draw(st.booleans())   # else the ids and numbers may stray from the shape
+    ident = st.sampled_from(["gh_0123456789ab", "o6_x-Y", *([] if tidy else ["a]b", "", "a b", "ä"])])
+    number = st.sampled_from(["1714112445", "0", *([] if tidy else ["1" * 21, "", "x"])])
+    content = draw(_CONTENT).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 5)) == 0:
+        content += draw(st.sampled_from([b"\xff", b"\xe4\xba", b"]]>", b"\x00"]))
+    parts = [b"<xml>", f"<ToUserName><![CDATA[{draw(ident)}]]></ToUserName>".encode(),
+             f"<FromUserName><![CDATA[{draw(ident)}]]></FromUserName>".encode(),
+             f"<CreateTime>{draw(number)}</CreateTime>".encode(),
+             f"<MsgType><![CDATA[{'text' if tidy else draw(st.sampled_from(['text', 'image']))}]]></MsgType>".encode(),
+             b"<Content><![CDATA[" + content + b"]]></Content>"]
+    if draw(st.booleans()):
+        parts.append(f"<MsgId>{draw(number)}</MsgId>".encode())
+    parts.append(b"</xml>")
+    return draw(space).encode() + b"".join(part + draw(space).encode() for part in parts)
+
+
+@settings(max_examples=500)
+@given(text_pushes())
+def test_one_pass_text_peek_agrees_with_the_parser(body: bytes) -> None:
+    peeked = peek(body, "xml")
+    try:
+        message = to_message(parse_body(body, "xml"))
+    except MalformedRequest:
+        assert peeked is None
+        return
+    if peeked is not None:
+        content = message.content if isinstance(message, TextMessage) else ""
+        assert (message.msg_type, content) == peeked
+
+
+def test_one_pass_text_peek_reads_wechats_layout() -> None:
+    body = ("<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName>\n"
+            "<FromUserName><![CDATA[o6_bench]]></FromUserName><CreateTime>1714112445</CreateTime>"
+            "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[转人工 a]b\n]]></Content>"
+            "<MsgId>6054768590064713728</MsgId></xml>").encode()
+    assert peek(body, "xml") == ("text", "转人工 a]b\n")
