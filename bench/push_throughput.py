@@ -295,8 +295,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--pushes", type=int, default=100_000,
-                        help="distinct pushes per round (default 100,000)")
+    parser.add_argument("--pushes", type=int, default=160_000,
+                        help="distinct pushes per round (default 160,000)")
     parser.add_argument("--users", type=int, default=5_000, help="distinct senders (default 5,000)")
     parser.add_argument("--ask-every", type=int, default=10,
                         help="one push in N asks a keyword rule and gets a reply (default 10)")

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -227,6 +228,17 @@ def test_background_threads_yield_the_cpu_to_answers(tmp_path, emulator):
     assert {name.rsplit("-", 1)[0] for name in nice} >= {"wxpush-sweep", "wxpush-ingest",
                                                          "wxpush-send"}
     assert set(nice.values()) == {lowered}
+
+
+def test_a_started_worker_hands_the_gil_over_within_a_millisecond(tmp_path, emulator):
+    app, _, _ = build(tmp_path, emulator, delivers=False)
+    before = sys.getswitchinterval()
+    app.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        app.stop()
+        sys.setswitchinterval(before)
 
 
 # --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------
