@@ -213,11 +213,12 @@ _BYTE_SPACE = _SPACE.encode()
 _PLAIN = bytes(range(0x20, 0x7F)).translate(None, b"<&]")
 
 
-# The envelope as WeChat lays it out, both values in CDATA: one pass. The ToUserName class is
-# _PLAIN as ranges; an Encrypt holds base64 alone.
+# The envelope as WeChat lays it out, both values in CDATA: one pass. ToUserName holds _PLAIN
+# bytes, an Encrypt base64 alone.
 _SAFE_ENVELOPE = re.compile(
-    rb"[ \t\r\n]*<xml>[ \t\r\n]*<ToUserName><!\[CDATA\[([ -%'-;=-\\^-~]*)\]\]></ToUserName>"
-    rb"[ \t\r\n]*<Encrypt><!\[CDATA\[([A-Za-z0-9+/=]*)\]\]></Encrypt>[ \t\r\n]*</xml>[ \t\r\n]*")
+    rb"[ \t\r\n]*<xml>[ \t\r\n]*<ToUserName><!\[CDATA\[([" + re.escape(_PLAIN) + rb"]*)\]\]>"
+    rb"</ToUserName>[ \t\r\n]*<Encrypt><!\[CDATA\[([A-Za-z0-9+/=]*)\]\]></Encrypt>[ \t\r\n]*"
+    rb"</xml>[ \t\r\n]*")
 
 
 def _xml_envelope(body: bytes) -> dict[str, str] | None:
@@ -266,12 +267,20 @@ def _xml_envelope(body: bytes) -> dict[str, str] | None:
 # --- peek: what routing needs to know before answering, without a Message -------------------
 
 # Characters XML forbids (expat refuses them) and CR (expat rewrites it): none may appear.
-_NOT_CHAR = r"\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff"
+_NOT_ASCII_CHAR = r"\x00-\x08\x0b\x0c\x0e-\x1f\r"
+_NOT_CHAR = _NOT_ASCII_CHAR + r"\ufffe\uffff"
+
+
+def _no_cdata_end(excluded: str) -> str:
+    """Characters outside ``excluded`` and "]", and "]" not starting "]]>"."""
+    return rf"[^\]{excluded}]*(?:\](?!\]>)[^\]{excluded}]*)*"
+
+
 # A field of the plain shape: one CDATA section, or text with no markup or entity, holding
 # no "]]>" either way; its value is then exactly the characters between the tags.
 _PLAIN_FIELD = (rf"<(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)>(?:"
-                rf"<!\[CDATA\[([^\]{_NOT_CHAR}]*(?:\](?!\]>)[^\]{_NOT_CHAR}]*)*)\]\]>"
-                rf"|([^<&\]{_NOT_CHAR}]*(?:\](?!\]>)[^<&\]{_NOT_CHAR}]*)*))</(?P=name)>")
+                rf"<!\[CDATA\[({_no_cdata_end(_NOT_CHAR)})\]\]>"
+                rf"|({_no_cdata_end('<&' + _NOT_CHAR)}))</(?P=name)>")
 _FIELD = re.compile(_PLAIN_FIELD)
 _PLAIN_XML = re.compile(rf"[ \t\n]*<xml>((?:[ \t\n]*{_PLAIN_FIELD})*)[ \t\n]*</xml>[ \t\n]*")
 # A text push laid out as WeChat sends it (protocol.md §3.1), read in one pass over the bytes:
@@ -283,7 +292,7 @@ _TEXT_PUSH = re.compile(
     rb"[ \t\n]*<xml>[ \t\n]*<ToUserName>" + _ID + rb"</ToUserName>[ \t\n]*"
     rb"<FromUserName>" + _ID + rb"</FromUserName>[ \t\n]*<CreateTime>[0-9]{1,20}</CreateTime>"
     rb"[ \t\n]*<MsgType><!\[CDATA\[text\]\]></MsgType>[ \t\n]*<Content><!\[CDATA\["
-    rb"([^\]\x00-\x08\x0b-\x1f]*(?:\](?!\]>)[^\]\x00-\x08\x0b-\x1f]*)*)\]\]></Content>[ \t\n]*"
+    rb"(" + _no_cdata_end(_NOT_ASCII_CHAR).encode() + rb")\]\]></Content>[ \t\n]*"
     rb"(?:<MsgId>[0-9]{1,20}</MsgId>[ \t\n]*)?</xml>[ \t\n]*")
 
 
