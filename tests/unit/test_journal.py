@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from webhook.store.base import InboxEntry
-from webhook.store.journal import READER_LOCK, SUFFIX, Journal
+from webhook.store.journal import READER_LOCK, SUFFIX, Journal, _encode
 from webhook.store.sqlite import SqliteStore
 
 
@@ -168,15 +168,56 @@ def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_pat
     journal.close()
 
 
-def test_a_torn_line_is_skipped(tmp_path) -> None:
+def written_end(path: Path) -> int:
+    """Where a journal file's written part ends (its first NUL)."""
+    data = path.read_bytes()
+    return data.index(b"\0") if b"\0" in data else len(data)
+
+
+def test_a_line_is_read_once_every_byte_of_it_has_landed_in_any_order(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
     journal.append(*entry("wx1:ok"))
-    name = journals(tmp_path, "j")[0]
-    with open(tmp_path / "j" / name, "ab") as file:
-        file.write(b'1.5\twx1\txm\n')
-    journal.append(*entry("wx1:after"))
-    assert keys_read(journal) == ["wx1:ok", "wx1:after"]
+    path = tmp_path / "j" / journals(tmp_path, "j")[0]
+    line = _encode(*entry("wx1:late"))
+    at = written_end(path)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, line[10:], at + 10)      # the end of a copy lands before its start
+        assert keys_read(journal) == ["wx1:ok"]
+        assert keys_read(journal) == []
+        os.pwrite(fd, line[:10], at)
+    finally:
+        os.close(fd)
+    assert keys_read(journal) == ["wx1:late"]
     journal.close()
+
+
+def test_a_line_torn_by_its_writers_death_is_dropped_with_the_file(tmp_path) -> None:
+    pid = os.fork()
+    if pid == 0:   # a worker killed in the middle of copying its second push
+        journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+        journal.append(*entry("wx1:ok"))
+        path = tmp_path / "j" / journals(tmp_path, "j")[0]
+        fd = os.open(path, os.O_WRONLY)
+        line = _encode(*entry("wx1:torn"))
+        os.pwrite(fd, line[:8] + b"\0" + line[9:], written_end(path))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    reader = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    assert keys_read(reader) == ["wx1:ok"]
+    assert journals(tmp_path, "j") == []
+    reader.close()
+
+
+def test_a_file_written_by_plain_appends_is_read_to_its_end(tmp_path) -> None:
+    """Journals of an earlier release: lines appended with write(), no allocated tail."""
+    os.makedirs(tmp_path / "j")
+    (tmp_path / "j" / f"1-old{SUFFIX}").write_bytes(
+        _encode(*entry("wx1:1")) + _encode(*entry("wx1:2")) + b"1.5\twx1\txm")
+    reader = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    assert keys_read(reader) == ["wx1:1", "wx1:2"]
+    assert journals(tmp_path, "j") == []
+    reader.close()
 
 
 def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_path) -> None:
@@ -196,17 +237,18 @@ def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_pa
     store.close()
 
 
-def test_after_a_failed_write_the_next_push_goes_to_a_new_file(tmp_path) -> None:
-    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    journal.append(*entry("wx1:1"))
-    name = journals(tmp_path, "j")[0]
-    os.close(journal._fd)                        # the file can no longer be written
-    journal._fd = os.open(tmp_path / "j" / name, os.O_RDONLY)
+def test_a_push_no_file_can_take_is_refused_and_the_next_one_is_kept(tmp_path) -> None:
+    directory = tmp_path / "j"
+    journal = Journal(str(directory), offset=lambda name: 0, max_bytes=60)
+    journal.append(*entry("wx1:1"))              # the first file has no room for another
+    directory.rename(tmp_path / "away")          # no new file can be made
     with pytest.raises(OSError):
         journal.append(*entry("wx1:lost"))
+    (tmp_path / "away").rename(directory)
     journal.append(*entry("wx1:2"))
     assert len(journals(tmp_path, "j")) == 2
     assert sorted(keys_read(journal)) == ["wx1:1", "wx1:2"]
+    assert [n for n in os.listdir(directory) if n.endswith(".new")] == []
     journal.close()
 
 

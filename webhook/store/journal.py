@@ -3,11 +3,19 @@ inbox in batches by the background.
 
 A SQLite commit costs the request path far more than the rest of a push (a write turn on the
 file, several pages into the WAL, and every statement a GIL hand-off between the request
-threads). One ``write()`` of one line to a file opened ``O_APPEND`` is as durable against a
-process crash as a WAL commit with ``synchronous=NORMAL``: both sit in the OS page cache. So
-the request path appends the push here and answers; the background ingests the files' new
-lines in one transaction, deduplicating them by key (a retry's line finds the first one's
-row), and stores how far it read in that same transaction, so each line counts once.
+threads). A line copied into a file mapped ``MAP_SHARED`` is as durable against a process
+crash as a WAL commit with ``synchronous=NORMAL``: both sit in the OS page cache. So the
+request path copies the push into its process's journal and answers; the background ingests
+the files' new lines in one transaction, deduplicating them by key (a retry's line finds the
+first one's row), and stores how far it read in that same transaction, so each line counts
+once. A copy into memory keeps the GIL, where a ``write()`` hands it to another request
+thread and waits to get it back, on every push.
+
+Each file is allocated whole (``posix_fallocate``, so a full disk refuses a new file instead
+of killing the writer at a page fault) and reads as zeros until written; a line never holds
+a NUL byte (it is escaped), and each byte is written once. So the written part of a file ends
+at its first NUL, and a line is whole once no NUL is left before its newline, whatever order
+another process sees the bytes of a copy land in.
 
 Each writing process appends to its own file in ``<db>-inbox/`` and holds an ``flock`` on it
 while it lives. One process of the host reads every file: whichever holds the ``flock`` of
@@ -21,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import fcntl
+import mmap
 import os
 import re
 import threading
@@ -32,7 +41,7 @@ from webhook.store.base import InboxEntry
 __all__ = ["Journal", "Chunk"]
 
 SUFFIX = ".journal"
-MAX_BYTES = 64 << 20   # a writer moves to a new file past this size
+MAX_BYTES = 4 << 20    # the size of a file: a writer moves to a new one when it is full
 READ_BYTES = 256 << 10  # at most this much of one file per ingest
 SCAN_EVERY = 1.0       # seconds between looks for files whose writer is gone
 UNNAMED_AGE = 60.0     # seconds after which a file never named is a dead writer's
@@ -51,14 +60,15 @@ class Chunk:
 
 
 # A line: received_at, appid, format, answer, payload, tab-separated; the answer and the
-# payload with backslash, newline and tab escaped. (The payload is written as it was
+# payload with backslash, newline, tab and NUL escaped. (The payload is written as it was
 # decrypted: escaping bytes costs the request path far less than encoding JSON.)
-_UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\t": b"\t"}
-_ESCAPED = re.compile(rb"\\[\\nt]")
+_UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\t": b"\t", b"\\0": b"\0"}
+_ESCAPED = re.compile(rb"\\[\\nt0]")
 
 
 def _escape(data: bytes) -> bytes:
-    return data.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\t", b"\\t")
+    return (data.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\t", b"\\t")
+            .replace(b"\0", b"\\0"))
 
 
 def _unescape(data: bytes) -> bytes:
@@ -95,9 +105,11 @@ class Journal:
         self._read_lock = threading.Lock()
         self._pid = os.getpid()                # whose files the fields below are
         self._fd: int | None = None            # this process's file, flocked
+        self._map: mmap.mmap | None = None     # ... mapped for writing
         self._name = ""
-        self._size = 0
+        self._size = 0                         # bytes of it written
         self._positions: dict[str, int] = {}   # name -> offset read and committed
+        self._maps: dict[str, mmap.mmap] = {}  # name -> file mapped for reading
         self._held: dict[str, int] = {}        # files whose writer is gone -> their flocked fd
         self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
@@ -106,50 +118,58 @@ class Journal:
     # -- request path -----------------------------------------------------------------------
     def append(self, appid: str, fmt: str, payload: bytes, answer: str,
                received_at: float) -> None:
-        """One line, one ``write()``; raises OSError if it could not be written whole."""
+        """One line, copied into the mapped file; raises OSError if no file can hold it."""
         line = _encode(appid, fmt, payload, answer, received_at)
         with self._write_lock:
             self._after_fork()
-            if self._fd is None or self._size >= self._max_bytes:
-                self._open()
-            try:
-                written = os.write(self._fd, line)
-            except OSError:
-                written = -1
-            if written != len(line):
-                # A full disk, say. Later lines go to a new file, so a torn end stays the
-                # end of this one, where the reader skips it.
-                name = self._name
-                self._close_own()
-                raise OSError(f"journal {name}: line not written whole")
-            self._size += written
+            end = self._size + len(line)
+            if self._map is None or end > len(self._map):
+                self._open(len(line))
+                end = len(line)
+            self._map[self._size:end] = line
+            self._size = end
 
     def _close_own(self) -> None:
+        if self._map is not None:
+            self._map.close()
         if self._fd is not None:
             os.close(self._fd)   # its lock goes with it: the file is read to the end elsewhere
-        self._fd, self._name = None, ""
+        self._fd, self._map, self._name = None, None, ""
 
     def _after_fork(self) -> None:
         """A forked child starts afresh: the parent's files (and locks) stay the parent's.
-        Closing the child's copies of their descriptors leaves the parent's locks held."""
+        Closing the child's copies of their descriptors and mappings leaves the parent's
+        locks held and its file written."""
         if self._pid == os.getpid():
             return
+        for mapped in [self._map, *self._maps.values()]:
+            if mapped is not None:
+                mapped.close()
         for fd in [self._fd, self._reader, *self._held.values()]:
             if fd is not None:
                 os.close(fd)
-        self._fd, self._name, self._held, self._positions = None, "", {}, {}
-        self._reader = None
+        self._fd, self._map, self._name, self._held, self._positions = None, None, "", {}, {}
+        self._maps, self._reader = {}, None
         self._pid = os.getpid()
 
-    def _open(self) -> None:
-        """A new file, locked before it gets its name so no ingester takes it for orphaned."""
+    def _open(self, need: int) -> None:
+        """A new file of at least ``need`` bytes, allocated and locked before it gets its name,
+        so no ingester takes it for orphaned."""
         self._close_own()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         temporary = os.path.join(self.directory, name + ".new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = max(self._max_bytes, need)
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.posix_fallocate(fd, 0, size)   # ENOSPC here, not SIGBUS at a later page fault
+            mapped = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary)
+            raise
         os.rename(temporary, os.path.join(self.directory, name))
-        self._fd, self._name, self._size = fd, name, 0
+        self._fd, self._map, self._name, self._size = fd, mapped, name, 0
 
     # -- background -------------------------------------------------------------------------
     def read(self) -> list[Chunk]:
@@ -187,12 +207,13 @@ class Journal:
             if not name.endswith(SUFFIX):
                 continue
             try:
-                with open(os.path.join(self.directory, name), "rb") as file:
-                    file.seek(self._offset(name))
-                    for block in iter(lambda: file.read(1 << 20), b""):
-                        count += block.count(b"\n")
+                mapped = _map_for_reading(os.path.join(self.directory, name))
             except FileNotFoundError:   # read to the end and deleted meanwhile
                 continue
+            if mapped is not None:
+                with mapped:
+                    position = self._offset(name)
+                    count += mapped[position:_written(mapped, position)].count(b"\n")
         return count
 
     def close(self) -> None:
@@ -201,6 +222,9 @@ class Journal:
             self._close_own()
             for name in list(self._held):
                 self._release(name, delete=False)
+            for mapped in self._maps.values():
+                mapped.close()
+            self._maps = {}
             if self._reader is not None:
                 os.close(self._reader)   # another process may read now
                 self._reader = None
@@ -221,7 +245,7 @@ class Journal:
 
     def _take_orphans(self, own: str) -> None:
         for name in sorted(os.listdir(self.directory)):
-            # A writer that died between creating and naming its file left it empty. (A
+            # A writer that died between creating and naming its file left it unnamed. (A
             # young one may be a writer about to lock it.)
             unnamed = name.endswith(SUFFIX + ".new")
             if not (name.endswith(SUFFIX) or unnamed) or name in self._held or name == own:
@@ -247,33 +271,39 @@ class Journal:
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self._offset(name)
-        path = os.path.join(self.directory, name)
-        try:
-            if not final and os.stat(path).st_size <= position:
-                return None                   # a live file with nothing new: the usual case
-            with open(path, "rb") as file:
-                size = os.fstat(file.fileno()).st_size
-                file.seek(position)
-                data = file.read(READ_BYTES)
-                if len(data) == READ_BYTES and b"\n" not in data:
-                    data += file.readline()   # one line longer than a read: take it whole
-        except FileNotFoundError:
-            self._release(name, delete=False)
-            return None
-        whole = data.rfind(b"\n") + 1
-        at_end = position + len(data) >= size
-        if whole == 0 and not (final and at_end):
-            return None
+        mapped = self._maps.get(name)
+        if mapped is None:
+            try:
+                mapped = _map_for_reading(os.path.join(self.directory, name))
+            except FileNotFoundError:
+                self._release(name, delete=False)
+                return None
+            if mapped is None:        # empty: nothing was ever written to it
+                return Chunk(name, 0, final=True) if final else None
+            self._maps[name] = mapped
+        end = _written(mapped, position)
+        if end == position and not final:
+            return None               # a live file with nothing new: the usual case
+        # Whole lines up to READ_BYTES, or the one line that is longer.
+        whole = mapped.rfind(b"\n", position, min(end, position + READ_BYTES)) + 1 \
+            or mapped.find(b"\n", position, end) + 1
+        if not whole:
+            # Nothing whole yet; a gone writer's file ends here (in a line torn by its death).
+            return Chunk(name, position, final=True) if final else None
         entries = []
-        for line in data[:whole].splitlines():
+        for line in mapped[position:whole].splitlines():
             try:
                 entries.append(_decode(line))
-            except ValueError:   # a torn line (short write): its push got a 503
+            except ValueError:   # not a line this journal writes
                 continue
-        return Chunk(name, position + whole, entries, final=final and at_end)
+        return Chunk(name, whole, entries,
+                     final=final and mapped.find(b"\n", whole, end) < 0)
 
     def _release(self, name: str, *, delete: bool) -> None:
         fd = self._held.pop(name, None)
+        mapped = self._maps.pop(name, None)
+        if mapped is not None:
+            mapped.close()
         if delete:
             try:
                 os.unlink(os.path.join(self.directory, name))
@@ -282,3 +312,19 @@ class Journal:
         if fd is not None:
             os.close(fd)
         self._positions.pop(name, None)
+
+
+def _map_for_reading(path: str) -> mmap.mmap | None:
+    """The file mapped read-only (None if it is empty); FileNotFoundError if it is gone."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+    finally:
+        os.close(fd)
+
+
+def _written(mapped: mmap.mmap, position: int) -> int:
+    """Where the written part of a file ends: at its first NUL from ``position`` on."""
+    end = mapped.find(b"\0", position)
+    return len(mapped) if end < 0 else end
