@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -217,6 +218,15 @@ def test_a_file_written_by_plain_appends_is_read_to_its_end(tmp_path) -> None:
     reader = Journal(str(tmp_path / "j"), offset=lambda name: 0)
     assert keys_read(reader) == ["wx1:1", "wx1:2"]
     assert journals(tmp_path, "j") == []
+    # One still written that way (by a worker of that release) is followed as it grows.
+    live = tmp_path / "j" / f"2-live{SUFFIX}"
+    live.write_bytes(_encode(*entry("wx1:3")))
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert keys_read(reader) == ["wx1:3"]
+        with open(live, "ab") as file:
+            file.write(_encode(*entry("wx1:4")))
+        assert keys_read(reader) == ["wx1:4"]
     reader.close()
 
 

@@ -271,10 +271,16 @@ class Journal:
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self._offset(name)
+        path = os.path.join(self.directory, name)
         mapped = self._maps.get(name)
+        if mapped is not None and _written(mapped, position) == len(mapped) \
+                and os.stat(path).st_size > len(mapped):
+            del self._maps[name]      # grown by write() (an earlier release's writer)
+            mapped.close()
+            mapped = None
         if mapped is None:
             try:
-                mapped = _map_for_reading(os.path.join(self.directory, name))
+                mapped = _map_for_reading(path)
             except FileNotFoundError:
                 self._release(name, delete=False)
                 return None
