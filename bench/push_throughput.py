@@ -1,6 +1,6 @@
 """Push throughput of a real ``wxpush serve`` against two baselines on the same gunicorn settings.
 
-    python bench/push_throughput.py [--seconds 10] [--rounds 3] [--connections 32]
+    python bench/push_throughput.py [--seconds 10] [--slices 5] [--rounds 3] [--connections 32]
 
 Serves encrypted (safe mode) XML text pushes with three servers started by this script from
 the project's gunicorn.conf.py (same bind host, workers, worker_class, threads, keepalive:
@@ -13,16 +13,22 @@ WXPUSH_WORKERS / WXPUSH_WORKER_CLASS / WXPUSH_THREADS apply to all three):
 - wxpush:   ``wxpush serve`` with its real config: SQLite store (durable inbox), a rules file,
             api_base pointing at the WeChat API emulator served in this process.
 
-wrk (Debian package) drives each in turn, round after round, with the same load; every request
-is a distinct push (bench/pushes.lua walks a file of pre-built pushes), so dedupe never
-shortcuts the work. Then pushes at a steady rate measure push -> reply sent at the emulator,
-and the workers' RSS is read from /proc. Prints figures and PASS/FAIL against the targets.
+wrk (Debian package) drives each in turn with the same load; every request is a distinct push
+(bench/pushes.lua walks a file of pre-built pushes), so dedupe never shortcuts the work. A
+round gives each server its seconds in short slices, alternating (floor, wechatpy, wxpush,
+wechatpy, wxpush, floor, ...): this machine's speed drifts by tens of percent from one
+10-second stretch to the next, so the three must share the same stretches to be compared.
+A round's figure for a server merges its slices (requests over time; latency percentiles
+over all its requests), and a ratio is the median of the rounds' ratios. Then pushes at a
+steady rate measure push -> reply sent at the emulator, and the workers' RSS is read from
+/proc. Prints figures and PASS/FAIL against the targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import runpy
 import shutil
@@ -43,6 +49,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from webhook.store.journal import Journal  # noqa: E402
 from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
 from webhook.testing.processes import delivery_processes, kill, request_workers, tree  # noqa: E402
 
@@ -194,39 +201,38 @@ def write_pushes(path: Path, builder: PushBuilder, count: int, users: list[str],
 
 
 def run_wrk(server: Server, pushes: Path, *, seconds: float, threads: int,
-            connections: int) -> dict:
-    env = {**os.environ, "BENCH_PUSHES": str(pushes), "BENCH_THREADS": str(threads)}
-    cpu, started = server.cpu_seconds(), time.monotonic()
+            connections: int, loading: float = 1.0) -> dict:
+    """One wrk run of ``seconds`` (whole seconds), sending from ``loading`` s after its start,
+    once every thread has loaded the pushes (bench/pushes.lua); rate and CPU over that time."""
+    start = time.time() + loading
+    env = {**os.environ, "BENCH_PUSHES": str(pushes), "BENCH_THREADS": str(threads),
+           "BENCH_START_US": str(int(start * 1e6))}
+    cpu = server.cpu_seconds()
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-         "-s", str(ROOT / "bench" / "pushes.lua"), server.url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{math.ceil(loading + seconds)}s",
+         "--timeout", "10s", "-s", str(ROOT / "bench" / "pushes.lua"), server.url],
         env=env, capture_output=True, text=True, timeout=seconds + 120)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
     result = json.loads(line[len("BENCH "):])
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["cores"] = (server.cpu_seconds() - cpu) / (time.monotonic() - started)
+    active = result["active_us"] / 1e6
+    result["rps"] = result["requests"] / active
+    result["cores"] = (server.cpu_seconds() - cpu) / active
     return result
 
 
 def backlog(db: Path) -> tuple[int, int, int]:
-    """(journal bytes not yet ingested, inbox rows still pending, outbox rows not yet sent or
-    dead) in wxpush's store."""
+    """(pushes in the journal not yet ingested, inbox rows still pending, outbox rows not yet
+    sent or dead) in wxpush's store."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         inbox = conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0]
         outbox = conn.execute("SELECT count(*) FROM outbox "
                               "WHERE state IN ('pending', 'sending')").fetchone()[0]
         read = dict(conn.execute("SELECT substr(key, 9), CAST(value AS INTEGER) FROM kv "
                                  "WHERE key LIKE 'journal:%'").fetchall())
-    journals = Path(f"{db}-inbox")
-    unread = 0
-    for file in journals.glob("*.journal") if journals.is_dir() else ():
-        try:
-            unread += file.stat().st_size - read.get(file.name, 0)
-        except FileNotFoundError:   # read to the end and deleted meanwhile
-            pass
-    return unread, inbox, outbox
+    journal = Journal(f"{db}-inbox", offset=lambda name: read.get(name, 0))
+    return journal.waiting(), inbox, outbox
 
 
 def wait_drained(db: Path, timeout: float = 180.0) -> float:
@@ -279,6 +285,47 @@ def reply_latency(server: Server, emulator: Emulator, builder: PushBuilder, *, r
     return latencies, count - len(latencies) + len(failures)
 
 
+def merge(runs: list[dict]) -> dict:
+    """One figure for a server's slices of a round: requests over the time they took, CPU over
+    that time, and latency percentiles of all their requests (each slice's 999 quantiles
+    weighted by its request count)."""
+    requests = sum(r["requests"] for r in runs)
+    seconds = sum(r["active_us"] for r in runs) / 1e6
+    points = sorted((q, r["requests"] / len(r["quantiles_us"]))
+                    for r in runs for q in r["quantiles_us"])
+
+    def at(fraction: float) -> float:
+        total = 0.0
+        for value, weight in points:
+            total += weight
+            if total >= fraction * requests:
+                return value / 1000
+        return points[-1][0] / 1000
+
+    return {"rps": requests / seconds, "p50": at(0.50), "p99": at(0.99),
+            "cores": sum(r["cores"] * r["active_us"] for r in runs) / 1e6 / seconds}
+
+
+def notes(name: str, runs: list[dict]) -> str:
+    """What a round's runs went through besides answering 200s."""
+    text = ""
+    non200 = sum(r["non200"] for r in runs)
+    if non200:
+        statuses = sorted({s for r in runs for s in r["statuses"]})
+        text += f"  non-200 {non200} (HTTP {', '.join(statuses)})"
+    errors = sum(r[k] for r in runs for k in ("connect", "read", "write", "timeout"))
+    text += f"  socket errors {errors}" if errors else ""
+    late = sum(r["late_threads"] for r in runs)
+    text += f"  ({late} wrk threads loaded late)" if late else ""
+    wrapped = sum(r["wrapped"] for r in runs)
+    if wrapped:   # only wxpush dedupes; the baselines may cycle
+        text += (f"  WRAPPED {wrapped}x (dedupe hit)" if name == "wxpush"
+                 else f"  (cycled the pushes {wrapped}x)")
+    if name == "wxpush":
+        text += f"  background drained in {max(r['drain_s'] for r in runs):.1f} s at most"
+    return text
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
@@ -290,13 +337,16 @@ def verdict(ok: bool) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run (default 10)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="load per server and round (default 10)")
+    parser.add_argument("--slices", type=int, default=5,
+                        help="wrk runs per server and round, alternating (default 5)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up run per server")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--pushes", type=int, default=160_000,
-                        help="distinct pushes per round (default 160,000)")
+                        help="distinct pushes per server and round (default 160,000)")
     parser.add_argument("--users", type=int, default=5_000, help="distinct senders (default 5,000)")
     parser.add_argument("--ask-every", type=int, default=10,
                         help="one push in N asks a keyword rule and gets a reply (default 10)")
@@ -338,7 +388,8 @@ def main() -> int:
                                    env, work / "wxpush.log", workers)
         print(f"push throughput: {os.cpu_count()} CPUs, gunicorn.conf.py with "
               + ", ".join(f"{k}={v}" for k, v in settings.items())
-              + f"; wrk -t{args.threads} -c{args.connections}, {args.seconds:g} s per run")
+              + f"; wrk -t{args.threads} -c{args.connections}; per round each server "
+              f"{args.slices} x {args.seconds / args.slices:g} s, alternating")
         print(f"  wechatpy baseline: {about if python else 'SKIPPED: ' + about}")
         print(f"  wxpush: safe-mode XML, SQLite store {db}, 2 keyword rules (fallback off); "
               f"1 push in {args.ask_every} gets a reply sent to the emulator; "
@@ -352,63 +403,63 @@ def main() -> int:
             emulator.notify_push(APPID, {"FromUserName": user, "MsgType": "text",
                                          "CreateTime": int(time.time())})
         builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
-        results: dict[str, list[dict]] = {name: [] for name in servers}
         order = list(servers)
+        slice_seconds = args.seconds / args.slices
+        rounds: list[dict[str, dict]] = []
         for round_no in range(args.rounds + 1):
             warmup = round_no == 0
-            pushes = work / f"pushes-{round_no}.bin"   # fresh timestamps, fresh MsgIds
-            write_pushes(pushes, builder, args.pushes if not warmup else args.pushes // 4,
-                         users, args.ask_every)
-            rotated = order[round_no % len(order):] + order[:round_no % len(order)]
-            for name in rotated:
-                result = run_wrk(servers[name], pushes, threads=args.threads,
-                                 connections=args.connections,
-                                 seconds=args.warmup if warmup else args.seconds)
-                drained = wait_drained(db) if name == "wxpush" else 0.0
-                result["drain_s"] = drained
-                time.sleep(1.0)
-                label = "warm-up" if warmup else f"round {round_no}"
-                extra = (f"  non-200 {result['non200']} {result['statuses'] or ''}"
-                         if result["non200"] else "")
-                errors = sum(result[k] for k in ("connect", "read", "write", "timeout"))
-                extra += f"  socket errors {errors}" if errors else ""
-                if result["wrapped"]:   # only wxpush dedupes; the baselines may cycle
-                    extra += (f"  WRAPPED {result['wrapped']}x (dedupe hit)" if name == "wxpush"
-                              else f"  (cycled the pushes {result['wrapped']}x)")
-                extra += f"  background drained in {drained:.1f} s" if name == "wxpush" else ""
-                print(f"  {label:<8} {name:<9} {result['rps']:8.0f} req/s   "
-                      f"p50 {result['p50_us'] / 1000:6.2f} ms   p99 {result['p99_us'] / 1000:6.2f} ms"
-                      f"   server CPU {result['cores']:.2f} cores{extra}", flush=True)
-                if not warmup:
-                    results[name].append(result)
-            pushes.unlink()
+            runs: dict[str, list[dict]] = {name: [] for name in order}
+            for slice_no in range(1 if warmup else args.slices):
+                # Fresh timestamps and MsgIds for every run; the order turns each slice.
+                turn = (round_no + slice_no) % len(order)
+                for name in order[turn:] + order[:turn]:
+                    pushes = work / "pushes.bin"
+                    write_pushes(pushes, builder, args.pushes // args.slices, users,
+                                 args.ask_every)
+                    result = run_wrk(servers[name], pushes, threads=args.threads,
+                                     connections=args.connections,
+                                     seconds=args.warmup if warmup else slice_seconds)
+                    pushes.unlink()
+                    result["drain_s"] = wait_drained(db) if name == "wxpush" else 0.0
+                    time.sleep(0.5)
+                    runs[name].append(result)
+            label = "warm-up" if warmup else f"round {round_no}"
+            merged = {name: merge(rs) for name, rs in runs.items()}
+            for name in order:
+                m = merged[name]
+                print(f"  {label:<8} {name:<9} {m['rps']:8.0f} req/s   p50 {m['p50']:6.2f} ms   "
+                      f"p99 {m['p99']:6.2f} ms   server CPU {m['cores']:.2f} cores"
+                      f"{notes(name, runs[name])}", flush=True)
+            if not warmup:
+                rounds.append(merged)
 
-        med = {name: {"rps": statistics.median(r["rps"] for r in rs),
-                      "p50": statistics.median(r["p50_us"] for r in rs) / 1000,
-                      "p99": statistics.median(r["p99_us"] for r in rs) / 1000}
-               for name, rs in results.items()}
         print(f"\n  {'server':<9} " + "".join(f"{'round ' + str(i + 1):>24}"
                                              for i in range(args.rounds))
               + f"{'median':>24}")
-        for name, rs in results.items():
-            cells = "".join(f"{r['rps']:>8.0f} {r['p50_us'] / 1000:>6.2f}/{r['p99_us'] / 1000:<6.2f}ms"
-                            .rjust(24) for r in rs)
-            m = med[name]
-            median = f"{m['rps']:>8.0f} {m['p50']:>6.2f}/{m['p99']:<6.2f}ms"
-            print(f"  {name:<9} {cells}{median:>24}")
-        print("  (cells: req/s  p50/p99 latency)\n")
-        ours = med["wxpush"]
-        if "wechatpy" in med:
-            ratio = ours["rps"] / med["wechatpy"]["rps"]
-            print(f"  wxpush / wechatpy  {ratio:5.2f}x   target >= {TARGET_VS_WECHATPY:.2f}x  "
-                  f"{verdict(ratio >= TARGET_VS_WECHATPY)}")
+        med = {}
+        for name in order:
+            cells = [(r[name]["rps"], r[name]["p50"], r[name]["p99"]) for r in rounds]
+            med[name] = tuple(statistics.median(c[i] for c in cells) for i in range(3))
+            row = "".join(f"{rps:>8.0f} {p50:>6.2f}/{p99:<6.2f}ms".rjust(24)
+                          for rps, p50, p99 in [*cells, med[name]])
+            print(f"  {name:<9} {row}")
+        print("  (cells: req/s  p50/p99 latency; ratios: the median of the rounds' ratios)\n")
+
+        def ratio(other: str) -> float:
+            return statistics.median(r["wxpush"]["rps"] / r[other]["rps"] for r in rounds)
+
+        if "wechatpy" in servers:
+            vs = ratio("wechatpy")
+            print(f"  wxpush / wechatpy  {vs:5.2f}x   target >= {TARGET_VS_WECHATPY:.2f}x  "
+                  f"{verdict(vs >= TARGET_VS_WECHATPY)}")
         else:
             print("  wxpush / wechatpy  skipped (wechatpy unavailable)")
-        ratio = ours["rps"] / med["floor"]["rps"]
-        print(f"  wxpush / floor     {ratio:5.2f}x   target >= {TARGET_VS_FLOOR:.2f}x  "
-              f"{verdict(ratio >= TARGET_VS_FLOOR)}")
-        print(f"  wxpush p99        {ours['p99']:6.2f} ms  target <= {TARGET_P99_MS:.0f} ms    "
-              f"{verdict(ours['p99'] <= TARGET_P99_MS)}")
+        vs = ratio("floor")
+        print(f"  wxpush / floor     {vs:5.2f}x   target >= {TARGET_VS_FLOOR:.2f}x  "
+              f"{verdict(vs >= TARGET_VS_FLOOR)}")
+        p99 = med["wxpush"][2]
+        print(f"  wxpush p99        {p99:6.2f} ms  target <= {TARGET_P99_MS:.0f} ms    "
+              f"{verdict(p99 <= TARGET_P99_MS)}   (floor {med['floor'][2]:.2f} ms)")
 
         latencies, missing = reply_latency(servers["wxpush"], emulator, builder,
                                            rate=args.rate, seconds=args.latency_seconds)

@@ -1,10 +1,33 @@
 -- wrk script of bench/push_throughput.py: POSTs pre-built pushes, each request a different one.
 --
---   BENCH_PUSHES=pushes.bin wrk -t2 -c32 -d10s -s bench/pushes.lua http://127.0.0.1:PORT
+--   BENCH_PUSHES=pushes.bin BENCH_THREADS=2 BENCH_START_US=<epoch us> \
+--       wrk -t2 -c32 -d10s -s bench/pushes.lua http://127.0.0.1:PORT
 --
 -- The file holds records "<target length> <body length>\n<target><body>" (target = path?query).
 -- Thread i of n cycles through its own slice [i*N/n, (i+1)*N/n), so no two requests repeat a
 -- push until a slice wraps (counted as "wrapped"). done() prints one line "BENCH {json}".
+--
+-- wrk loads each thread's script in turn, and a thread starts sending as soon as its own is
+-- loaded, while the next one still loads (for a few hundred ms, uncounted by wrk's duration).
+-- So no thread sends before BENCH_START_US (set past the time the loading takes), and done()
+-- reports the time from then on ("active_us"): requests over it is the rate.
+
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *now);
+int usleep(unsigned int microseconds);
+]]
+local clock = ffi.new("bench_timespec")
+
+local function now_us()
+   ffi.C.clock_gettime(0, clock)   -- CLOCK_REALTIME, the clock of BENCH_START_US
+   return tonumber(clock.tv_sec) * 1e6 + tonumber(clock.tv_nsec) / 1e3
+end
+
+local start_us = tonumber(os.getenv("BENCH_START_US"))
+local waiting = true
+late = 0
 
 local threads = {}
 
@@ -40,9 +63,23 @@ function init(args)
       requests_[i] = wrk.format("POST", all[i][1], headers, all[i][2])
    end
    cursor = first - 1
+   if now_us() > start_us then
+      late = 1   -- loaded after the start: this thread's connections start late
+   end
 end
 
+local verified = false   -- wrk's main thread calls the first thread's request() once, to check it
+
 function request()
+   if waiting and (verified or index > 0) then
+      local left = start_us - now_us()
+      while left > 0 do
+         ffi.C.usleep(math.min(left, 100000))
+         left = start_us - now_us()
+      end
+      waiting = false
+   end
+   verified = true
    cursor = cursor + 1
    if cursor > last then
       cursor, wrapped = first, wrapped + 1
@@ -58,20 +95,27 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-   local non, wraps, codes = 0, 0, {}
+   local active = now_us() - start_us
+   local non, wraps, codes, lates = 0, 0, {}, 0
    for _, thread in ipairs(threads) do
+      lates = lates + thread:get("late")
       non = non + thread:get("non200")
       wraps = wraps + thread:get("wrapped")
       for code, count in pairs(thread:get("statuses")) do
          codes[#codes + 1] = string.format('"%d":%d', code, count)
       end
    end
+   -- 999 quantiles (0.1 % .. 99.9 %), so that runs can be merged into one distribution.
+   local quantiles = {}
+   for i = 1, 999 do
+      quantiles[i] = string.format("%d", latency:percentile(i / 10))
+   end
    local e = summary.errors
    io.write(string.format(
       'BENCH {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
       '"max_us":%d,"non200":%d,"wrapped":%d,"statuses":{%s},"connect":%d,"read":%d,' ..
-      '"write":%d,"timeout":%d}\n',
+      '"write":%d,"timeout":%d,"quantiles_us":[%s],"active_us":%d,"late_threads":%d}\n',
       summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
       latency:percentile(99), latency.max, non, wraps, table.concat(codes, ","),
-      e.connect, e.read, e.write, e.timeout))
+      e.connect, e.read, e.write, e.timeout, table.concat(quantiles, ","), active, lates))
 end
