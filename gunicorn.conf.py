@@ -2,9 +2,10 @@
 ``wxpush serve --bind/--workers`` set those variables, so flags win over the environment,
 which wins over the defaults here."""
 
+import logging
 import os
 
-from gunicorn.glogging import CONFIG_DEFAULTS
+from gunicorn.glogging import CONFIG_DEFAULTS, Logger
 
 _env = os.environ.get
 
@@ -42,6 +43,19 @@ limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
 # Our own log lines (key=value, never a secret) go to stderr beside gunicorn's.
 loglevel = _env("WXPUSH_LOG_LEVEL", "info")
 accesslog = _env("WXPUSH_ACCESS_LOG") or None
+
+
+class QuietAccessLogger(Logger):
+    """gunicorn builds every request's access-log fields whenever a logging config is given
+    (as below), even with the access logger off: a tenth of a request's cost. Built here only
+    when the line is written."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = QuietAccessLogger
 logconfig_dict = {
     **CONFIG_DEFAULTS,
     # Each logger writes once, to its own handler; the access log only when asked for.

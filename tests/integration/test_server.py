@@ -3,6 +3,7 @@ behind it, pushes over HTTP exactly as WeChat sends them."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -126,3 +127,34 @@ def test_bad_config_is_one_line(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and f"{config}:4: mode" in result.stderr
+
+
+def test_the_access_log_is_written_only_when_asked_for(servers, emulator, tmp_path):
+    quiet = start(servers, emulator, tmp_path / "quiet")
+    logged = start(servers, emulator, tmp_path / "logged", env={"WXPUSH_ACCESS_LOG": "-"})
+    for server in (quiet, logged):
+        assert requests.get(server.url + "/healthz", timeout=5).ok
+    assert wait_for(lambda: '"GET /healthz HTTP/1.1" 200' in logged.logs())
+    assert "/healthz" not in quiet.logs()
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_access_log_fields_are_built_only_for_a_line_written(asked):
+    """gunicorn would build them for every request, access log off or on."""
+    probe = ("import runpy, gunicorn.config\n"
+             "conf = runpy.run_path('gunicorn.conf.py')\n"
+             "cfg = gunicorn.config.Config()\n"
+             "for key in ('logconfig_dict', 'accesslog', 'loglevel', 'logger_class'):\n"
+             "    cfg.set(key, conf[key])\n"
+             "log = cfg.logger_class(cfg)\n"
+             "built = []\n"
+             "log.atoms = lambda *args: built.append(args) or {}\n"
+             "log.access(None, None, {}, 0.001)\n"
+             "print(len(built))\n")
+    env = {k: v for k, v in os.environ.items() if k != "WXPUSH_ACCESS_LOG"}
+    if asked:
+        env["WXPUSH_ACCESS_LOG"] = "-"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == ("1" if asked else "0")
