@@ -57,6 +57,7 @@ APPID, SECRET, TOKEN = "wx2c2769f8efd9abc2", "bench-secret", "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 VENV = ROOT / "bench" / ".venv"
 TARGET_VS_WECHATPY, TARGET_VS_FLOOR, TARGET_P99_MS, TARGET_REPLY_P99_MS = 1.15, 0.80, 15.0, 250.0
+LOADING = 1.5   # seconds for wrk's threads to load their pushes before any of them sends
 
 # Two keyword rules answer; the fallback is off, so only the pushes asking for them get a reply.
 RULES = """\
@@ -201,7 +202,7 @@ def write_pushes(path: Path, builder: PushBuilder, count: int, users: list[str],
 
 
 def run_wrk(server: Server, pushes: Path, *, seconds: float, threads: int,
-            connections: int, loading: float = 1.0) -> dict:
+            connections: int, loading: float = LOADING) -> dict:
     """One wrk run of ``seconds`` (whole seconds), sending from ``loading`` s after its start,
     once every thread has loaded the pushes (bench/pushes.lua); rate and CPU over that time."""
     start = time.time() + loading
@@ -345,8 +346,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--pushes", type=int, default=160_000,
-                        help="distinct pushes per server and round (default 160,000)")
+    parser.add_argument("--pushes", type=int, default=200_000,
+                        help="distinct pushes per server and --seconds of load (default 200,000)")
     parser.add_argument("--users", type=int, default=5_000, help="distinct senders (default 5,000)")
     parser.add_argument("--ask-every", type=int, default=10,
                         help="one push in N asks a keyword rule and gets a reply (default 10)")
@@ -405,6 +406,11 @@ def main() -> int:
         builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
         order = list(servers)
         slice_seconds = args.seconds / args.slices
+
+        def per_run(warmup: bool) -> int:
+            """Pushes for one run: --pushes per --seconds, for all the time wrk may send."""
+            sending = math.ceil(LOADING + (args.warmup if warmup else slice_seconds)) - LOADING
+            return int(args.pushes / args.seconds * sending)
         rounds: list[dict[str, dict]] = []
         for round_no in range(args.rounds + 1):
             warmup = round_no == 0
@@ -415,8 +421,7 @@ def main() -> int:
                 for name in order[turn:] + order[:turn]:
                     for _ in range(3):   # a run whose wrk threads did not start together again
                         pushes = work / "pushes.bin"
-                        write_pushes(pushes, builder, args.pushes // args.slices, users,
-                                     args.ask_every)
+                        write_pushes(pushes, builder, per_run(warmup), users, args.ask_every)
                         result = run_wrk(servers[name], pushes, threads=args.threads,
                                          connections=args.connections,
                                          seconds=args.warmup if warmup else slice_seconds)
