@@ -53,14 +53,14 @@ def _missing(query: Mapping[str, str], *names: str) -> MalformedRequest:
 
 
 def _check_url_signature(app: AppConfig, query: Mapping[str, str], *, now: float,
-                         tolerance: int) -> tuple[str, str]:
-    """signature = sha1(sort(Token, timestamp, nonce)): present on the GET and on every POST."""
+                         tolerance: int) -> None:
+    """signature = sha1(sort(Token, timestamp, nonce)): what authenticates the GET and a
+    plaintext POST."""
     given, timestamp, nonce = query.get("signature"), query.get("timestamp"), query.get("nonce")
     if not (given and timestamp and nonce):
         raise _missing(query, "signature", "timestamp", "nonce")
     check_timestamp(timestamp, now=now, tolerance=tolerance)
     verify(given, app.token, timestamp, nonce)
-    return timestamp, nonce
 
 
 def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, tolerance: int) -> str:
@@ -79,29 +79,32 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
               *, now: float, tolerance: int) -> Push:
     """Authenticate and decrypt one POSTed push (its message is parsed when read).
 
-    Order: query parameters (400), timestamp window (403), ``signature`` (403), envelope
-    (400); with ``encrypt_type=aes``: ``msg_signature`` over the body's ``Encrypt`` (403 —
-    the URL signature does not cover the body), decrypt (403/400); then, when read, the
-    message in the app's format (400). Compatible mode ignores the body's plaintext copy.
+    With ``encrypt_type=aes`` the push is authenticated by ``msg_signature`` alone, as the
+    official docs say ("校验msg_signature签名是否正确 … 注意：不要使用signature验证！",
+    protocol.md §2.1): it signs the same Token, timestamp and nonce as the URL ``signature``
+    plus the body's ``Encrypt``. Order: query parameters (400), timestamp window (403),
+    envelope (400), ``msg_signature`` (403), decrypt (403/400); then, when read, the message
+    in the app's format (400). Compatible mode ignores the body's plaintext copy. Without
+    ``aes``: ``signature`` (403) before the body is looked at.
     """
-    timestamp, nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
     encrypt_type = query.get("encrypt_type") or "raw"
-    if encrypt_type != "aes":
-        if encrypt_type != "raw":
+    if encrypt_type != "aes" or keyring is None:
+        if encrypt_type not in ("raw", "aes"):
             raise MalformedRequest("unknown encrypt_type")
-        if app.encrypted:
+        _check_url_signature(app, query, now=now, tolerance=tolerance)
+        if encrypt_type == "raw" and app.encrypted:
             raise MalformedRequest("encrypted push expected")
-        return Push(body, app.format, None, nonce)
-    if keyring is None:
-        if app.encrypted:
+        if encrypt_type == "aes" and app.encrypted:
             raise DecryptError("no EncodingAESKey configured for this app")
-        # Plaintext mode sent encrypt_type=aes but we hold no key: read the plaintext copy.
-        return Push(body, app.format, None, nonce)
+        # Plaintext mode, or encrypt_type=aes while we hold no key: read the plaintext copy.
+        return Push(body, app.format, None, query["nonce"])
+    msg_signature, timestamp, nonce = (query.get("msg_signature"), query.get("timestamp"),
+                                       query.get("nonce"))
+    if not (msg_signature and timestamp and nonce):
+        raise _missing(query, "msg_signature", "timestamp", "nonce")
+    check_timestamp(timestamp, now=now, tolerance=tolerance)
     encrypt = parse_envelope(body, app.format).get("Encrypt")
-    msg_signature = query.get("msg_signature")
-    if not msg_signature:
-        raise _missing(query, "msg_signature")
     if not encrypt or type(encrypt) is not str:  # noqa: E721
         raise MalformedRequest("Encrypt is missing")
     verify(msg_signature, app.token, timestamp, nonce, encrypt)

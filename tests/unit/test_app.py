@@ -253,18 +253,20 @@ def tamper(query, key, value=None):
 
 
 @pytest.mark.parametrize("case, status", [
-    ("missing signature", 400), ("missing timestamp", 400), ("missing nonce", 400),
-    ("missing msg_signature", 400), ("bad signature", 403), ("bad msg_signature", 403),
+    ("missing timestamp", 400), ("missing nonce", 400),
+    ("missing msg_signature", 400), ("bad msg_signature", 403),
+    ("missing signature, plaintext", 400), ("bad signature, plaintext", 403),
     ("stale timestamp", 403), ("not a number timestamp", 400), ("unknown app", 404),
     ("malformed body", 400), ("plaintext in safe mode", 400), ("repeated parameter", 400),
 ])
 def test_bad_requests_are_refused(tmp_path, emulator, case, status, caplog):
-    _, client, builder = build(tmp_path, emulator)
+    _, client, builder = build(tmp_path, emulator,
+                               mode="plaintext" if case.endswith("plaintext") else "safe")
     push = builder.build(make_text("hi", msg_id=1))
     query, body, appid = push.query, push.body, APPID
     if case.startswith("missing"):
-        query = tamper(query, case.split()[1])
-    elif case == "bad signature":
+        query = tamper(query, case.split()[1].rstrip(","))
+    elif case == "bad signature, plaintext":
         query = tamper(query, "signature", "0" * 40)
     elif case == "bad msg_signature":
         query = tamper(query, "msg_signature", "0" * 40)

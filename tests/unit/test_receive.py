@@ -160,7 +160,6 @@ def refusals() -> list[tuple[str, str, str, Any, type[RequestRejected]]]:
     for fmt in ("xml", "json"):
         q, b = build(fmt, "safe")
         cases += [
-            ("no_signature", fmt, "safe", (_without(q, "signature"), b), MalformedRequest),
             ("no_timestamp", fmt, "safe", (_without(q, "timestamp"), b), MalformedRequest),
             ("no_nonce", fmt, "safe", (_without(q, "nonce"), b), MalformedRequest),
             ("empty_nonce", fmt, "safe", ({**q, "nonce": ""}, b), MalformedRequest),
@@ -168,7 +167,6 @@ def refusals() -> list[tuple[str, str, str, Any, type[RequestRejected]]]:
              MalformedRequest),
             ("stale", fmt, "safe", build(fmt, "safe", timestamp=str(NOW - 301)), StaleTimestamp),
             ("future", fmt, "safe", build(fmt, "safe", timestamp=str(NOW + 301)), StaleTimestamp),
-            ("bad_signature", fmt, "safe", ({**q, "signature": "0" * 40}, b), BadSignature),
             ("not_encrypted", fmt, "safe", (_without(q, "encrypt_type"), b), MalformedRequest),
             ("raw_in_safe", fmt, "compatible", ({**q, "encrypt_type": "raw"}, b),
              MalformedRequest),
@@ -195,6 +193,9 @@ def refusals() -> list[tuple[str, str, str, Any, type[RequestRejected]]]:
                                                 if k != "FromUserName"}, fmt).encode()),
              MalformedRequest),
             ("plaintext_garbage", fmt, "plaintext", (build(fmt, "plaintext")[0], b"<{"),
+             MalformedRequest),
+            ("plaintext_no_signature", fmt, "plaintext",
+             (_without(build(fmt, "plaintext")[0], "signature"), build(fmt, "plaintext")[1]),
              MalformedRequest),
             ("plaintext_bad_signature", fmt, "plaintext",
              ({**build(fmt, "plaintext")[0], "signature": "0" * 40}, build(fmt, "plaintext")[1]),
@@ -241,13 +242,32 @@ def test_checks_run_in_the_documented_order() -> None:
     with pytest.raises(MalformedRequest):  # parameters before the window
         open_(app(), _without(query, "nonce"), body)
     with pytest.raises(StaleTimestamp):  # window before the signature
-        open_(app(), {**query, "signature": "0" * 40}, body)
-    query, body = build("xml", "safe")
+        open_(app(), {**query, "msg_signature": "0" * 40}, body)
+    query, body = build("xml", "plaintext")
     with pytest.raises(BadSignature):  # signature before the body is even parsed
-        open_(app(), {**query, "signature": "0" * 40}, b"<<garbage")
+        open_(app("xml", "plaintext"), {**query, "signature": "0" * 40}, b"<<garbage")
 
 
-@given(which=st.sampled_from(["signature", "timestamp", "nonce", "msg_signature", "Encrypt"]),
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_an_encrypted_push_is_authenticated_by_msg_signature_alone(fmt: str) -> None:
+    """The docs: with encrypt_type=aes, check msg_signature, "不要使用signature验证"."""
+    query, body = build(fmt, "safe")
+    for url_signature in ({**query, "signature": "0" * 40}, _without(query, "signature")):
+        assert open_(app(fmt), url_signature, body).message.content == TEXT["Content"]
+
+
+def test_a_keyless_app_checks_the_url_signature_of_an_encrypted_push() -> None:
+    """Plaintext mode without an EncodingAESKey reads the plaintext copy: only the URL
+    signature can authenticate it."""
+    config = app("json", "plaintext", encoding_aes_key=None)
+    query, body = build("json", "compatible")
+    with pytest.raises(BadSignature):
+        open_(config, {**query, "signature": "0" * 40}, body)
+    with pytest.raises(MalformedRequest):
+        open_(config, _without(query, "signature"), body)
+
+
+@given(which=st.sampled_from(["timestamp", "nonce", "msg_signature", "Encrypt"]),
        index=st.integers(0, 500), char=st.sampled_from("0123456789abcdefXYZ+/="))
 def test_any_one_character_change_is_refused(which: str, index: int, char: str) -> None:
     query, body = build("json", "safe")
