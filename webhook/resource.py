@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import falcon
 
@@ -20,21 +20,27 @@ log = logging.getLogger(__name__)
 _CONTENT_TYPES = {"xml": "application/xml; charset=utf-8", "json": "application/json; charset=utf-8"}
 
 
-def query(req: falcon.Request) -> dict[str, str]:
-    """The query string as single values; a repeated parameter is malformed."""
-    params: dict[str, str] = {}
-    for key, value in req.params.items():
-        if not isinstance(value, str):
+def query(req: falcon.Request) -> Mapping[str, str]:
+    """The query string as single values (falcon's own dict, read only); a repeated parameter
+    is malformed."""
+    params = req.params
+    for key, value in params.items():
+        if type(value) is not str:  # noqa: E721
             raise MalformedRequest(f"query parameter {key!r} repeated")
-        params[key] = value
-    return params
+    return cast(Mapping[str, str], params)
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The body, refusing anything over ``limit`` bytes without reading it when declared."""
-    if req.content_length is not None and req.content_length > limit:
+    """The body, refusing anything over ``limit`` bytes without reading it when declared.
+
+    Read from the server's input itself: gunicorn's ends where the body ends, whether its
+    length is declared or it comes chunked. (falcon's ``bounded_stream`` reads a chunked body
+    as empty, and costs a request more than the read.)
+    """
+    length = req.content_length
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"body over {limit} bytes")
-    body = req.bounded_stream.read(limit + 1)
+    body = req.stream.read(limit + 1 if length is None else length)
     if len(body) > limit:
         raise PayloadTooLarge(f"body over {limit} bytes")
     return body

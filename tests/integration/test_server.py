@@ -61,6 +61,22 @@ def test_signed_encrypted_push_over_http(servers, emulator, tmp_path):
         assert secret not in server.logs()
 
 
+def test_bodies_with_and_without_a_declared_length(servers, emulator, tmp_path):
+    """A declared Content-Length is read as is; a chunked body (none declared) is read up to
+    max_body, and one over it is refused."""
+    server = start(servers, emulator, tmp_path, rules=RULES, server="max_body = 4096")
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    endpoint = f"{server.url}/wechat/{APPID}"
+    push = builder.build(fresh_text("你好", "o-chunked", 7))
+    chunked = requests.post(endpoint, params=push.query, data=iter([push.body[:50], push.body[50:]]),
+                            timeout=5)
+    assert (chunked.status_code, chunked.text) == (200, "success")
+    big = builder.build(fresh_text("x" * 5000, "o-chunked", 8))
+    for data in (big.body, iter([big.body])):
+        refused = requests.post(endpoint, params=big.query, data=data, timeout=5)
+        assert (refused.status_code, refused.text) == (413, "body over 4096 bytes")
+
+
 def test_rules_reload_while_running(servers, emulator, tmp_path):
     server = start(servers, emulator, tmp_path, rules=RULES)
     rules = server.directory / "rules.toml"
