@@ -69,6 +69,15 @@ def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
     store.close()
 
 
+def test_a_receive_time_keeps_its_microseconds(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    received = 1764651723.1234567   # as time.time() gives it
+    store.inbox_log("wx1", "xml", b"<xml/>", "success", received)
+    new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600, key=lambda e: "wx1:t")
+    assert abs(new[0].received_at - received) < 1e-6
+    store.close()
+
+
 def test_a_push_without_a_key_is_dropped(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     for key in ("wx1:a", "unreadable", "wx1:b"):
