@@ -52,15 +52,24 @@ def _missing(query: Mapping[str, str], *names: str) -> MalformedRequest:
     return MalformedRequest(f"query parameter {missing} is missing")
 
 
-def _check_url_signature(app: AppConfig, query: Mapping[str, str], *, now: float,
-                         tolerance: int) -> None:
-    """signature = sha1(sort(Token, timestamp, nonce)): what authenticates the GET and a
-    plaintext POST."""
-    given, timestamp, nonce = query.get("signature"), query.get("timestamp"), query.get("nonce")
+def _signed(query: Mapping[str, str], name: str, *, now: float,
+            tolerance: int) -> tuple[str, str, str]:
+    """The signature ``name`` (``signature`` or ``msg_signature``), timestamp and nonce, all
+    present and the timestamp inside the window; the caller checks the signature."""
+    given, timestamp, nonce = query.get(name), query.get("timestamp"), query.get("nonce")
     if not (given and timestamp and nonce):
-        raise _missing(query, "signature", "timestamp", "nonce")
+        raise _missing(query, name, "timestamp", "nonce")
     check_timestamp(timestamp, now=now, tolerance=tolerance)
+    return given, timestamp, nonce
+
+
+def _check_url_signature(app: AppConfig, query: Mapping[str, str], *, now: float,
+                         tolerance: int) -> str:
+    """signature = sha1(sort(Token, timestamp, nonce)): what authenticates the GET and a
+    plaintext POST. Returns the nonce."""
+    given, timestamp, nonce = _signed(query, "signature", now=now, tolerance=tolerance)
     verify(given, app.token, timestamp, nonce)
+    return nonce
 
 
 def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, tolerance: int) -> str:
@@ -89,21 +98,17 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
     """
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
     encrypt_type = query.get("encrypt_type") or "raw"
-    if encrypt_type != "aes" or keyring is None:
-        if encrypt_type not in ("raw", "aes"):
-            raise MalformedRequest("unknown encrypt_type")
-        _check_url_signature(app, query, now=now, tolerance=tolerance)
-        if encrypt_type == "raw" and app.encrypted:
-            raise MalformedRequest("encrypted push expected")
-        if encrypt_type == "aes" and app.encrypted:
-            raise DecryptError("no EncodingAESKey configured for this app")
+    if encrypt_type not in ("raw", "aes"):
+        raise MalformedRequest("unknown encrypt_type")
+    if encrypt_type == "raw" or keyring is None:
+        nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
+        if app.encrypted:
+            raise (MalformedRequest("encrypted push expected") if encrypt_type == "raw"
+                   else DecryptError("no EncodingAESKey configured for this app"))
         # Plaintext mode, or encrypt_type=aes while we hold no key: read the plaintext copy.
-        return Push(body, app.format, None, query["nonce"])
-    msg_signature, timestamp, nonce = (query.get("msg_signature"), query.get("timestamp"),
-                                       query.get("nonce"))
-    if not (msg_signature and timestamp and nonce):
-        raise _missing(query, "msg_signature", "timestamp", "nonce")
-    check_timestamp(timestamp, now=now, tolerance=tolerance)
+        return Push(body, app.format, None, nonce)
+    msg_signature, timestamp, nonce = _signed(query, "msg_signature", now=now,
+                                              tolerance=tolerance)
     encrypt = parse_envelope(body, app.format).get("Encrypt")
     if not encrypt or type(encrypt) is not str:  # noqa: E721
         raise MalformedRequest("Encrypt is missing")
