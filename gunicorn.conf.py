@@ -34,6 +34,11 @@ graceful_timeout = int(_env("WXPUSH_GRACEFUL_TIMEOUT", "20"))
 
 # WeChat reuses connections; keep them a little while.
 keepalive = int(_env("WXPUSH_KEEPALIVE", "5"))
+# ... but not forever: a connection answers this many requests, then is closed (Apache's
+# MaxKeepAliveRequests, 100 by default; 0: no limit). Workers accept connections unevenly
+# (whichever wakes first wins, so one may hold most of a proxy's connections and queue their
+# pushes while the other idles); reconnecting lets them spread out again.
+keepalive_requests = int(_env("WXPUSH_KEEPALIVE_REQUESTS", "100"))
 
 # WeChat's request line is short (path + 6 query parameters): refuse anything far larger early.
 limit_request_line = int(_env("WXPUSH_LIMIT_REQUEST_LINE", "2048"))
@@ -69,6 +74,12 @@ logconfig_dict = {
            for name in ("webhook", "handlers")},
     },
 }
+
+
+def pre_request(worker, req):
+    """The last request of a connection says ``Connection: close`` (``keepalive_requests``)."""
+    if keepalive_requests and req.req_number >= keepalive_requests:
+        req.force_close()
 
 
 def post_worker_init(worker):

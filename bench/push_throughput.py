@@ -185,7 +185,8 @@ def gunicorn_settings(env: dict[str, str]) -> dict[str, object]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {key: conf[key] for key in ("workers", "worker_class", "threads", "keepalive")}
+    return {key: conf[key] for key in ("workers", "worker_class", "threads", "keepalive",
+                                       "keepalive_requests")}
 
 
 def write_pushes(path: Path, builder: PushBuilder, count: int, users: list[str],

@@ -174,3 +174,13 @@ def test_access_log_fields_are_built_only_for_a_line_written(asked):
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == ("1" if asked else "0")
+
+
+def test_a_kept_alive_connection_is_closed_after_keepalive_requests(servers, emulator, tmp_path):
+    """So connections a worker took too many of spread out again when they reconnect."""
+    server = start(servers, emulator, tmp_path, env={"WXPUSH_KEEPALIVE_REQUESTS": "3"})
+    with requests.Session() as session:
+        answers = [session.get(server.url + "/healthz", timeout=5) for _ in range(4)]
+    assert [a.headers["Connection"] for a in answers] == ["keep-alive", "keep-alive", "close",
+                                                          "keep-alive"]
+    assert all(a.text == "ok" for a in answers)
