@@ -7,6 +7,8 @@ import os
 
 from gunicorn.glogging import CONFIG_DEFAULTS, Logger
 
+from webhook import fairworker
+
 _env = os.environ.get
 
 # The composition root builds the app in each worker after the fork, so every worker has its
@@ -21,8 +23,9 @@ bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
 # gthread keeps connections alive and lets a slow client not block a whole worker; handlers
-# never run on request threads, so a few threads per worker are enough.
-worker_class = _env("WXPUSH_WORKER_CLASS", "gthread")
+# never run on request threads, so a few threads per worker are enough. This one takes no
+# more than its share of the connections (webhook/fairworker.py says why).
+worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.fairworker.FairThreadWorker")
 threads = int(_env("WXPUSH_THREADS", "4"))
 
 # A request takes milliseconds; a worker silent for this long is stuck and is restarted.
@@ -80,6 +83,14 @@ def pre_request(worker, req):
     """The last request of a connection says ``Connection: close`` (``keepalive_requests``)."""
     if keepalive_requests and req.req_number >= keepalive_requests:
         req.force_close()
+
+
+def pre_fork(server, worker):
+    fairworker.take_slot(server, worker)
+
+
+def child_exit(server, worker):
+    fairworker.free_slot(worker)
 
 
 def post_worker_init(worker):

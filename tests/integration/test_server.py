@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -184,3 +185,82 @@ def test_a_kept_alive_connection_is_closed_after_keepalive_requests(servers, emu
     assert [a.headers["Connection"] for a in answers] == ["keep-alive", "keep-alive", "close",
                                                           "keep-alive"]
     assert all(a.text == "ok" for a in answers)
+
+
+
+def connections_per_worker(server: ServerProcess) -> dict[int, int]:
+    """Established connections to the server's port that each request worker holds."""
+    with open("/proc/net/tcp") as table:
+        inodes = {f"socket:[{row[9]}]" for row in (line.split() for line in list(table)[1:])
+                  if int(row[1].rpartition(":")[2], 16) == server.port and row[3] == "01"}
+    return {pid: sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if _link(fd) in inodes)
+            for pid in server.worker_pids()}
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:   # closed meanwhile
+        return ""
+
+
+def start_accepting(servers, emulator, tmp_path) -> ServerProcess:
+    """A server whose workers have all loaded the app and are accepting."""
+    server = start(servers, emulator, tmp_path)
+    assert wait_for(lambda: all(f"Worker accepting connections (pid: {pid})" in server.logs()
+                                for pid in server.worker_pids()))
+    return server
+
+
+def open_kept_alive(server: ServerProcess, count: int) -> list[socket.socket]:
+    """``count`` connections, one after another, each answered once and kept open."""
+    opened = []
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: wxpush\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += conn.recv(4096)
+        opened.append(conn)
+    return opened
+
+
+def held(server: ServerProcess, total: int) -> dict[int, int]:
+    """Connections per worker, once the workers hold all ``total`` of them."""
+    return wait_for(lambda: (c := connections_per_worker(server)) and sum(c.values()) == total
+                    and c)
+
+
+def test_workers_share_the_connections_evenly(servers, emulator, tmp_path):
+    """Plain gthread workers race for each connection and the busier one tends to win (16
+    connections split 4/12 or 0/16); ours defer to the one holding fewer (fairworker.py)."""
+    server = start_accepting(servers, emulator, tmp_path)
+    opened = open_kept_alive(server, 16)
+    try:
+        counts = sorted(held(server, 16).values())
+        assert counts[-1] - counts[0] <= 2, counts
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+def test_a_stuck_worker_holding_fewer_delays_connections_only_briefly(servers, emulator,
+                                                                       tmp_path):
+    """The busier worker waits a few ms for the other to take a connection, then takes it."""
+    server = start_accepting(servers, emulator, tmp_path)
+    opened = open_kept_alive(server, 3)
+    try:
+        counts = held(server, 3)
+        stuck = min(counts, key=counts.get)
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            opened += open_kept_alive(server, 4)
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert held(server, 7)[stuck] == counts[stuck]
+        assert elapsed < 1.0
+    finally:
+        for conn in opened:
+            conn.close()

@@ -1,0 +1,115 @@
+"""gunicorn's gthread worker, taking no more than its share of the connections.
+
+Every gthread worker waits on the same listening socket and whichever wakes first accepts. A
+busy worker is awake more often, so it wins more often: under a proxy's 32 kept-alive
+connections two workers split them 30/2 or 26/6, one queueing pushes while the other idled
+(gunicorn #2817 and #3433: "the kernel's choice"). Here the master and its workers share one
+page where each worker keeps how many connections it holds. A worker holding more than
+another one lets a new connection wait up to ``DEFER`` for that worker to take it, and takes
+it itself if nobody did: a stuck or busy worker delays a connection by that much at most.
+
+``gunicorn.conf.py`` gives each worker its place in the page (``take_slot`` in ``pre_fork``,
+``free_slot`` in ``child_exit``, both in the master).
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+__all__ = ["FairThreadWorker", "take_slot", "free_slot", "DEFER"]
+
+# About one GIL switch interval: what the less loaded worker may need to get to its accept.
+DEFER = 0.005
+SLOTS = 64                      # workers beyond this many accept as plain gthread workers do
+_ABSENT = -1                    # no worker, or one that is not (or no longer) accepting
+
+# Anonymous and shared: created in the master when gunicorn loads the worker class, inherited
+# by every worker it forks.
+_page = mmap.mmap(-1, SLOTS * 4)
+_counts = memoryview(_page).cast("i")
+for _i in range(SLOTS):
+    _counts[_i] = _ABSENT
+
+
+def take_slot(server: Any, worker: Any) -> None:
+    """gunicorn ``pre_fork`` (master): a place the worker's live siblings do not hold."""
+    taken = {getattr(w, "slot", None) for w in server.WORKERS.values()}
+    worker.slot = next((i for i in range(SLOTS) if i not in taken), None)
+    if worker.slot is not None:
+        _counts[worker.slot] = _ABSENT
+
+
+def free_slot(worker: Any) -> None:
+    """gunicorn ``child_exit`` (master): a worker that died, even by SIGKILL, holds nothing."""
+    if getattr(worker, "slot", None) is not None:
+        _counts[worker.slot] = _ABSENT
+
+
+class FairThreadWorker(ThreadWorker):
+    """A gthread worker that publishes its connection count and defers to a less loaded one."""
+
+    slot: int | None = None
+    _waiting_until: float | None = None     # the listener is off this worker's poller till then
+    _running = False
+    _nr_conns = 0
+
+    @property  # type: ignore[override]
+    def nr_conns(self) -> int:
+        return self._nr_conns
+
+    @nr_conns.setter
+    def nr_conns(self, value: int) -> None:
+        self._nr_conns = value
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.slot is not None:
+            _counts[self.slot] = self._nr_conns if self._running and self.alive else _ABSENT
+
+    def run(self) -> None:
+        self._running = True
+        self._publish()
+        self.log.info("Worker accepting connections (pid: %s)", self.pid)
+        super().run()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: this worker stops accepting, so nobody waits for it to take a connection."""
+        super().handle_exit(sig, frame)
+        self._publish()
+
+    def accept(self, listener: Any) -> None:
+        if self._others_hold_fewer():
+            self._waiting_until = time.monotonic() + DEFER
+            self.set_accept_enabled(False)
+            return
+        super().accept(listener)
+
+    def _others_hold_fewer(self) -> bool:
+        mine = self._nr_conns
+        return self.slot is not None and any(
+            0 <= n < mine for i, n in enumerate(_counts) if i != self.slot)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # gthread's loop turns accepting back on whenever it is below worker_connections.
+        super().set_accept_enabled(enabled and self._waiting_until is None)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._waiting_until is not None:
+            left = self._waiting_until - time.monotonic()
+            if left <= 0:
+                self._waiting_until = None
+                self._take_what_is_left()
+            else:
+                timeout = min(timeout, left)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def _take_what_is_left(self) -> None:
+        """The wait is over: a connection still queued is one no other worker took."""
+        if self.alive and self.nr_conns < self.worker_connections:
+            for listener in self.sockets:
+                super().accept(listener)    # a non-blocking try: nothing queued, nothing done
+            self.set_accept_enabled(self.nr_conns < self.worker_connections)
