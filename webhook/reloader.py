@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 from webhook.errors import ConfigError
@@ -47,11 +48,14 @@ class LiveRouter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0  # the process whose thread is polling
+        self._forked = False  # set in a forked child of a polling process
+        _routers.add(self)
 
     @property
     def current(self) -> Router:
         """The router to use now."""
-        if self._pid and self._pid != os.getpid():  # forked: the polling thread stayed behind
+        if self._forked:  # the polling thread stayed behind in the parent
+            self._forked = False
             self.start()
         return self._router
 
@@ -107,3 +111,15 @@ class LiveRouter:
     def _poll(self) -> None:
         while not self._stop.wait(self._interval):
             self.check()
+
+
+# This process's live routers; a forked child polls again, as the parent did.
+_routers: weakref.WeakSet[LiveRouter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for live in list(_routers):
+        live._forked = live._pid != 0
+
+
+os.register_at_fork(after_in_child=_after_fork)

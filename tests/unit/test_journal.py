@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -254,6 +255,23 @@ def test_a_forked_child_writes_its_own_file_and_leaves_the_parents_locked(tmp_pa
     assert ingest(store) == (["wx1:parent2"], [])
     assert len(journals(tmp_path)) == 1          # the parent's, still written, is kept
     store.close()
+
+
+def test_a_child_forked_while_another_thread_appends_can_append(tmp_path) -> None:
+    """The journal's lock, held by the parent's appending thread at the fork, is the
+    parent's: the child's first append does not wait for it forever."""
+    journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    journal.append(*entry("wx1:parent"))
+    with journal._write_lock:                    # as another thread's append would hold it
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)                      # a deadlocked child dies instead of hanging
+            journal.append(*entry("wx1:child"))
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(keys_read(journal)) == ["wx1:child", "wx1:parent"]
+    journal.close()
 
 
 def test_a_push_no_file_can_take_is_refused_and_the_next_one_is_kept(tmp_path) -> None:

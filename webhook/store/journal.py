@@ -35,6 +35,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 
 from webhook.store.base import InboxEntry
 
@@ -105,7 +106,6 @@ class Journal:
         self._offset, self._monotonic, self._max_bytes = offset, monotonic, max_bytes
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._pid = os.getpid()                # whose files the fields below are
         self._fd: int | None = None            # this process's file, flocked
         self._map: mmap.mmap | None = None     # ... mapped for writing
         self._name = ""
@@ -116,6 +116,7 @@ class Journal:
         self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        _journals.add(self)
 
     # -- request path -----------------------------------------------------------------------
     def append(self, appid: str, fmt: str, payload: bytes, answer: str,
@@ -123,7 +124,6 @@ class Journal:
         """One line, copied into the mapped file; raises OSError if no file can hold it."""
         line = _encode(appid, fmt, payload, answer, received_at)
         with self._write_lock:
-            self._after_fork()
             end = self._size + len(line)
             if self._map is None or end > len(self._map):
                 self._open(len(line))
@@ -141,9 +141,9 @@ class Journal:
     def _after_fork(self) -> None:
         """A forked child starts afresh: the parent's files (and locks) stay the parent's.
         Closing the child's copies of their descriptors and mappings leaves the parent's
-        locks held and its file written."""
-        if self._pid == os.getpid():
-            return
+        locks held and its file written. Run in the child by ``os.fork`` itself (so the
+        request path checks no pid); a lock another thread held at the fork stays held in the
+        child, so the locks are new too."""
         for mapped in [self._map, *self._maps.values()]:
             if mapped is not None:
                 mapped.close()
@@ -152,7 +152,7 @@ class Journal:
                 os.close(fd)
         self._fd, self._map, self._name, self._held, self._positions = None, None, "", {}, {}
         self._maps, self._reader = {}, None
-        self._pid = os.getpid()
+        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
 
     def _open(self, need: int) -> None:
         """A new file of at least ``need`` bytes, allocated and locked before it gets its name,
@@ -176,8 +176,7 @@ class Journal:
     # -- background -------------------------------------------------------------------------
     def read(self) -> list[Chunk]:
         """New whole lines of every file, if this process is the reader (else none)."""
-        with self._read_lock, self._write_lock:
-            self._after_fork()
+        with self._write_lock:
             own = self._name
         with self._read_lock:
             if not self._reading():
@@ -220,7 +219,6 @@ class Journal:
 
     def close(self) -> None:
         with self._read_lock, self._write_lock:
-            self._after_fork()
             self._close_own()
             for name in list(self._held):
                 self._release(name, delete=False)
@@ -320,6 +318,18 @@ class Journal:
         if fd is not None:
             os.close(fd)
         self._positions.pop(name, None)
+
+
+# This process's journals: a forked child drops what each holds of its parent's files.
+_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _forget_parents_files() -> None:
+    for journal in list(_journals):
+        journal._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_parents_files)
 
 
 def _map_for_reading(path: str) -> mmap.mmap | None:
