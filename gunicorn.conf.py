@@ -38,9 +38,9 @@ graceful_timeout = int(_env("WXPUSH_GRACEFUL_TIMEOUT", "20"))
 # WeChat reuses connections; keep them a little while.
 keepalive = int(_env("WXPUSH_KEEPALIVE", "5"))
 # ... but not forever: a connection answers this many requests, then is closed (Apache's
-# MaxKeepAliveRequests, 100 by default; 0: no limit). Workers accept connections unevenly
-# (whichever wakes first wins, so one may hold most of a proxy's connections and queue their
-# pushes while the other idles); reconnecting lets them spread out again.
+# MaxKeepAliveRequests, 100 by default; 0: no limit). Workers share connections as they are
+# opened; reconnecting spreads a proxy's long-lived ones again, e.g. onto a worker started
+# after them (a restarted one).
 keepalive_requests = int(_env("WXPUSH_KEEPALIVE_REQUESTS", "100"))
 
 # WeChat's request line is short (path + 6 query parameters): refuse anything far larger early.
@@ -86,10 +86,12 @@ def pre_request(worker, req):
 
 
 def pre_fork(server, worker):
+    """The master gives each new worker its place for its connection count."""
     fairworker.take_slot(server, worker)
 
 
 def child_exit(server, worker):
+    """... and takes it back when the worker is gone, however it died."""
     fairworker.free_slot(worker)
 
 
