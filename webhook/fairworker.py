@@ -3,7 +3,7 @@
 Every gthread worker waits on the same listening socket and whichever wakes first accepts. A
 busy worker is awake more often, so it wins more often: under a proxy's 32 kept-alive
 connections two workers split them 30/2 or 26/6, one queueing pushes while the other idled
-(gunicorn #2817 and #3433: "the kernel's choice"). Here the master and its workers share one
+(gunicorn issues #2817 and #3433, left to the kernel's scheduler there). Here the master and its workers share one
 page where each worker keeps how many connections it holds. A worker holding more than
 another one lets a new connection wait up to ``DEFER`` for that worker to take it, and takes
 it itself if nobody did: a stuck or busy worker delays a connection by that much at most.
@@ -22,7 +22,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 __all__ = ["FairThreadWorker", "take_slot", "free_slot", "DEFER"]
 
-# About one GIL switch interval: what the less loaded worker may need to get to its accept.
+# Python's default GIL switch interval: what the less loaded worker may need to reach its accept.
 DEFER = 0.005
 SLOTS = 64                      # workers beyond this many accept as plain gthread workers do
 _ABSENT = -1                    # no worker, or one that is not (or no longer) accepting
