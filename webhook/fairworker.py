@@ -3,10 +3,11 @@
 Every gthread worker waits on the same listening socket and whichever wakes first accepts. A
 busy worker is awake more often, so it wins more often: under a proxy's 32 kept-alive
 connections two workers split them 30/2 or 26/6, one queueing pushes while the other idled
-(gunicorn issues #2817 and #3433, left to the kernel's scheduler there). Here the master and its workers share one
-page where each worker keeps how many connections it holds. A worker holding more than
-another one lets a new connection wait up to ``DEFER`` for that worker to take it, and takes
-it itself if nobody did: a stuck or busy worker delays a connection by that much at most.
+(gunicorn issues #2817 and #3433, left to the kernel's scheduler there). Here the master and
+its workers share one page where each worker keeps how many connections it holds. A worker
+holding more than another one lets a new connection wait up to ``DEFER`` for that worker to
+take it, and takes it itself if nobody did: a stuck or busy worker delays a connection by that
+much at most.
 
 ``gunicorn.conf.py`` gives each worker its place in the page (``take_slot`` in ``pre_fork``,
 ``free_slot`` in ``child_exit``, both in the master).
