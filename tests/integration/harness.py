@@ -79,13 +79,18 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if requests.get(self.url + "/healthz", timeout=2).ok and \
-                        len(self.worker_pids()) >= self.workers:
+                if requests.get(self.url + "/healthz", timeout=2).ok and self._accepting():
                     return self
             except requests.RequestException:   # not listening yet, or a worker still booting
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+
+    def _accepting(self) -> bool:
+        """Every request worker has loaded the app and takes its share of connections."""
+        pids, logs = self.worker_pids(), self.logs()
+        return len(pids) >= self.workers and all(
+            f"Worker accepting connections (pid: {pid})" in logs for pid in pids)
 
     def worker_pids(self) -> list[int]:
         """gunicorn's request workers."""

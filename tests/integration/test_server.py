@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from webhook.testing import PushBuilder
+from webhook.testing.processes import connections
 
 from harness import AES_KEY, APPID, ROOT, SECRET, TOKEN, ServerProcess, wait_for
 
@@ -187,31 +188,6 @@ def test_a_kept_alive_connection_is_closed_after_keepalive_requests(servers, emu
     assert all(a.text == "ok" for a in answers)
 
 
-
-def connections_per_worker(server: ServerProcess) -> dict[int, int]:
-    """Established connections to the server's port that each request worker holds."""
-    with open("/proc/net/tcp") as table:
-        inodes = {f"socket:[{row[9]}]" for row in (line.split() for line in list(table)[1:])
-                  if int(row[1].rpartition(":")[2], 16) == server.port and row[3] == "01"}
-    return {pid: sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if _link(fd) in inodes)
-            for pid in server.worker_pids()}
-
-
-def _link(fd: Path) -> str:
-    try:
-        return os.readlink(fd)
-    except OSError:   # closed meanwhile
-        return ""
-
-
-def start_accepting(servers, emulator, tmp_path) -> ServerProcess:
-    """A server whose workers have all loaded the app and are accepting."""
-    server = start(servers, emulator, tmp_path)
-    assert wait_for(lambda: all(f"Worker accepting connections (pid: {pid})" in server.logs()
-                                for pid in server.worker_pids()))
-    return server
-
-
 def open_kept_alive(server: ServerProcess, count: int) -> list[socket.socket]:
     """``count`` connections, one after another, each answered once and kept open."""
     opened = []
@@ -227,14 +203,14 @@ def open_kept_alive(server: ServerProcess, count: int) -> list[socket.socket]:
 
 def held(server: ServerProcess, total: int) -> dict[int, int]:
     """Connections per worker, once the workers hold all ``total`` of them."""
-    return wait_for(lambda: (c := connections_per_worker(server)) and sum(c.values()) == total
-                    and c)
+    return wait_for(lambda: (c := connections(server.worker_pids(), server.port))
+                    and sum(c.values()) == total and c)
 
 
 def test_workers_share_the_connections_evenly(servers, emulator, tmp_path):
     """Plain gthread workers race for each connection and the busier one tends to win (16
     connections split 4/12 or 0/16); ours defer to the one holding fewer (fairworker.py)."""
-    server = start_accepting(servers, emulator, tmp_path)
+    server = start(servers, emulator, tmp_path)
     opened = open_kept_alive(server, 16)
     try:
         counts = sorted(held(server, 16).values())
@@ -247,7 +223,7 @@ def test_workers_share_the_connections_evenly(servers, emulator, tmp_path):
 def test_a_stuck_worker_holding_fewer_delays_connections_only_briefly(servers, emulator,
                                                                        tmp_path):
     """The busier worker waits a few ms for the other to take a connection, then takes it."""
-    server = start_accepting(servers, emulator, tmp_path)
+    server = start(servers, emulator, tmp_path)
     opened = open_kept_alive(server, 3)
     try:
         counts = held(server, 3)

@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-__all__ = ["children", "request_workers", "delivery_processes", "tree", "kill"]
+__all__ = ["children", "request_workers", "delivery_processes", "tree", "kill", "connections"]
 
 
 def children(pid: int) -> list[int]:
@@ -54,3 +54,26 @@ def kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def connections(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to local ``port`` (IPv4) each of ``pids`` holds:
+    how a server's workers share their clients."""
+    with open("/proc/net/tcp") as table:
+        inodes = {f"socket:[{row[9]}]" for row in (line.split() for line in list(table)[1:])
+                  if int(row[1].rpartition(":")[2], 16) == port and row[3] == "01"}
+    return {pid: sum(1 for fd in _fds(pid) if fd in inodes) for pid in pids}
+
+
+def _fds(pid: int) -> list[str]:
+    """What each open descriptor of ``pid`` points to (none if it is gone)."""
+    found = []
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                found.append(os.readlink(fd))
+            except OSError:   # closed meanwhile
+                pass
+    except OSError:
+        pass
+    return found
