@@ -63,6 +63,20 @@ def test_signed_encrypted_push_over_http(servers, emulator, tmp_path):
         assert secret not in server.logs()
 
 
+def test_a_message_typed_with_a_line_break_gets_its_reply(servers, emulator, tmp_path):
+    """Customers type line breaks; the decrypted XML keeps them as CRLF."""
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    fields = fresh_text("你好\r\n请问营业时间?", "o-crlf", 7)
+    emulator.emulator.notify_push(APPID, fields)
+    push = builder.build(fields)
+    answer = requests.post(f"{server.url}/wechat/{APPID}", params=push.query, data=push.body,
+                           timeout=5)
+    assert (answer.status_code, answer.text) == (200, "success")
+    assert wait_for(lambda: emulator.emulator.sent(APPID), timeout=20)
+    assert emulator.emulator.sent(APPID)[0][2]["text"] == {"content": "9:00–18:00"}
+
+
 def test_bodies_with_and_without_a_declared_length(servers, emulator, tmp_path):
     """A declared Content-Length is read as is; a chunked body (none declared) is read up to
     max_body, and one over it is refused."""

@@ -70,6 +70,19 @@ def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
     store.close()
 
 
+def test_a_message_typed_with_line_breaks_is_ingested_whole(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    payload = "<xml><Content><![CDATA[第一行\r\n第二行\r第三行\x0b\x0c\x1c]]></Content></xml>"
+    store.inbox_log("wx1", "xml", payload.encode(), "success", 1.0)
+    store.inbox_log(*entry("wx1:after"))
+    new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600,
+                                key=lambda e: key_of(e) if e.payload.endswith("\n</xml>")
+                                else "wx1:crlf")
+    assert [(e.key, e.payload) for e in new] == [("wx1:crlf", payload),
+                                                 ("wx1:after", "<xml>wx1:after\n</xml>")]
+    store.close()
+
+
 def test_a_receive_time_keeps_its_microseconds(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     received = 1764651723.1234567   # as time.time() gives it

@@ -297,7 +297,9 @@ class Journal:
             # Nothing whole yet; a gone writer's file ends here (in a line torn by its death).
             return Chunk(name, position, final=True) if final else None
         entries = []
-        for line in mapped[position:whole].splitlines():
+        # Split at newlines alone: a payload keeps its \r (splitlines would cut a message
+        # typed with a line break into pieces that are not lines, and drop them).
+        for line in mapped[position:whole - 1].split(b"\n"):
             try:
                 entries.append(_decode(line))
             except ValueError:   # not a line this journal writes
