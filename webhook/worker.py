@@ -134,9 +134,10 @@ class Background:
     def _ingest(self) -> None:
         """Move logged pushes into the inbox in batches, handling the new ones. Ingesting
         leases a push, so under a burst the rest waits in the journal, not leased in a queue
-        longer than the lease."""
+        longer than the lease. The queue is refilled to ``AHEAD`` once half of it is taken:
+        a batch at a time, where topping it up would commit a few pushes per poll."""
         while not self._stopping.wait(self._ingest_poll):
-            if self._queued >= AHEAD:
+            if self._queued > AHEAD // 2:
                 continue
             parsed: dict[str, Message] = {}   # read once, to key it and to handle it
 
@@ -150,7 +151,8 @@ class Background:
 
             try:
                 new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
-                                                     ttl=self._ttl, key=key)
+                                                     ttl=self._ttl, key=key,
+                                                     limit=AHEAD - self._queued)
             except Exception:
                 log.exception("inbox ingest failed")
                 continue

@@ -83,6 +83,37 @@ def test_a_message_typed_with_line_breaks_is_ingested_whole(tmp_path) -> None:
     store.close()
 
 
+def test_an_ingest_takes_at_most_its_limit(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    for i in range(7):
+        store.inbox_log(*entry(f"wx1:{i}"))
+    taken = []
+    for expected in (3, 3, 1, 0):
+        new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600, key=key_of, limit=3)
+        assert len(new) == expected
+        taken += [e.key for e in new]
+    assert taken == [f"wx1:{i}" for i in range(7)] and store.inbox_waiting() == 0
+    store.close()
+
+
+def test_a_limited_read_shares_the_limit_between_writers(tmp_path) -> None:
+    """A burst from one worker does not hold back another's pushes."""
+    writers = [Journal(str(tmp_path / "j"), offset=lambda name: 0) for _ in range(2)]
+    for i in range(6):
+        writers[0].append(*entry(f"wx1:a{i}"))
+    writers[1].append(*entry("wx1:b0"))
+    reader = Journal(str(tmp_path / "j"), offset=lambda name: 0)
+    reads = []
+    for _ in range(4):
+        chunks = reader.read(limit=4)
+        reader.done(chunks)
+        reads.append(sorted(key_of(e) for c in chunks for e in c.entries))
+    assert reads == [["wx1:a0", "wx1:a1", "wx1:b0"], ["wx1:a2", "wx1:a3"],
+                     ["wx1:a4", "wx1:a5"], []]
+    for journal in (*writers, reader):
+        journal.close()
+
+
 def test_a_receive_time_keeps_its_microseconds(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     received = 1764651723.1234567   # as time.time() gives it

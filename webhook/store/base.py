@@ -133,11 +133,11 @@ class Store(abc.ABC):
         raise NotImplementedError("this store records pushes with inbox_add")
 
     def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
-                     key: Callable[[InboxEntry], str | None]
+                     key: Callable[[InboxEntry], str | None], limit: int | None = None
                      ) -> tuple[list[InboxEntry], list[InboxEntry]]:
-        """Move logged pushes into the inbox under ``key(entry)`` (None: dropped), each as
-        ``inbox_add`` would record it: (the new entries, now leased to ``owner``; the entries
-        already recorded under a logged push's key)."""
+        """Move logged pushes (about ``limit`` at most) into the inbox under ``key(entry)``
+        (None: dropped), each as ``inbox_add`` would record it: (the new entries, now leased
+        to ``owner``; the entries already recorded under a logged push's key)."""
         return [], []
 
     def inbox_waiting(self) -> int:

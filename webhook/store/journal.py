@@ -174,8 +174,10 @@ class Journal:
         self._fd, self._map, self._name, self._size = fd, mapped, name, 0
 
     # -- background -------------------------------------------------------------------------
-    def read(self) -> list[Chunk]:
-        """New whole lines of every file, if this process is the reader (else none)."""
+    def read(self, limit: int | None = None) -> list[Chunk]:
+        """New whole lines of every file, if this process is the reader (else none); about
+        ``limit`` lines in all at most, shared between the files so that none waits behind
+        another's burst."""
         with self._write_lock:
             own = self._name
         with self._read_lock:
@@ -185,11 +187,12 @@ class Journal:
                 self._next_scan = self._monotonic() + SCAN_EVERY
                 self._take_orphans(own)
             chunks = []
-            for name in sorted(os.listdir(self.directory)):
-                if name.endswith(SUFFIX):
-                    chunk = self._read_file(name, final=name in self._held)
-                    if chunk is not None:
-                        chunks.append(chunk)
+            names = sorted(name for name in os.listdir(self.directory) if name.endswith(SUFFIX))
+            share = None if limit is None else max(1, -(-limit // max(1, len(names))))
+            for name in names:
+                chunk = self._read_file(name, final=name in self._held, limit=share)
+                if chunk is not None:
+                    chunks.append(chunk)
             return chunks
 
     def done(self, chunks: list[Chunk]) -> None:
@@ -267,7 +270,7 @@ class Journal:
                 continue
             self._held[name] = fd
 
-    def _read_file(self, name: str, *, final: bool) -> Chunk | None:
+    def _read_file(self, name: str, *, final: bool, limit: int | None) -> Chunk | None:
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self._offset(name)
@@ -296,6 +299,14 @@ class Journal:
         if not whole:
             # Nothing whole yet; a gone writer's file ends here (in a line torn by its death).
             return Chunk(name, position, final=True) if final else None
+        if limit is not None:     # ... and no more than ``limit`` of them
+            stop = position
+            for _ in range(limit):
+                newline = mapped.find(b"\n", stop, whole)
+                if newline < 0:
+                    break
+                stop = newline + 1
+            whole = stop
         entries = []
         # Split at newlines alone: a payload keeps its \r (splitlines would cut a message
         # typed with a line break into pieces that are not lines, and drop them).

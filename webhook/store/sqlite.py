@@ -389,12 +389,12 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
 
     def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
-                     key: Callable[[InboxEntry], str | None]
+                     key: Callable[[InboxEntry], str | None], limit: int | None = None
                      ) -> tuple[list[InboxEntry], list[InboxEntry]]:
         if self._journal is None:
             return [], []
         try:
-            chunks = self._journal.read()
+            chunks = self._journal.read(limit)
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         if not chunks:
