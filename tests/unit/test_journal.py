@@ -30,9 +30,9 @@ def ingest(store: SqliteStore) -> tuple[list[str], list[tuple[str, str]]]:
     return [e.key for e in new], [(e.key, e.state) for e in seen]
 
 
-def keys_read(journal: Journal) -> list[str]:
+def keys_read(journal: Journal, limit: int | None = None) -> list[str]:
     """Keys of the entries one read of ``journal`` returns, the read marked done."""
-    chunks = journal.read()
+    chunks = journal.read(limit)
     journal.done(chunks)
     return [key_of(e) for c in chunks for e in c.entries]
 
@@ -103,11 +103,7 @@ def test_a_limited_read_shares_the_limit_between_writers(tmp_path) -> None:
         writers[0].append(*entry(f"wx1:a{i}"))
     writers[1].append(*entry("wx1:b0"))
     reader = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    reads = []
-    for _ in range(4):
-        chunks = reader.read(limit=4)
-        reader.done(chunks)
-        reads.append(sorted(key_of(e) for c in chunks for e in c.entries))
+    reads = [sorted(keys_read(reader, limit=4)) for _ in range(4)]
     assert reads == [["wx1:a0", "wx1:a1", "wx1:b0"], ["wx1:a2", "wx1:a3"],
                      ["wx1:a4", "wx1:a5"], []]
     for journal in (*writers, reader):
