@@ -108,7 +108,7 @@ class Server:
                 requests.get(self.url + "/healthz", timeout=1)
                 if len(self.worker_pids()) >= self.workers:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):   # not up yet, or still loading
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
