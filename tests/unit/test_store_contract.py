@@ -610,6 +610,43 @@ def test_sqlite_checkpoints_the_wal_into_the_database_file(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_wal_stays_bounded_while_readers_never_pause(tmp_path) -> None:
+    """Under steady load some reader always needs the newest frames, so a PASSIVE checkpoint
+    never lets the WAL start over: unbounded, it grows by every write (here past 100 MiB) and
+    keeps its size after the load is gone. Bounded, it is emptied at a checkpoint past the
+    limit, or at one of the next few when readers were in the way."""
+    from webhook.store.sqlite import CHECKPOINT_EVERY
+
+    path = tmp_path / "busy.db"
+    store = SqliteStore(str(path), wal_limit=1 << 20)
+    stop = threading.Event()
+
+    def read(pause: float) -> None:   # overlapping snapshots, as the senders' claims keep
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        while not stop.is_set():
+            conn.execute("BEGIN")
+            conn.execute("SELECT COUNT(*) FROM kv").fetchone()
+            time.sleep(pause)
+            conn.execute("COMMIT")
+        conn.close()
+
+    readers = [threading.Thread(target=read, args=(p,)) for p in (0.001, 0.0013)]
+    for r in readers:
+        r.start()
+    largest = 0
+    try:
+        for i in range(24 * CHECKPOINT_EVERY):
+            store.put(f"k{i}", "v" * 2000)
+            largest = max(largest, os.path.getsize(f"{path}-wal"))
+    finally:
+        stop.set()
+        for r in readers:
+            r.join()
+    assert largest < 32 << 20, f"WAL grew to {largest >> 20} MiB"
+    assert store.get(f"k{24 * CHECKPOINT_EVERY - 1}") == "v" * 2000
+    store.close()
+
+
 def test_sqlite_from_url_names_a_missing_directory(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/nope/wxpush.db"
     with pytest.raises(StoreError, match="nope.*does not exist") as info:

@@ -38,6 +38,8 @@ BUSY_TIMEOUT_MS = 5000
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
 CHECKPOINT_EVERY = 256   # commits of one process between its WAL checkpoints
+WAL_LIMIT = 64 << 20     # bytes of WAL past which a checkpoint empties it (_checkpoint)
+TRUNCATE_WAIT_MS = 20    # ... if the readers of the moment are done by then; else next time
 
 # An outbox row is "unfinished" while pending or sending. For a sending row, next_at holds
 # its lease expiry: either way a row is due when next_at <= now. is_head marks each user's
@@ -101,9 +103,11 @@ def _outbox_row(row: tuple) -> OutboxRow:
 class SqliteStore(Store):
     """``Store`` over one SQLite file (``path``) or ``":memory:"``."""
 
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
+                 wal_limit: int = WAL_LIMIT) -> None:
         self.path = path
         self.clock = clock
+        self._wal_limit = wal_limit
         self._local = threading.local()
         self._all: list[tuple[int, sqlite3.Connection]] = []   # (pid that opened it, conn)
         self._all_lock = threading.Lock()
@@ -199,15 +203,37 @@ class SqliteStore(Store):
                 self._commit(batch)
                 self._commits += 1
                 checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
-        if checkpoint:   # PASSIVE: copies what no reader still needs, never blocks writers
-            try:
-                with self._connection() as conn:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except StoreError:
-                pass   # the write itself committed; the next checkpoint catches up
+        if checkpoint:
+            self._checkpoint()
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, and keep the WAL from growing without end.
+
+        PASSIVE copies what no reader still needs and never blocks a writer. But under steady
+        load some reader always needs the newest frames, so the WAL never starts over from
+        its beginning and grows by every write (a gigabyte in a minute of pushes), and keeps
+        that size when the load is gone. Past ``wal_limit`` bytes, TRUNCATE waits for the
+        readers of the moment (each read here is one short statement), copies it all and
+        empties the file. Writers wait meanwhile, so it gives up after ``TRUNCATE_WAIT_MS``
+        and tries again at the next checkpoint; they are background writers only (the
+        request path appends to the journal).
+        """
+        try:
+            large = os.path.getsize(f"{self.path}-wal") > self._wal_limit
+            with self._connection() as conn:
+                if not large:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    return
+                conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except (StoreError, OSError):
+            pass   # the write itself committed; the next checkpoint catches up
 
     @contextmanager
     def _host_lock(self) -> Iterator[None]:
