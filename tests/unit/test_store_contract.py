@@ -621,7 +621,7 @@ def test_sqlite_wal_stays_bounded_while_readers_never_pause(tmp_path) -> None:
     store = SqliteStore(str(path), wal_limit=1 << 20)
     stop = threading.Event()
 
-    def read(pause: float) -> None:   # overlapping snapshots, as the senders' claims keep
+    def read(pause: float) -> None:   # overlapping snapshots: some read is always open
         conn = sqlite3.connect(path, isolation_level=None, timeout=5)
         while not stop.is_set():
             conn.execute("BEGIN")
