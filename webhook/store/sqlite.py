@@ -217,9 +217,9 @@ class SqliteStore(Store):
         its beginning and grows by every write (1.3 GB in six seconds of pushes, beside a
         25 MB database), and keeps that size when the load is gone. Past ``wal_limit``
         bytes, TRUNCATE waits for the readers of the moment (each read here is one short
-        statement), copies it all and empties the file. Writers wait meanwhile, so it gives up after ``TRUNCATE_WAIT_MS``
-        and tries again at the next checkpoint; they are background writers only (the
-        request path appends to the journal).
+        statement), copies it all and empties the file. Writers wait meanwhile, so it gives
+        up after ``TRUNCATE_WAIT_MS`` and tries again at the next checkpoint; they are
+        background writers only (the request path appends to the journal).
         """
         try:
             large = os.path.getsize(f"{self.path}-wal") > self._wal_limit
