@@ -5,7 +5,9 @@
     gunicorn -c gunicorn.conf.py 'bench.baselines:wechatpy()'   # wechatpy verify + decrypt + parse
 
 The app's token, EncodingAESKey and appid come from BENCH_TOKEN / BENCH_AES_KEY / BENCH_APPID.
-Both apps have a no-op ``start``/``stop``: gunicorn.conf.py's worker hooks call them.
+Both apps have a no-op ``start``/``stop``, which gunicorn.conf.py's worker hooks call, and
+wxpush's ``inline_paths`` (webhook/fairworker.py): like its push path, theirs waits on
+nothing but the CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import falcon
 
 
 class _BenchApp(falcon.App):
+    inline_paths = ("/wechat/",)
+
     def start(self) -> None:
         """gunicorn.conf.py's post_worker_init starts wxpush's background work: none here."""
 

@@ -44,6 +44,11 @@ class WxpushApp(falcon.App):
     delivers: bool
     live: LiveRouter | None
     store: Store
+    #: Paths whose requests wait on nothing but the CPU, which the worker may answer on its
+    #: own loop (webhook/fairworker.py): the push path when the store journals it (a copy
+    #: into a file), not when it is a round trip to Redis; never the mini program's, which
+    #: call WeChat.
+    inline_paths: tuple[str, ...]
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -102,6 +107,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
     app.background, app.store, app.delivers = background, store, delivers
     app.live = router if isinstance(router, LiveRouter) else None
+    app.inline_paths = ("/wechat/", "/healthz") if store.journaled else ("/healthz",)
     add_error_handlers(app)
     app.add_route("/wechat/{appid}", WeChatResource(
         apps=settings.apps, intake=intake, clock=clock,

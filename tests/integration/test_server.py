@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,75 @@ def test_a_stuck_worker_holding_fewer_delays_connections_only_briefly(servers, e
     finally:
         for conn in opened:
             conn.close()
+
+
+def raw_push(builder: PushBuilder, fields: dict) -> bytes:
+    push = builder.build(fields)
+    return (f"POST {push.url(f'/wechat/{APPID}')} HTTP/1.1\r\nHost: wxpush\r\n"
+            f"Content-Type: text/xml\r\nContent-Length: {len(push.body)}\r\n\r\n"
+            ).encode("ascii") + push.body
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    """The body of the next answer on ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before an answer")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += conn.recv(4096)
+    return body
+
+
+def test_a_push_still_arriving_holds_up_no_other(servers, emulator, tmp_path):
+    """A whole push is answered by the worker's loop; one whose body is still on its way is
+    read by a pool thread, and the loop answers the others meanwhile."""
+    server = start(servers, emulator, tmp_path, workers=1)
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    slow, quick = open_kept_alive(server, 2)
+    try:
+        late = raw_push(builder, fresh_text("你好", "o-late", 1))
+        slow.sendall(late[:-10])
+        time.sleep(0.2)
+        for i in range(5):
+            started = time.monotonic()
+            quick.sendall(raw_push(builder, fresh_text("你好", "o-quick", 10 + i)))
+            assert read_answer(quick) == b"success"
+            assert time.monotonic() - started < 1.0
+        slow.sendall(late[-10:])
+        assert read_answer(slow) == b"success"
+    finally:
+        slow.close()
+        quick.close()
+
+
+def test_a_mini_program_call_waiting_on_wechat_holds_up_no_push(servers, emulator, tmp_path):
+    """Its path is not one the loop answers, even on a kept-alive connection: it waits in a
+    pool thread."""
+    server = start(servers, emulator, tmp_path, workers=1)
+    emulator.emulator.set_faults(delay_rate=1.0, delay_seconds=3.0, paths=("/sns/jscode2session",))
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+
+    def log_in() -> requests.Response:
+        with requests.Session() as front_end:
+            front_end.get(f"{server.url}/healthz", timeout=5)
+            return front_end.post(f"{server.url}/apps/{APPID}/login", json={"code": "c"},
+                                  timeout=10)
+
+    with ThreadPoolExecutor(1) as pool, requests.Session() as session:
+        started = time.monotonic()
+        login = pool.submit(log_in)
+        assert wait_for(lambda: emulator.emulator.in_flight("/sns/jscode2session"), timeout=5)
+        for i in range(5):
+            push = builder.build(fresh_text("你好", "o-during-login", 20 + i))
+            answer = session.post(f"{server.url}/wechat/{APPID}", params=push.query,
+                                  data=push.body, timeout=1)
+            assert answer.text == "success"
+        assert not login.done()
+        assert login.result().status_code and time.monotonic() - started >= 3.0
+

@@ -241,6 +241,19 @@ def test_a_started_worker_hands_the_gil_over_within_a_millisecond(tmp_path, emul
         sys.setswitchinterval(before)
 
 
+def test_the_push_path_is_answered_on_the_workers_loop_only_where_the_store_journals(
+        tmp_path, emulator):
+    """A journaled push is a copy into a file; with ``:memory:`` (like Redis) it is a store
+    call, which the loop must not wait on. The mini program's paths call WeChat: never."""
+    journaled, _, _ = build(tmp_path, emulator)
+    settings = make_settings(tmp_path, emulator)
+    _, api = store_and_api(tmp_path, settings)
+    unjournaled = create_app(settings, store=SqliteStore(":memory:"), api=api,
+                             router=build_router(settings.server.rules))
+    assert journaled.inline_paths == ("/wechat/", "/healthz")
+    assert unjournaled.inline_paths == ("/healthz",)
+
+
 # --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------
 
 def tamper(query, key, value=None):

@@ -1,6 +1,12 @@
 """The master's bookkeeping of where each worker keeps its connection count."""
 
+import array
+import io
+import socket
+import time
 from types import SimpleNamespace
+
+import pytest
 
 from webhook import fairworker
 
@@ -36,3 +42,90 @@ def test_workers_beyond_the_page_have_no_place():
     extra = spawn(server, 10_000)
     assert extra.slot is None
     fairworker.free_slot(extra)                     # nothing to free, nothing breaks
+
+
+def request(head: str, body: bytes = b"") -> bytes:
+    return head.replace("\n", "\r\n").encode("ascii") + b"\r\n" + body
+
+
+PUSH = request("POST /wechat/wx1?nonce=1 HTTP/1.1\nHost: h\nContent-Length: 5\n", b"<xml>")
+
+
+def test_a_whole_request_is_one_with_its_head_and_all_of_its_body():
+    assert fairworker.whole_request(PUSH, len(PUSH))
+    padded = bytearray(PUSH) + b"\0" * 100      # what lies past size is not looked at
+    assert fairworker.whole_request(padded, len(PUSH))
+    get = request("GET /healthz HTTP/1.1\nHost: h\n")
+    assert fairworker.whole_request(get, len(get))
+    lower = request("POST /wechat/wx1 HTTP/1.1\ncontent-length:5\n", b"<xml>")
+    assert fairworker.whole_request(lower, len(lower))
+
+
+def test_part_of_a_request_or_more_than_one_is_not_whole():
+    """What gunicorn's parser would wait for, or read past, goes to a pool thread."""
+    assert not fairworker.whole_request(PUSH, len(PUSH) - 1)                 # body not all in
+    assert not fairworker.whole_request(PUSH, PUSH.index(b"\r\n\r\n") + 2)   # head not all in
+    assert not fairworker.whole_request(PUSH + PUSH, 2 * len(PUSH))          # pipelined
+    chunked = request("POST /wechat/wx1 HTTP/1.1\nTransfer-Encoding: chunked\n",
+                      b"5\r\n<xml>\r\n0\r\n\r\n")
+    assert not fairworker.whole_request(chunked, len(chunked))
+    twice = request("POST /wechat/wx1 HTTP/1.1\nContent-Length: 5\nContent-Length: 5\n", b"<xml>")
+    assert not fairworker.whole_request(twice, len(twice))
+    longer = request("POST /wechat/wx1 HTTP/1.1\nContent-Length: 5\n", b"<xml><xml>")
+    assert not fairworker.whole_request(longer, len(longer))                 # more than declared
+
+
+def loop_worker(*paths: str) -> fairworker.FairThreadWorker:
+    """A worker as ``run`` prepares it for an app with these ``inline_paths``."""
+    worker = fairworker.FairThreadWorker.__new__(fairworker.FairThreadWorker)
+    worker._quick = tuple(f"{m} {p}".encode() for p in paths for m in ("GET", "POST"))
+    worker._peeked = bytearray(fairworker.PEEK)
+    worker._unread = array.array("i", [0])
+    return worker
+
+
+def kept_alive(server_side: socket.socket) -> SimpleNamespace:
+    """A gthread connection with nothing read ahead."""
+    return SimpleNamespace(sock=server_side, parser=SimpleNamespace(
+        unreader=SimpleNamespace(buf=io.BytesIO())))
+
+
+def test_the_loop_answers_a_whole_request_on_an_inline_path_only():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    worker, conn = loop_worker("/wechat/"), kept_alive(served)
+    try:
+        client.sendall(PUSH)
+        time.sleep(0.05)
+        assert worker._arrived_whole(conn)
+        assert served.recv(len(PUSH)) == PUSH       # it only looked
+        client.sendall(b"POST /apps/wx1/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.05)
+        assert not worker._arrived_whole(conn)
+    finally:
+        for s in (client, served, listener):
+            s.close()
+
+
+def test_a_client_leaving_its_answers_unread_is_served_by_the_pool():
+    """Its next answer might not fit in the send buffer: the loop would wait for that
+    client, and answer nobody else meanwhile."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # fills soon, and stays small
+    client.connect(listener.getsockname())
+    served, _ = listener.accept()
+    worker, conn = loop_worker("/wechat/"), kept_alive(served)
+    try:
+        served.setblocking(False)
+        with pytest.raises(BlockingIOError):        # answers the client does not read
+            for _ in range(10_000):
+                served.send(b"x" * 1500)
+        served.setblocking(True)
+        client.sendall(PUSH)
+        time.sleep(0.05)
+        assert not worker._arrived_whole(conn)
+    finally:
+        for s in (client, served, listener):
+            s.close()
