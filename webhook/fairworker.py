@@ -63,6 +63,11 @@ for _i in range(SLOTS):
     _counts[_i] = _ABSENT
 
 
+def request_starts(paths: tuple[str, ...]) -> tuple[bytes, ...]:
+    """How a request line for one of ``paths`` starts (GET or POST)."""
+    return tuple(f"{method} {path}".encode("ascii") for path in paths for method in ("GET", "POST"))
+
+
 def whole_request(data: bytes | bytearray, size: int) -> bool:
     """Whether ``data[:size]`` is exactly one HTTP/1.1 request, head and body: no more (a
     pipelined request), no less, nothing chunked, one Content-Length or none. What gunicorn's
@@ -140,9 +145,7 @@ class FairThreadWorker(ThreadWorker):
         self._running = True
         self._publish()
         if not self.cfg.is_ssl and _OUTQ is not None:   # TLS bytes cannot be looked at
-            paths = getattr(self.wsgi, "inline_paths", ())
-            self._quick = tuple(f"{method} {path}".encode("ascii")
-                                for path in paths for method in ("GET", "POST"))
+            self._quick = request_starts(getattr(self.wsgi, "inline_paths", ()))
             self._peeked = bytearray(PEEK)
             self._unread = array.array("i", [0])
         self.log.info("Worker accepting connections (pid: %s)", self.pid)

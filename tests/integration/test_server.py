@@ -325,5 +325,6 @@ def test_a_mini_program_call_waiting_on_wechat_holds_up_no_push(servers, emulato
                                   data=push.body, timeout=1)
             assert answer.text == "success"
         assert not login.done()
-        assert login.result().status_code and time.monotonic() - started >= 3.0
+        assert login.result(timeout=10).status_code < 500     # answered, after WeChat's 3 s
+        assert time.monotonic() - started >= 3.0
 

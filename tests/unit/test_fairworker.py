@@ -1,4 +1,5 @@
-"""The master's bookkeeping of where each worker keeps its connection count."""
+"""The worker: the master's bookkeeping of where each worker keeps its connection count, and
+which requests the worker's loop answers itself."""
 
 import array
 import io
@@ -78,7 +79,7 @@ def test_part_of_a_request_or_more_than_one_is_not_whole():
 def loop_worker(*paths: str) -> fairworker.FairThreadWorker:
     """A worker as ``run`` prepares it for an app with these ``inline_paths``."""
     worker = fairworker.FairThreadWorker.__new__(fairworker.FairThreadWorker)
-    worker._quick = tuple(f"{m} {p}".encode() for p in paths for m in ("GET", "POST"))
+    worker._quick = fairworker.request_starts(paths)
     worker._peeked = bytearray(fairworker.PEEK)
     worker._unread = array.array("i", [0])
     return worker
