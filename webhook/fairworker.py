@@ -39,7 +39,8 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-__all__ = ["FairThreadWorker", "take_slot", "free_slot", "whole_request", "DEFER", "UNREAD"]
+__all__ = ["FairThreadWorker", "take_slot", "free_slot", "request_starts", "whole_request",
+           "DEFER", "UNREAD"]
 
 # Python's default GIL switch interval: what the less loaded worker may need to reach its accept.
 DEFER = 0.005
