@@ -76,10 +76,10 @@ def whole_request(data: bytes | bytearray, size: int) -> bool:
     end = data.find(_HEAD_END, 0, size)
     if end < 0:
         return False
-    head = bytes(data[:end + 2])
-    if _CODED.search(head):
+    head = end + 2                    # through the last header's CRLF
+    if _CODED.search(data, 0, head):
         return False
-    lengths = _LENGTH.findall(head)
+    lengths = _LENGTH.findall(data, 0, head)
     if len(lengths) > 1:
         return False
     return size == end + 4 + (int(lengths[0]) if lengths else 0)
@@ -168,13 +168,13 @@ class FairThreadWorker(ThreadWorker):
             return False
         try:
             size = conn.sock.recv_into(self._peeked, PEEK, _PEEK_FLAGS)
+            if not (self._peeked.startswith(self._quick, 0, size)
+                    and whole_request(self._peeked, size)):
+                return False
             fcntl.ioctl(conn.sock, _OUTQ, self._unread)
         except OSError:
             return False
-        if self._unread[0] > UNREAD:
-            return False
-        return (self._peeked.startswith(self._quick, 0, size)
-                and whole_request(self._peeked, size))
+        return self._unread[0] <= UNREAD
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         """A connection to close is closed by the pool: it lingers till the client closes."""

@@ -203,15 +203,29 @@ def test_a_kept_alive_connection_is_closed_after_keepalive_requests(servers, emu
     assert all(a.text == "ok" for a in answers)
 
 
+def read_answer(conn: socket.socket) -> bytes:
+    """The body of the next answer on ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before an answer")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += conn.recv(4096)
+    return body
+
+
 def open_kept_alive(server: ServerProcess, count: int) -> list[socket.socket]:
     """``count`` connections, one after another, each answered once and kept open."""
     opened = []
     for _ in range(count):
         conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: wxpush\r\n\r\n")
-        answer = b""
-        while not answer.endswith(b"ok"):
-            answer += conn.recv(4096)
+        assert read_answer(conn) == b"ok"
         opened.append(conn)
     return opened
 
@@ -262,22 +276,6 @@ def raw_push(builder: PushBuilder, fields: dict) -> bytes:
     return (f"POST {push.url(f'/wechat/{APPID}')} HTTP/1.1\r\nHost: wxpush\r\n"
             f"Content-Type: text/xml\r\nContent-Length: {len(push.body)}\r\n\r\n"
             ).encode("ascii") + push.body
-
-
-def read_answer(conn: socket.socket) -> bytes:
-    """The body of the next answer on ``conn``."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed before an answer")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
-    while len(body) < length:
-        body += conn.recv(4096)
-    return body
 
 
 def test_a_push_still_arriving_holds_up_no_other(servers, emulator, tmp_path):
