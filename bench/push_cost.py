@@ -39,7 +39,7 @@ BATCH = 100  # calls per timed batch: long enough for the clock, short enough to
 
 
 def safe_push(fmt: str, ring: KeyRing) -> tuple[dict[str, str], bytes]:
-    """A safe-mode push exactly as WeChat sends it (protocol.md §2.1, §2.2)."""
+    """A safe-mode push exactly as WeChat sends it (docs/protocol.md §2.1, §2.2)."""
     encrypt = ring.current.encrypt(render(MESSAGE, fmt).encode(), random16=b"0123456789abcdef")
     query = {"signature": signature(TOKEN, TIMESTAMP, NONCE), "timestamp": TIMESTAMP,
              "nonce": NONCE, "openid": MESSAGE["FromUserName"], "encrypt_type": "aes",

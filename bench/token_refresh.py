@@ -29,7 +29,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 APPID, SECRET = "wxbench000000001", "bench-secret"
-SENDS, CONCURRENCY, USERS = 200, 32, 40   # 5 sends per user per window (protocol.md §4.2)
+SENDS, CONCURRENCY, USERS = 200, 32, 40   # 5 sends per user per window (docs/protocol.md §4.2)
 TOKEN_LATENCY = 0.1                       # seconds the emulator takes to issue a token
 PHASE_TIMEOUT = 120.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -22,7 +22,7 @@ __all__ = ["WeChatAPI", "MEDIA_TTL"]
 
 log = logging.getLogger(__name__)
 
-MEDIA_TTL = 3 * 86400 - 3 * 3600   # temporary media live 3 days (protocol.md §5.3)
+MEDIA_TTL = 3 * 86400 - 3 * 3600   # temporary media live 3 days (docs/protocol.md §5.3)
 INVALID_MEDIA_ID = 40007
 # payload section -> (local file field, media id field)
 _LOCAL_MEDIA = {"image": ("path", "media_id"), "miniprogrampage": ("thumb_path", "thumb_media_id")}

@@ -27,7 +27,7 @@ __all__ = ["WeChatClient", "TokenGrant", "shared_session", "scrub"]
 
 log = logging.getLogger(__name__)
 
-# Credentials that travel in WeChat query strings (protocol.md §5-§7).
+# Credentials that travel in WeChat query strings (docs/protocol.md §5-§7).
 _SECRET_PARAMS = re.compile(r"((?:access_token|secret|js_code)=)[^&\s\"'#]*")
 POOL_SIZE = 32   # connections kept per host: sender threads + request threads of one worker
 
@@ -115,7 +115,7 @@ class WeChatClient:
         # Shorter than the token lock's lease, so a slow fetch never outlives the lock.
         self.token_timeout = token_timeout
 
-    # -- access_token (protocol.md §6) -----------------------------------------------------
+    # -- access_token (docs/protocol.md §6) -----------------------------------------------------
     def token(self, *, appid: str, secret: str) -> TokenGrant:
         body = self._call("GET", "/cgi-bin/token", timeout=self.token_timeout, params={
             "grant_type": "client_credential", "appid": appid, "secret": secret})
@@ -127,7 +127,7 @@ class WeChatClient:
             "force_refresh": force_refresh})
         return _grant(body)
 
-    # -- customer-service messages and media (protocol.md §5) ------------------------------
+    # -- customer-service messages and media (docs/protocol.md §5) ------------------------------
     def send(self, *, access_token: str, touser: str, payload: Mapping[str, Any]) -> None:
         self._call("POST", "/cgi-bin/message/custom/send", token=access_token,
                    json={**payload, "touser": touser})
@@ -157,7 +157,7 @@ class WeChatClient:
         _decode(response, token=access_token)
         raise Retryable(-1, f"no media in the answer ({kind or 'no content type'})")
 
-    # -- login and open data (protocol.md §7) ----------------------------------------------
+    # -- login and open data (docs/protocol.md §7) ----------------------------------------------
     def code2session(self, *, appid: str, secret: str, js_code: str) -> dict[str, Any]:
         return self._call("GET", "/sns/jscode2session", params={
             "appid": appid, "secret": secret, "js_code": js_code,

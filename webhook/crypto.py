@@ -1,6 +1,6 @@
 """Pure AES envelope of compatible/safe mode: decrypt, encrypt, appid check, key rotation.
 
-protocol.md §2.4: AESKey = Base64_Decode(EncodingAESKey + "="), AES-256-CBC with
+docs/protocol.md §2.4: AESKey = Base64_Decode(EncodingAESKey + "="), AES-256-CBC with
 IV = AESKey[:16], PKCS#7 over **32-byte** blocks, and the plaintext
 ``random(16) ‖ be32(len(msg)) ‖ msg ‖ receiveid`` where receiveid is the AppID.
 
@@ -33,7 +33,7 @@ def aes_key(encoding_aes_key: str) -> bytes:
     """The 32-byte AES key of a console EncodingAESKey.
 
     Decoded leniently: 43 characters carry 258 bits and the console's keys usually have
-    non-zero trailing bits, which strict decoders refuse (protocol.md §2.4 pitfalls).
+    non-zero trailing bits, which strict decoders refuse (docs/protocol.md §2.4 pitfalls).
     """
     if not _KEY_CHARS.fullmatch(encoding_aes_key):
         raise ValueError("an EncodingAESKey is exactly 43 base64 characters")
@@ -121,7 +121,7 @@ class KeyRing:
     """The current EncodingAESKey and, during a rotation, the previous one.
 
     Official FAQ: keep the current and the previous key; if the current one fails, try the
-    previous, and encrypt the reply with whichever key opened the push (protocol.md §2.4).
+    previous, and encrypt the reply with whichever key opened the push (docs/protocol.md §2.4).
     """
 
     __slots__ = ("current", "previous")

@@ -149,7 +149,7 @@ class Handler:
 
 
 def _window_opened(appid: str, message: Message) -> ValueUpdate | None:
-    """The send window this push opens (protocol.md §4.2), noted with the handling."""
+    """The send window this push opens (docs/protocol.md §4.2), noted with the handling."""
     if isinstance(message, EnterSessionEvent):
         note = note_enter
     elif isinstance(message, Event):

@@ -1,6 +1,6 @@
 """Typed, immutable messages: what a customer sent (inbound) and what we answer (replies).
 
-Inbound fields follow protocol.md §3 (the same keys in XML and JSON). Values are normalised
+Inbound fields follow docs/protocol.md §3 (the same keys in XML and JSON). Values are normalised
 so that the XML and the JSON form of one push give equal objects: ``MsgId`` keeps its exact
 64-bit value as an int (or stays a string on the cloud-function path), ``CreateTime`` is an
 int, and unknown fields are kept as text in ``extra``.
@@ -54,7 +54,7 @@ class Message:
 
     @property
     def dedupe_key(self) -> str:
-        """What identifies one push across WeChat's retries (protocol.md §4.1).
+        """What identifies one push across WeChat's retries (docs/protocol.md §4.1).
 
         Messages carry ``MsgId``; events do not, so they are keyed by sender, time and event.
         """
@@ -104,7 +104,8 @@ class Event(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnterSessionEvent(Event):
     """``user_enter_tempsession``: the user opened the chat; ``session_from`` is the button's
-    ``session-from`` attribute. It opens a 1-minute window of 2 messages (protocol.md §4.2)."""
+    ``session-from`` attribute. It opens a 1-minute window of 2 messages
+    (docs/protocol.md §4.2)."""
 
     event: str = ENTER_SESSION_EVENT
     session_from: str = ""
@@ -199,7 +200,7 @@ class MiniProgramPageReply(Reply):
 class TransferToHuman(Reply):
     """Hand the conversation to the web customer-service tool.
 
-    The only passive reply Mini Programs document (protocol.md §4.4): it travels in the HTTP
+    The only passive reply Mini Programs document (docs/protocol.md §4.4): it travels in the HTTP
     answer to the push (encrypted in compatible/safe mode), never through custom/send.
     """
 

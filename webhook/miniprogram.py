@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_CLOUD_IDS = 5          # getopendata takes at most 5 cloudIDs per call
 MAX_CODE = 512             # far above any js_code / phone code WeChat issues
-# Our own refusals, in WeChat's numbering (protocol.md §5.5, §7)
+# Our own refusals, in WeChat's numbering (docs/protocol.md §5.5, §7)
 INVALID_ARGS, EMPTY_BODY, BAD_FORMAT, TOO_LARGE = 40097, 44002, 47001, 45002
 MISSING_CREDENTIAL, SESSION_EXPIRED, INVALID_APPID, INVALID_CODE = 41008, 42003, 40013, 40029
 # WeChat errcodes caused by the caller's input: a 4xx, never a 5xx

@@ -1,7 +1,7 @@
 """Mini program open data, pure: decrypt ``encryptedData``, check watermarks and ``rawData``
 signatures, read ``getopendata`` (CloudID) answers and shape phone numbers.
 
-WeChat facts: protocol.md §7 (signature.html, getOpenData, getPhoneNumber). Errors carry a
+WeChat facts: docs/protocol.md §7 (signature.html, getOpenData, getPhoneNumber). Errors carry a
 WeChat-style ``errcode``; the -4100x codes are those of the official open-data sample
 (WXBizDataCrypt: -41001 bad session_key, -41002 bad iv, -41003 bad buffer, -41004 base64).
 No message built here contains the session_key, the ciphertext or the plaintext.

@@ -2,7 +2,7 @@
 
 Hostile input is refused with MalformedRequest: invalid UTF-8, any DOCTYPE or entity
 declaration (billion laughs, XXE), JSON that is not an object. The XML and the JSON form of
-one push give equal Message objects (protocol.md §3: same keys in both formats).
+one push give equal Message objects (docs/protocol.md §3: same keys in both formats).
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ _PLAIN_FIELD = (rf"<(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)>(?:"
                 rf"|({_no_cdata_end('<&' + _NOT_CHAR)}))</(?P=name)>")
 _FIELD = re.compile(_PLAIN_FIELD)
 _PLAIN_XML = re.compile(rf"[ \t\n]*<xml>((?:[ \t\n]*{_PLAIN_FIELD})*)[ \t\n]*</xml>[ \t\n]*")
-# A text push laid out as WeChat sends it (protocol.md §3.1), read in one pass over the bytes:
+# A text push laid out as WeChat sends it (docs/protocol.md §3.1), read in one pass over the bytes:
 # ids in printable ASCII, numbers in digits, the Content one CDATA section whose bytes hold no
 # character XML forbids (U+FFFE/U+FFFF are checked once it is decoded). Everything around the
 # Content is ASCII, so decoding the Content checks the whole body is UTF-8.
@@ -349,7 +349,7 @@ def peek(body: bytes, fmt: str) -> tuple[str, str] | None:
 # --- fields <-> Message --------------------------------------------------------------------
 
 _COMMON = frozenset({"ToUserName", "FromUserName", "CreateTime", "MsgType", "MsgId"})
-# wire key -> Message attribute, per MsgType (protocol.md §3.1-§3.4)
+# wire key -> Message attribute, per MsgType (docs/protocol.md §3.1-§3.4)
 _TYPES: dict[str, tuple[type[Message], dict[str, str]]] = {
     "text": (TextMessage, {"Content": "content"}),
     "image": (ImageMessage, {"PicUrl": "pic_url", "MediaId": "media_id"}),
@@ -396,7 +396,7 @@ def _create_time(value: Any) -> int:
 
 
 def _msg_id(value: Any) -> int | str | None:
-    """Exact 64-bit MsgId as an int; a string on the cloud-function path (protocol.md §3)."""
+    """Exact 64-bit MsgId as an int; a string on the cloud-function path (docs/protocol.md §3)."""
     if type(value) is int or value is None:  # noqa: E721
         return value
     if type(value) is str and value.isdigit() and value.isascii() \
@@ -475,6 +475,6 @@ def render(fields: Mapping[str, Any], fmt: str) -> str:
 
 
 def transfer_fields(message: Message, *, now: int) -> dict[str, Any]:
-    """The passive ``transfer_customer_service`` reply to ``message`` (protocol.md §4.4)."""
+    """The passive ``transfer_customer_service`` reply to ``message`` (docs/protocol.md §4.4)."""
     return {"ToUserName": message.openid, "FromUserName": message.to_user, "CreateTime": now,
             "MsgType": "transfer_customer_service"}

@@ -1,6 +1,6 @@
 """WeChat's customer-service send windows, tracked per user from the pushes we received.
 
-protocol.md §4.2 (current Mini Program send page): a user message opens 48 hours in which 5
+docs/protocol.md §4.2 (current Mini Program send page): a user message opens 48 hours in which 5
 messages may be sent; entering the chat (``user_enter_tempsession``) opens 1 minute with 2.
 A later user message starts a fresh window. WeChat answers 45015 outside every window and
 45047 once the count is used up; wxpush refuses such a reply itself, without a call.

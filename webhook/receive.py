@@ -1,6 +1,6 @@
 """Pure path of one push before it is recorded: check, open, parse; and seal the passive answer.
 
-protocol.md §1 (URL verification), §2 (POST push in plaintext / compatible / safe mode) and
+docs/protocol.md §1 (URL verification), §2 (POST push in plaintext / compatible / safe mode) and
 §2.5 (encrypted passive reply). Every refusal is a RequestRejected subclass whose ``status``
 is the HTTP answer; the clock is passed in.
 """
@@ -90,7 +90,7 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
 
     With ``encrypt_type=aes`` the push is authenticated by ``msg_signature`` alone, as the
     official docs say ("校验msg_signature签名是否正确 … 注意：不要使用signature验证！",
-    protocol.md §2.1): it signs the same Token, timestamp and nonce as the URL ``signature``
+    docs/protocol.md §2.1): it signs the same Token, timestamp and nonce as the URL ``signature``
     plus the body's ``Encrypt``. Order: query parameters (400), timestamp window (403),
     envelope (400), ``msg_signature`` (403), decrypt (403/400); then, when read, the message
     in the app's format (400). Compatible mode ignores the body's plaintext copy. Without
@@ -119,7 +119,7 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
 
 def sealed_body(cipher: Cipher, token: str, message: bytes, *, nonce: str, now: int,
                 random16: bytes, fmt: str) -> str:
-    """The encrypted passive-response envelope around ``message`` (protocol.md §2.5).
+    """The encrypted passive-response envelope around ``message`` (docs/protocol.md §2.5).
 
     JSON: TimeStamp a number, Nonce a string (the final official example). XML: the layout of
     the official example, CDATA everywhere but TimeStamp.
@@ -139,7 +139,7 @@ def seal(app: AppConfig, push: Push, fields: Mapping[str, Any], *, now: int,
     """The passive response body carrying ``fields``: encrypted with the key that opened the
     push (official FAQ on key rotation), or plain when the push was plaintext.
 
-    Plain acknowledgements (``success`` / empty) are never sealed (protocol.md §4.1).
+    Plain acknowledgements (``success`` / empty) are never sealed (docs/protocol.md §4.1).
     """
     text = render(fields, app.format)
     if push.cipher is None:

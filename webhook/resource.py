@@ -73,7 +73,7 @@ class WeChatResource:
         push = open_push(app, self._keys.get(appid), query(req), body, now=self._clock(),
                          tolerance=self._tolerance)
         answer = self._intake.accept(app, push)
-        # ``success`` is never encrypted (protocol.md §2.5): an encrypted ack breaks the chat.
+        # ``success`` is never encrypted (docs/protocol.md §2.5): an encrypted ack breaks the chat.
         resp.content_type = falcon.MEDIA_TEXT if answer == "success" else _CONTENT_TYPES[app.format]
         resp.text = answer
 

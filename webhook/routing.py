@@ -234,7 +234,7 @@ class Router:
         Asks only what matchers declare: ``kinds``, and ``terms`` (one of their words occurs
         in the folded text of whatever the matcher matches). So it may say True for a message
         ``route`` does not hand off, never False for one it does. Events are never handed
-        off (protocol.md §4.4).
+        off (docs/protocol.md §4.4).
         """
         if self._index is None:
             self.compile()
@@ -272,7 +272,7 @@ class Router:
             transfer = transfer or rule.transfer
             if not rule.continue_:
                 break
-        # WeChat forwards messages, never events, to the human agents (protocol.md §4.4).
+        # WeChat forwards messages, never events, to the human agents (docs/protocol.md §4.4).
         if transfer and isinstance(message, Event):
             transfer = False
         return Route(tuple(steps), transfer)

@@ -1,6 +1,6 @@
 """Pure request authentication: WeChat's sha1 signatures and the timestamp window.
 
-protocol.md §1 and §2.3: ``signature = sha1(sort(Token, timestamp, nonce))`` and
+docs/protocol.md §1 and §2.3: ``signature = sha1(sort(Token, timestamp, nonce))`` and
 ``msg_signature = sha1(sort(Token, timestamp, nonce, Encrypt))``, lowercase hex. The clock is
 always passed in, never read here.
 """

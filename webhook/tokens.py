@@ -8,7 +8,7 @@ one (compare-and-delete: another process may already have replaced it), fetched 
 and the call retried once. A failed refresh keeps the old token until it really expires and
 is retried with backoff, remembered in the store so that all processes back off together.
 
-stable_token (protocol.md §6.2) is the default: in normal mode it returns the same token to
+stable_token (docs/protocol.md §6.2) is the default: in normal mode it returns the same token to
 every caller while valid, so after a 40001 a normal fetch may hand back the very token that
 failed; only then do we use ``force_refresh``, at most 20 a day and 30 s apart (WeChat's
 limits), tracked in the store.
@@ -39,7 +39,7 @@ __all__ = ["TokenProvider", "TokenInfo"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FORCE_PER_DAY = 20      # stable_token force_refresh limits (protocol.md §6.2)
+FORCE_PER_DAY = 20      # stable_token force_refresh limits (docs/protocol.md §6.2)
 FORCE_GAP = 30.0
 MIN_RECHECK = 30.0      # a token refreshed "too early" (stable: the same one) is re-asked this late
 BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0

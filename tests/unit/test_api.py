@@ -164,7 +164,7 @@ def send(token, user):
                 payload={"msgtype": "text", "text": {"content": "hi"}})
     return token
 def work(thread):
-    for _ in range(5):     # a user message allows 5 sends (protocol.md 4.2)
+    for _ in range(5):     # a user message allows 5 sends (docs/protocol.md §4.2)
         for attempt in range(20):   # as the sender does: retry a refused connection (backlog)
             try:
                 seen.add(tokens.call(appid, lambda token: send(token, f"o-{index}-{thread}")))

@@ -1,4 +1,5 @@
-"""crypto.py: official vectors (protocol.md §2.6, §8), round trips, padding, tampering, rotation."""
+"""crypto.py: official vectors (docs/protocol.md §2.6, §8), round trips, padding, tampering,
+rotation."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_v1_decrypts_to_the_167_byte_message() -> None:
 
 
 def test_v1_layout_matches_the_worked_example() -> None:
-    # protocol.md §2.6: TmpMsg 224 bytes, FullStr 205 bytes + 19 bytes of 0x13 (K = 32)
+    # docs/protocol.md §2.6: TmpMsg 224 bytes, FullStr 205 bytes + 19 bytes of 0x13 (K = 32)
     plain = raw_plaintext(ZERO_KEY, V1_ENCRYPT)
     assert len(plain) == 224
     assert plain[-19:] == b"\x13" * 19
@@ -81,7 +82,8 @@ def test_v1_reply_is_reproduced_byte_for_byte() -> None:
 
 
 def test_xml_reply_vector_is_reproduced_byte_for_byte() -> None:
-    # protocol.md §2.5/§2.6: 3rd-party example, the 52-byte reply text (literally without "<!")
+    # docs/protocol.md §2.5/§2.6: 3rd-party example, the 52-byte reply text (literally without
+    # "<!")
     reply = b"<xml><demo_resp>[CDATA[good luck]]</demo_resp></xml>"
     assert len(reply) == 52
     cipher = Cipher(ZERO_KEY, XML_APPID)

@@ -16,7 +16,7 @@ from webhook.opendata import (CLOUD_ID_EXPIRED, OpenDataError, SignatureMismatch
                               check_raw_signature, check_watermark, decrypt_encrypted_data,
                               parse_open_data, phone_info)
 
-# protocol.md §7.2 / §8 O1: the official sample (demo.js of aes-sample.zip)
+# docs/protocol.md §7.2 / §8 O1: the official sample (demo.js of aes-sample.zip)
 O1_APPID = "wx4f4bc4dec97d474b"
 O1_SESSION_KEY = "tiihtNczf5v6AKRyjwEUhQ=="
 O1_IV = "r7BXXKkLb8qrSNn05n0qiA=="

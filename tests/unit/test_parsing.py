@@ -17,7 +17,7 @@ from webhook.parsing import (cdata, message_fields, parse_body, parse_envelope, 
 
 COMMON = {"ToUserName": "toUser", "FromUserName": "fromUser", "CreateTime": 1482048670}
 
-# The same push in both formats: protocol.md §2.6, §3.1-§3.5 (JSON shapes as documented).
+# The same push in both formats: docs/protocol.md §2.6, §3.1-§3.5 (JSON shapes as documented).
 PUSHES: dict[str, dict[str, Any]] = {
     "text": {**COMMON, "MsgType": "text", "Content": "this is a test", "MsgId": 1234567890123456},
     "text_v3": {"ToUserName": "gh_10f6c3c3ac5a", "FromUserName": "oyORnuP8q7ou2gfYjqLzSIWZf0rs",

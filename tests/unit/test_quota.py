@@ -1,4 +1,4 @@
-"""The customer-service send windows (protocol.md §4.2)."""
+"""The customer-service send windows (docs/protocol.md §4.2)."""
 
 from webhook.quota import note_enter, note_message, take, verdict
 

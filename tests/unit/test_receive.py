@@ -28,7 +28,7 @@ TEXT = {"ToUserName": "gh_97417a04a28d", "FromUserName": "o9AgO5Kd5ggOC-bXrbNODI
         "CreateTime": NOW, "MsgType": "text", "Content": "你好 <&> ]]>", "MsgId": 6054768590064713728}
 SETTINGS = [(fmt, mode) for fmt in ("xml", "json") for mode in ("plaintext", "compatible", "safe")]
 
-# protocol.md §2.1/§2.2/§2.6: the official safe-mode JSON example, verbatim
+# docs/protocol.md §2.1/§2.2/§2.6: the official safe-mode JSON example, verbatim
 V1_APP = AppConfig(appid="wxba5fad812f8e6fb9", token="AAAAA", encoding_aes_key="A" * 43,
                    format="json", mode="safe")
 V1_QUERY = {"signature": "6c5c811b55cc85e0e1b54100749188c20beb3f5d", "timestamp": "1714112445",
@@ -47,7 +47,7 @@ def app(fmt: str = "xml", mode: str = "safe", **overrides: Any) -> AppConfig:
 def build(fmt: str, mode: str, fields: dict[str, Any] = TEXT, *, key: str = KEY,
           appid: str = APPID, timestamp: str = str(NOW), nonce: str = "415670741",
           message: bytes | None = None) -> tuple[dict[str, str], bytes]:
-    """Query and body exactly as WeChat sends them (protocol.md §2.1, §2.2)."""
+    """Query and body exactly as WeChat sends them (docs/protocol.md §2.1, §2.2)."""
     message = render(fields, fmt).encode() if message is None else message
     query = {"signature": signature(TOKEN, timestamp, nonce), "timestamp": timestamp,
              "nonce": nonce}

@@ -1,4 +1,5 @@
-"""signature.py: official vectors (protocol.md §8), tamper resistance, the timestamp window."""
+"""signature.py: official vectors (docs/protocol.md §8), tamper resistance, the timestamp
+window."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ V1_ENCRYPT = (
     "cp3Fn2Pede2IuQrKEYwKSqFIZoNqJ4M8EajAsjLY2km32IIjdf8YL/P50F7mStwntrA2cPDrM1kb6mOcfBgRtWygb3"
     "VIYnSeOBrebufAlr7F9mFUPAJGj04=")
 
-# (expected, parts) from protocol.md §1, §2.1, §2.3, §2.5, §2.6, §8
+# (expected, parts) from docs/protocol.md §1, §2.1, §2.3, §2.5, §2.6, §8
 VECTORS = [
     ("f464b24fc39322e44b38aa78f5edd27bd1441696", ("AAAAA", "1714036504", "1514711492")),  # V0
     ("899cf89e464efb63f54ddac96b0a0a235f53aa78", ("AAAAA", "1714037059", "486452656")),  # V0'
@@ -39,7 +40,7 @@ def test_order_of_parts_does_not_matter(expected: str, parts: tuple[str, ...]) -
 
 
 def test_v0_sorted_concatenation() -> None:
-    # protocol.md §1: sorted ["1514711492","1714036504","AAAAA"] joined with no separator
+    # docs/protocol.md §1: sorted ["1514711492","1714036504","AAAAA"] joined with no separator
     import hashlib
     assert signature("AAAAA", "1714036504", "1514711492") == hashlib.sha1(
         b"15147114921714036504AAAAA").hexdigest()

@@ -21,7 +21,7 @@ APPS = {"wxA": AppConfig(appid="wxA", token="t", secret="S"),
 
 class FakeWeChat:
     """/cgi-bin/token rotates on every fetch; stable_token keeps its token until 5 min before
-    expiry unless forced (protocol.md §6). ``failures`` are raised by the next fetches."""
+    expiry unless forced (docs/protocol.md §6). ``failures`` are raised by the next fetches."""
 
     def __init__(self, clock, delay: float = 0.0) -> None:
         self.clock, self.delay = clock, delay

@@ -1,4 +1,5 @@
-"""The official test vectors of protocol.md §2.6 and §8, shared by the crypto and receive tests."""
+"""The official test vectors of docs/protocol.md §2.6 and §8, shared by the crypto and receive
+tests."""
 
 ZERO_KEY = "A" * 43  # AESKey = 32 zero bytes (the official worked example)
 V1_APPID = "wxba5fad812f8e6fb9"

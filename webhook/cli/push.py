@@ -24,7 +24,7 @@ from webhook.testing.remote import EmulatorControl
 
 __all__ = ["register"]
 
-ANSWER_TIMEOUT = 5.0    # WeChat hangs up after 5 s (protocol.md §4.1)
+ANSWER_TIMEOUT = 5.0    # WeChat hangs up after 5 s (docs/protocol.md §4.1)
 
 
 def _field(value: str) -> tuple[str, str]:

@@ -1,9 +1,10 @@
 """PushBuilder: the POSTs WeChat sends to a message-push URL, in each of the six console settings.
 
-Query (protocol.md §2.1): ``signature``, ``timestamp``, ``nonce``; compatible and safe mode add
-``openid``, ``encrypt_type=aes`` and ``msg_signature`` (the plaintext example has none of
-them). Body (§2.2): plaintext = the message; safe = ``ToUserName`` (original id) + ``Encrypt``;
-compatible = the plaintext fields + ``Encrypt``. Message fields follow the §3 samples' order.
+Query (docs/protocol.md §2.1): ``signature``, ``timestamp``, ``nonce``; compatible and safe
+mode add ``openid``, ``encrypt_type=aes`` and ``msg_signature`` (the plaintext example has none
+of them). Body (§2.2): plaintext = the message; safe = ``ToUserName`` (original id) +
+``Encrypt``; compatible = the plaintext fields + ``Encrypt``. Message fields follow the §3
+samples' order.
 """
 
 from __future__ import annotations
@@ -157,5 +158,5 @@ class PushBuilder:
         return str(self._random.randrange(10**8, 2**31))
 
     def _msg_id(self) -> int:
-        # real MsgIds exceed 2**53 (protocol.md §3): exercise exact 64-bit handling
+        # real MsgIds exceed 2**53 (docs/protocol.md §3): exercise exact 64-bit handling
         return self._random.randrange(2**60, 2**63)

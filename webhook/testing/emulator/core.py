@@ -29,7 +29,7 @@ __all__ = ["Emulator", "ROUTES"]
 
 Endpoint = Callable[["Emulator", Request], "dict[str, Any] | Raw"]
 
-# path -> (HTTP method, endpoint); protocol.md §5-7
+# path -> (HTTP method, endpoint); docs/protocol.md §5-7
 ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/cgi-bin/token": ("GET", tokens.fetch_token),
     "/cgi-bin/stable_token": ("POST", tokens.fetch_stable_token),

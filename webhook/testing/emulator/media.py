@@ -1,4 +1,4 @@
-"""Temporary media (protocol.md §5.3-5.4): multipart upload of images, ids valid 3 days."""
+"""Temporary media (docs/protocol.md §5.3-5.4): multipart upload of images, ids valid 3 days."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Customer-service sending: ``custom/send`` and typing, with the windows of protocol.md §4.2-4.3.
+"""Customer-service sending: ``custom/send`` and typing, with the windows of
+docs/protocol.md §4.2-4.3.
 
 A user message opens a window of 5 sends for 48 h; ``user_enter_tempsession`` opens one of 2
 sends for 1 minute (each new trigger restarts its window with a fresh count). A send outside

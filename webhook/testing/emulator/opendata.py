@@ -1,4 +1,4 @@
-"""Login and open data (protocol.md §7): js_code login, encryptedData, cloudID, phone codes.
+"""Login and open data (docs/protocol.md §7): js_code login, encryptedData, cloudID, phone codes.
 
 ``login_code`` plays ``wx.login``: it rotates the user's session_key and issues a single-use
 code valid 5 minutes that ``jscode2session`` trades for (openid, session_key). Open data is

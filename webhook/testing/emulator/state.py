@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["Call", "Fail", "Raw", "Part", "Request", "TokenRecord", "AppState", "UserState",
            "MediaItem", "Grant", "Faults", "ERRMSG"]
 
-# errmsg as WeChat returns them (protocol.md §5.5, §6, §7); codes the emulator can answer.
+# errmsg as WeChat returns them (docs/protocol.md §5.5, §6, §7); codes the emulator can answer.
 ERRMSG: dict[int, str] = {
     -1: "system error",
     40001: "invalid credential, access_token is invalid or not latest",

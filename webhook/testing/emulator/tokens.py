@@ -1,4 +1,4 @@
-"""access_token issuing and checking, with WeChat's rotation rules (protocol.md §6).
+"""access_token issuing and checking, with WeChat's rotation rules (docs/protocol.md §6).
 
 - ``/cgi-bin/token``: every fetch issues a new token; the previous one stays valid for 5 minutes,
   anything older is refused (40001).
