@@ -150,11 +150,11 @@ class Handler:
 
 def _window_opened(appid: str, message: Message) -> ValueUpdate | None:
     """The send window this push opens (protocol.md §4.2), noted with the handling."""
+    at = float(message.create_time)
     if isinstance(message, EnterSessionEvent):
-        note = note_enter
+        note: Callable[[str | None], str] = lambda old: note_enter(old, at)
     elif isinstance(message, Event):
         return None
     else:
-        note = note_message
-    return ValueUpdate(quota_key(appid, message.openid),
-                       lambda old: note(old, float(message.create_time)), ttl=WINDOW_TTL)
+        note = lambda old: note_message(old, at, message.dedupe_key)
+    return ValueUpdate(quota_key(appid, message.openid), note, ttl=WINDOW_TTL)
