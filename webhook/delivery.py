@@ -24,6 +24,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from functools import partial
 
 from webhook.errors import MalformedRequest
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
@@ -150,11 +151,11 @@ class Handler:
 
 def _window_opened(appid: str, message: Message) -> ValueUpdate | None:
     """The send window this push opens (docs/protocol.md §4.2), noted with the handling."""
+    at = float(message.create_time)
     if isinstance(message, EnterSessionEvent):
-        note = note_enter
+        note = partial(note_enter, at=at)
     elif isinstance(message, Event):
         return None
     else:
-        note = note_message
-    return ValueUpdate(quota_key(appid, message.openid),
-                       lambda old: note(old, float(message.create_time)), ttl=WINDOW_TTL)
+        note = partial(note_message, at=at, key=message.dedupe_key)
+    return ValueUpdate(quota_key(appid, message.openid), note, ttl=WINDOW_TTL)

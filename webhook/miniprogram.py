@@ -3,7 +3,8 @@
 ``POST /apps/{appid}/login`` exchanges a ``wx.login`` code for an opaque session token;
 ``POST /apps/{appid}/opendata`` opens ``encryptedData`` or CloudIDs for that session;
 ``POST /apps/{appid}/phone`` turns a getPhoneNumber code into the number. JSON in, JSON out;
-errors are ``{"errcode": int, "errmsg": str}`` as WeChat writes them. The session_key never
+errors are ``{"errcode": int, "errmsg": str}`` as WeChat writes them. Each request is first
+rate-limited, per client address and per app (``webhook.ratelimit``). The session_key never
 leaves the server, and neither it, the session token nor user data is ever logged.
 """
 
@@ -23,11 +24,13 @@ import falcon
 from Crypto.Cipher import AES
 
 from webhook.api import WeChatAPI
+from webhook.logsafe import Repeats, shown
 from webhook.messages import hashed
 from webhook.errors import (MalformedRequest, PayloadTooLarge, RequestRejected, Retryable,
                             StoreError, Unauthorized, UnknownApp, WeChatAPIError)
 from webhook.opendata import (check_raw_signature, decrypt_encrypted_data, parse_open_data,
                               phone_info)
+from webhook.ratelimit import Bucket, Limiter, RateLimited, trusted_networks
 from webhook.settings import AppConfig, Settings
 from webhook.store.base import Store
 
@@ -118,8 +121,9 @@ class _Endpoint:
     kind = ""
 
     def __init__(self, *, settings: Settings, api: WeChatAPI, sessions: Sessions,
-                 clock: Callable[[], float]) -> None:
+                 limiter: Limiter, repeats: Repeats, clock: Callable[[], float]) -> None:
         self.settings, self.api, self.sessions, self.clock = settings, api, sessions, clock
+        self.limiter, self.repeats = limiter, repeats
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
@@ -127,7 +131,15 @@ class _Endpoint:
             app = self.settings.app(appid)
             if app is None:
                 raise UnknownApp("unknown appid")
+            self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"))
             result = self.handle(app, req, self._body(req))
+        except RateLimited as exc:
+            self.repeats.log(log, logging.INFO, f"{appid}:{exc.scope}",
+                             "%s appid=%s outcome=refused status=429 client=%s reason=%s",
+                             self.kind, appid, shown(exc.client), exc.reason)
+            resp.set_header("Retry-After", str(exc.retry_after))
+            _answer(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
+            return
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
             status, errcode, errmsg = _describe(exc)
             log.log(logging.WARNING if status >= 500 else logging.INFO,
@@ -295,9 +307,14 @@ def _answer(resp: falcon.Response, status: int, body: Any) -> None:
 def register(app: falcon.App, *, settings: Settings, api: WeChatAPI, store: Store,
              clock: Callable[[], float] = time.time,
              token_factory: Callable[[], str] = new_session_token) -> None:
-    """Add the three routes under ``/apps/{appid}/``."""
-    sessions = Sessions(store, ttl=settings.server.session_ttl, token_factory=token_factory)
-    parts = {"settings": settings, "api": api, "sessions": sessions, "clock": clock}
+    """Add the three routes under ``/apps/{appid}/``, which share their rate limits."""
+    server = settings.server
+    sessions = Sessions(store, ttl=server.session_ttl, token_factory=token_factory)
+    limiter = Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
+                      per_app=Bucket(server.rate_per_app, server.burst_per_app),
+                      trusted=trusted_networks(server.trusted_proxies), clock=clock)
+    parts = {"settings": settings, "api": api, "sessions": sessions, "limiter": limiter,
+             "repeats": Repeats(), "clock": clock}
     app.add_route("/apps/{appid}/login", LoginResource(**parts))
     app.add_route("/apps/{appid}/opendata", OpenDataResource(**parts))
     app.add_route("/apps/{appid}/phone", PhoneResource(**parts))

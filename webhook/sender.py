@@ -1,9 +1,10 @@
 """The outbox side of delivery: send queued replies through WeChat, at least once.
 
-Each claimed row is checked against the user's send window (no call WeChat would refuse),
-sent with the shared access_token, and marked sent; transient failures (-1, 45011, 5xx,
-timeouts) come back later with exponential backoff and jitter, permanent ones (45015, 45047,
-40003, 48001, ...) are dead-lettered with their errcode and never retried. A row whose lease
+Each claimed row is checked against the user's send window as recorded (no call WeChat
+would refuse by that record; with none recorded, WeChat decides), sent with the shared
+access_token, and marked sent; transient failures (-1, 45011, 5xx, timeouts) come back later
+with exponential backoff and jitter, permanent ones (45015, 45047, 40003, 48001, ...) are
+dead-lettered with their errcode and never retried. A row whose lease
 ran out (its sender died) is claimed again by another sender: at-least-once, with a duplicate
 only if a process dies between WeChat accepting the send and the row being marked.
 """

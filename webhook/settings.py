@@ -7,6 +7,7 @@ Relative paths (the rules file, a SQLite store) are taken relative to the config
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -63,6 +64,13 @@ class ServerConfig:
     lease: int = 30
     retry_delay: float = 1.0
     routers: tuple[str, ...] = ()
+    # /apps/{appid}/... relay requests to WeChat: per client address (and app), and per app
+    rate_per_client: float = 1.0
+    burst_per_client: int = 20
+    rate_per_app: float = 20.0
+    burst_per_app: int = 200
+    # Peers whose X-Forwarded-For names the client: the nginx on this host
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,14 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "lease": (int, lambda v: 1 <= v <= 3600, "seconds between 1 and 3600"),
     "routers": (list, lambda v: all(isinstance(x, str) and x for x in v),
                 'a list of "module:attribute" Python routers'),
+    "rate_per_client": ((int, float), lambda v: 0 < v <= 100_000,
+                        "requests a second, above 0 and at most 100000"),
+    "burst_per_client": (int, lambda v: 1 <= v <= 1_000_000, "a count between 1 and 1000000"),
+    "rate_per_app": ((int, float), lambda v: 0 < v <= 100_000,
+                     "requests a second, above 0 and at most 100000"),
+    "burst_per_app": (int, lambda v: 1 <= v <= 1_000_000, "a count between 1 and 1000000"),
+    "trusted_proxies": (list, lambda v: all(_is_network(x) for x in v),
+                        'a list of IP addresses or networks ("127.0.0.1", "10.0.0.0/8")'),
 }
 _APP_KEYS = {"appid", "secret", "secret_env", "token", "token_env", "encoding_aes_key",
              "encoding_aes_key_env", "previous_encoding_aes_key", "previous_encoding_aes_key_env",
@@ -144,8 +160,9 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
         if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
             raise doc.error(f"must be {what}, got {value!r}", table="server", key=key)
         values[key] = value
-    if "routers" in values:
-        values["routers"] = tuple(values["routers"])
+    for key in ("routers", "trusted_proxies"):
+        if key in values:
+            values[key] = tuple(values[key])
     if "rules" in values:
         values["rules"] = str(base / values["rules"])
     store = values.get("store", DEFAULT_STORE)
@@ -154,6 +171,16 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
         if relative and relative != ":memory:":
             values["store"] = "sqlite:///" + str(base / relative)
     return ServerConfig(**values)
+
+
+def _is_network(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str]) -> AppConfig:

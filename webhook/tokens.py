@@ -12,6 +12,12 @@ stable_token (docs/protocol.md §6.2) is the default: in normal mode it returns 
 every caller while valid, so after a 40001 a normal fetch may hand back the very token that
 failed; only then do we use ``force_refresh``, at most 20 a day and 30 s apart (WeChat's
 limits), tracked in the store.
+
+A refused token is refreshed at most once per ``REFUSED_GAP`` seconds per app, across all
+processes and hosts (a slot in the store): when WeChat keeps refusing every token (a
+misconfigured app, another system rotating it), each failed call would otherwise fetch one.
+Inside the gap the call fails Retryable without fetching, and the sender retries it later;
+callers refused while the slot's refresh is running wait for its token, as for any refresh.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TypeVar
 from webhook.client import TokenGrant, WeChatClient
 from webhook.errors import (Permanent, Retryable, TokenInvalid, UnknownApp, WeChatAPIError,
                             api_error)
+from webhook.logsafe import Repeats
 from webhook.settings import AppConfig
 from webhook.store.base import Store
 
@@ -43,6 +50,10 @@ FORCE_PER_DAY = 20      # stable_token force_refresh limits (docs/protocol.md §
 FORCE_GAP = 30.0
 MIN_RECHECK = 30.0      # a token refreshed "too early" (stable: the same one) is re-asked this late
 BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0
+# One refresh of a refused token per app a minute: under a refusal that never ends this keeps
+# /cgi-bin/token (a new token each fetch, 2000 a day) inside its daily quota, and stable_token
+# could not force a new token sooner than 30 s anyway.
+REFUSED_GAP = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ class TokenProvider:
         self.refresh_ahead = refresh_ahead
         self._clock, self._random, self._sleep = clock, random or _random.Random(), sleep
         self._lease, self._wait, self._poll = lease, wait, poll
+        self._repeats = Repeats(clock=self._clock)
 
     # -- public ---------------------------------------------------------------------------
     def app(self, appid: str) -> AppConfig:
@@ -107,16 +119,23 @@ class TokenProvider:
         return self._token(appid, failed=None)
 
     def call(self, appid: str, fn: Callable[[str], T]) -> T:
-        """``fn(token)``; if WeChat refuses the token: invalidate-if-equal, refresh, retry once.
+        """``fn(token)``; if WeChat refuses the token: invalidate-if-equal, refresh (at most
+        once per ``REFUSED_GAP`` per app), retry once.
 
-        Never raises TokenInvalid: a second refusal becomes Retryable (same errcode)."""
+        Never raises TokenInvalid: a second refusal becomes Retryable (same errcode), and so
+        does a refusal inside the gap with no new token to retry with."""
         token = self.get(appid)
         try:
             return fn(token)
         except TokenInvalid as exc:
-            log.warning("access_token refused appid=%s errcode=%s", appid, exc.errcode)
-            self._invalidate(appid, token)
-        token = self._token(appid, failed=token)
+            self._repeats.log(log, logging.WARNING, f"refused:{appid}",
+                              "access_token refused appid=%s errcode=%s", appid, exc.errcode)
+            refusal = exc
+        try:
+            token = self._token(appid, failed=token)
+        except _GapNotOver:
+            raise Retryable(refusal.errcode, f"{refusal.errmsg} (a refused token was replaced "
+                            f"less than {REFUSED_GAP:.0f} s ago: retry later)") from None
         try:
             return fn(token)
         except TokenInvalid as exc:
@@ -180,6 +199,10 @@ class TokenProvider:
             if good:
                 return good.token
             raise _fetch_error(api_error(backoff.errcode, backoff.errmsg))
+        if failed is not None and good is None:   # the refresh is for a refused token
+            if not self._take_refused_slot(appid):
+                raise _GapNotOver()
+            self._invalidate(appid, failed)
         if force and self.endpoint == "stable" and not self._take_force(appid):
             raise Retryable(-1, f"force refresh refused: at most {FORCE_PER_DAY} a day, "
                                 f"{FORCE_GAP:.0f} s apart")
@@ -234,6 +257,11 @@ class TokenProvider:
             self.store.delete_if(f"token:{appid}", entry.raw)
 
     # -- limits ---------------------------------------------------------------------------
+    def _take_refused_slot(self, appid: str) -> bool:
+        """The app's one refresh of a refused token per ``REFUSED_GAP``, if it is free."""
+        return self.store.put_new(f"token-refused:{appid}", repr(self._clock()),
+                                  ttl=REFUSED_GAP)
+
     def _take_force(self, appid: str) -> bool:
         """Count one force_refresh if WeChat's limits allow it now (rolling 24 h window)."""
         now, verdict = self._clock(), [False]
@@ -253,6 +281,10 @@ class TokenProvider:
         record = {"failures": failures, "next_at": self._clock() + delay,
                   "errcode": exc.errcode, "errmsg": exc.errmsg}
         self.store.put(f"token-backoff:{appid}", json.dumps(record), ttl=delay + 3600)
+
+
+class _GapNotOver(Exception):
+    """A refused token was already replaced less than ``REFUSED_GAP`` ago."""
 
 
 @dataclass(frozen=True, slots=True)

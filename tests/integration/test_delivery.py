@@ -164,3 +164,47 @@ def test_chaos_ends_sent_or_dead(servers, emulator, tmp_path, store_url):
              if (c.body or {}).get("touser") == "closed"]
     final = list(itertools.dropwhile(lambda c: c.errcode != 45015, calls))
     assert len(final) == 1                                   # 45015: never tried again
+
+
+def test_tokens_refused_for_a_while_cost_a_handful_of_fetches(servers, emulator, tmp_path,
+                                                              store_url):
+    """Every send refused with 40001: the senders (several processes with Redis) retry with
+    backoff, but the token is fetched again at most once a minute; once WeChat takes the
+    token again, every reply goes out."""
+    emulator.emulator.set_faults(force_40001_rate=1.0, paths=("/cgi-bin/message/custom/send",))
+    server = start(servers, emulator, tmp_path, store_url,
+                   server="retry_delay = 0.05\nsend_attempts = 100\n")
+    session = requests.Session()
+    for i in range(10):
+        assert deliver(session, server, text_push(emulator, f"r{i}", 8000 + i, f"m{i}")).ok
+    started = time.monotonic()
+    refused = lambda: [c for c in emulator.emulator.calls("/cgi-bin/message/custom/send")
+                       if c.errcode == 40001]
+    assert wait_for(lambda: len(refused()) >= 50, timeout=20)
+    assert time.monotonic() - started < 20
+    fetches = emulator.emulator.token_fetches(APPID)
+    assert fetches["stable_token"] <= 3, fetches     # the first, then one normal + one forced
+    emulator.emulator.set_faults()
+    assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 10, timeout=60)
+    assert sorted(p["text"]["content"] for _, _, p in emulator.emulator.sent(APPID)) == \
+        sorted(f"echo m{i}" for i in range(10))
+    assert emulator.emulator.token_fetches(APPID)["stable_token"] <= 3
+
+
+def test_messages_of_one_second_each_reopen_the_send_window(servers, emulator, tmp_path,
+                                                            store_url):
+    """WeChat resets a user's count of 5 with every message, also several written in the same
+    second (one CreateTime): 8 messages, each answered before the next, get 8 replies."""
+    server = start(servers, emulator, tmp_path, store_url)
+    session = requests.Session()
+    created = int(time.time())
+    for n in range(8):
+        push = text_push(emulator, "o-burst", 6000 + n, f"m{n}", created=created)
+        assert deliver(session, server, push).text == "success"
+        assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == n + 1, timeout=20), n
+    store = open_store(store_url)
+    assert wait_for(lambda: store.outbox_stats()["sent"] == 8, timeout=10), store.outbox_stats()
+    assert store.outbox_stats()["dead"] == 0
+    assert [p["text"]["content"] for _, _, p in emulator.emulator.sent(APPID)] == \
+        [f"echo m{n}" for n in range(8)]
+    assert [c.errcode for c in emulator.emulator.calls("/cgi-bin/message/custom/send")] == [0] * 8

@@ -109,6 +109,21 @@ def test_forced_40001_recovers_with_one_force_refresh(api, emulator):
     assert len(emulator.sent(APPID)) == 2
 
 
+def test_persistent_40001_fetches_a_handful_of_tokens_then_sends(api, emulator, clock):
+    emulator.set_faults(force_40001_rate=1.0, paths=("/cgi-bin/message/custom/send",))
+    for n in range(50):                       # 50 failed sends in 20 s
+        with pytest.raises(Retryable) as caught:
+            api.send(APPID, USER, {"msgtype": "text", "text": {"content": f"m{n}"}})
+        assert caught.value.errcode == 40001
+        clock.advance(0.4)
+    fetches = emulator.token_fetches(APPID)
+    assert fetches["stable_token"] <= 3 and fetches["forced"] <= 1, fetches
+    emulator.set_faults()                     # WeChat takes tokens again
+    api.send(APPID, USER, {"msgtype": "text", "text": {"content": "after"}})
+    assert [s[2]["text"]["content"] for s in emulator.sent(APPID)] == ["after"]
+    assert emulator.token_fetches(APPID) == fetches
+
+
 def test_classic_token_rotated_elsewhere_is_replaced(store, server, session, clock, emulator):
     api = make_api(store, server, session, clock, endpoint="classic")
     api.send(APPID, USER, {"msgtype": "text", "text": {"content": "a"}})

@@ -32,6 +32,8 @@ def test_check_config_prints_what_it_serves_without_secrets(config, capsys):
     assert main(["check-config", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "/wechat/wx1  safe xml" in out
+    assert "20 at once, then 1/s per client; 200 at once, then 20/s per app" in out
+    assert "proxies trusted: 127.0.0.1, ::1" in out
     for secret in ("the-app-secret", "the-token", KEY):
         assert secret not in out
 

@@ -79,12 +79,17 @@ class World:
         return self.emulator.app_state(appid).users[openid].session_key
 
 
-def build(store: Store, clock: Any, base_url: str, http: requests.Session
+# Limits no test of the endpoints themselves reaches (the clock stands still)
+UNLIMITED = {"burst_per_client": 10**6, "burst_per_app": 10**6}
+
+
+def build(store: Store, clock: Any, base_url: str, http: requests.Session, **limits: Any
           ) -> tuple[falcon.testing.TestClient, Recording]:
     apps = {appid: AppConfig(appid=appid, token="t", secret=secret, mode="plaintext")
             for appid, secret in ((APPID, SECRET), (OTHER, OTHER_SECRET))}
     config = Settings(server=ServerConfig(api_base=base_url, session_ttl=TTL, max_body=MAX_BODY,
-                                          opendata_max_age=MAX_AGE), apps=apps)
+                                          opendata_max_age=MAX_AGE, **(limits or UNLIMITED)),
+                      apps=apps)
     wechat = WeChatClient(base_url, session=http)
     recording = Recording(store)
     api = WeChatAPI(wechat, TokenProvider(store, wechat, apps, clock=clock), store)
@@ -430,3 +435,42 @@ def test_no_secret_in_any_answer_or_log_line(world: World,
     for secret in (session_key, token, encrypted, encrypted[16:], iv):
         assert not [line for line in lines if secret in line]
     assert not [body for body in world.bodies if session_key in body]
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+def test_bogus_requests_reach_wechat_only_within_the_limits(store: Store, clock: Any) -> None:
+    emulator = Emulator(clock=clock)
+    emulator.register_app(APPID, SECRET)
+    emulator.register_app(OTHER, OTHER_SECRET)
+    with serve(emulator.app) as running, requests.Session() as http:
+        client, _ = build(store, clock, running.url, http, rate_per_client=0.5,
+                          burst_per_client=4, rate_per_app=0.5, burst_per_app=7)
+
+        def post(path: str, forwarded: str, *, appid: str = APPID,
+                 peer: str = "127.0.0.1") -> falcon.testing.Result:
+            body = {"code": "bogus", **({"cloudID": "c"} if path == "opendata" else {})}
+            return client.simulate_post(f"/apps/{appid}/{path}", json=body,
+                                        headers={"X-Forwarded-For": forwarded},
+                                        remote_addr=peer)
+
+        def relayed() -> int:
+            return len(emulator.calls("/sns/jscode2session")) + len(
+                emulator.calls("/wxa/business/getuserphonenumber"))
+
+        answers = [post(path, "198.51.100.1") for _ in range(20)
+                   for path in ("login", "phone", "opendata")]
+        assert [a.status_code for a in answers[:4]] == [401] * 4
+        assert relayed() == 4                                     # the client's burst
+        for answer in answers[4:]:
+            assert "retry in 2 s" in refused(answer, 429, 45011)
+            assert answer.headers["Retry-After"] == "2"
+        assert post("login", "198.51.100.2").status_code == 401    # another client: its own
+        for n in range(3, 8):                                       # the app caps them all
+            post("login", f"198.51.100.{n}")
+        assert relayed() == 7
+        assert "to this app" in refused(post("login", "198.51.100.9"), 429, 45011)
+        # a peer that is no trusted proxy is the client, whatever it says it forwards
+        for n in range(6):
+            post("login", f"192.0.2.{n}", appid=OTHER, peer="203.0.113.5")
+        assert len(emulator.calls("/sns/jscode2session", appid=OTHER)) == 4

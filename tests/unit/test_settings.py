@@ -31,6 +31,18 @@ def test_defaults_and_relative_paths(tmp_path):
     assert settings.server.rules == str(tmp_path / "r.toml")
     assert settings.server.timestamp_tolerance == 300 and settings.server.max_body == 65536
     assert settings.apps["wx1"].mode == "safe"
+    assert settings.server.trusted_proxies == ("127.0.0.1", "::1")
+
+
+def test_rate_limits_and_trusted_proxies(tmp_path):
+    path = write(tmp_path, '[server]\nrate_per_client = 0.5\nburst_per_client = 3\n'
+                           'rate_per_app = 10\nburst_per_app = 50\n'
+                           'trusted_proxies = ["10.0.0.0/8", "fd00::1"]\n'
+                           '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n')
+    server = load(path).server
+    assert (server.rate_per_client, server.burst_per_client) == (0.5, 3)
+    assert (server.rate_per_app, server.burst_per_app) == (10, 50)
+    assert server.trusted_proxies == ("10.0.0.0/8", "fd00::1")
 
 
 def test_secrets_from_environment_never_in_repr(tmp_path):
@@ -54,6 +66,14 @@ def test_secrets_from_environment_never_in_repr(tmp_path):
     ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
      ":6: appid: appid 'wx1' is configured twice"),
     ('[server\n', ":1: TOML syntax error"),
+    ('[server]\nstore = "sqlite:///x.db"\nrate_per_client = 0\n[[apps]]\nappid="wx1"\ntoken="t"\n'
+     'mode="plaintext"\n', ":3: rate_per_client: must be requests a second, above 0"),
+    ('[server]\nburst_per_app = 0.5\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: burst_per_app: must be a count between 1 and 1000000"),
+    ('[server]\ntrusted_proxies = ["127.0.0.1",\n  "nginx.local"]\n[[apps]]\nappid="wx1"\n'
+     'token="t"\nmode="plaintext"\n', ":2: trusted_proxies: must be a list of IP addresses"),
+    ('[server]\ntrusted_proxies = "127.0.0.1"\n[[apps]]\nappid="wx1"\ntoken="t"\n'
+     'mode="plaintext"\n', ":2: trusted_proxies: must be a list of IP addresses"),
     ('[server]\n', ": apps: at least one [[apps]] table is required"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, text, where):

@@ -13,7 +13,7 @@ import pytest
 from webhook.client import TokenGrant
 from webhook.errors import Permanent, Retryable, TokenInvalid, UnknownApp
 from webhook.settings import AppConfig
-from webhook.tokens import FORCE_PER_DAY, TokenProvider
+from webhook.tokens import FORCE_PER_DAY, REFUSED_GAP, TokenProvider
 
 APPS = {"wxA": AppConfig(appid="wxA", token="t", secret="S"),
         "wxB": AppConfig(appid="wxB", token="t", secret="S")}
@@ -271,3 +271,43 @@ def test_info_and_unknown_app(store, upstream, clock):
 def test_unreadable_cache_entry_is_refetched(store, upstream, clock):
     store.put("token:wxA", "{not json")
     assert provider(store, upstream, clock).get("wxA") == "S1"
+
+
+@pytest.mark.parametrize("endpoint", ["stable", "classic"])
+def test_a_refusal_that_persists_refreshes_at_most_once_a_minute(store, upstream, clock,
+                                                                 endpoint):
+    tokens = provider(store, upstream, clock, endpoint=endpoint)
+    other_process = provider(store, upstream, clock, endpoint=endpoint)
+    tokens.get("wxA")
+    accepted: set[str] = set()
+
+    def send(token: str) -> str:
+        if token not in accepted:
+            raise TokenInvalid(40001, "invalid credential")
+        return token
+
+    for n in range(50):                       # 50 failed sends in 20 s, from two processes
+        with pytest.raises(Retryable) as caught:
+            (tokens if n % 2 else other_process).call("wxA", send)
+        assert caught.value.errcode == 40001
+        clock.advance(0.4)
+    # the first fetch, then one refresh (stable: a normal fetch handing back the refused
+    # token, then a forced one)
+    assert sum(upstream.fetches.values()) <= 3, upstream.fetches
+    clock.advance(REFUSED_GAP)                # WeChat takes tokens again: the next call
+    accepted.add(tokens.peek("wxA"))          # with the cached one goes through at once
+    assert tokens.call("wxA", send) in accepted
+    assert sum(upstream.fetches.values()) <= 3
+
+
+def test_a_token_replaced_elsewhere_is_retried_inside_the_gap(store, upstream, clock):
+    tokens = provider(store, upstream, clock, endpoint="classic")
+    first = tokens.get("wxA")
+    tokens.call("wxA", lambda token: (_ for _ in ()).throw(TokenInvalid(40001, "x"))
+                if token == first else token)        # refused: the gap's refresh, T2
+    second = tokens.get("wxA")
+    provider(store, upstream, clock, endpoint="classic").refresh("wxA")   # T3, elsewhere
+    # T2 refused inside the gap: no refresh of ours, but T3 is already there to retry with
+    assert tokens.call("wxA", lambda token: (_ for _ in ()).throw(TokenInvalid(40001, "x"))
+                       if token == second else token) == "T3"
+    assert upstream.fetches["token"] == 3

@@ -38,6 +38,10 @@ def check_config(args: argparse.Namespace) -> int:
         print("rules    none (pushes are acknowledged only)")
     window = f"{server.timestamp_tolerance}s" if server.timestamp_tolerance else "off"
     print(f"limits   body {server.max_body} bytes, timestamp window {window}")
+    print(f"rates    /apps/{{appid}}/...: {server.burst_per_client} at once, then "
+          f"{server.rate_per_client:g}/s per client; {server.burst_per_app} at once, then "
+          f"{server.rate_per_app:g}/s per app; proxies trusted: "
+          f"{', '.join(server.trusted_proxies) or 'none'}")
     for app in settings.apps.values():
         keys = "key" + (" + previous key" if app.previous_encoding_aes_key else "") \
             if app.encoding_aes_key else "no key"
