@@ -11,7 +11,8 @@
     │   ├── DecryptError              403     Encrypt does not open with the configured key(s)
     │   ├── AppIdMismatch             403     receiveid after decrypt is not this app
     │   ├── UnknownApp                404     no such appid configured
-    │   └── PayloadTooLarge           413     body over the cap (never read)
+    │   ├── PayloadTooLarge           413     body over the cap (never read)
+    │   └── UnsupportedMediaType      415     a JSON endpoint sent another Content-Type
     ├── WeChatAPIError (errcode, errmsg)       an answer from WeChat's server API
     │   ├── TokenInvalid     40001 40014 42001: invalidate-if-equal, refresh, retry once
     │   ├── Retryable        -1 45011 5xx, timeouts, resets, garbage bodies
@@ -35,6 +36,7 @@ __all__ = [
     "AppIdMismatch",
     "UnknownApp",
     "PayloadTooLarge",
+    "UnsupportedMediaType",
     "WeChatAPIError",
     "TokenInvalid",
     "Retryable",
@@ -91,6 +93,10 @@ class UnknownApp(RequestRejected):
 
 class PayloadTooLarge(RequestRejected):
     status = 413
+
+
+class UnsupportedMediaType(RequestRejected):
+    status = 415
 
 
 class WeChatAPIError(WxpushError):
