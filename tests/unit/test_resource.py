@@ -3,16 +3,20 @@ answer is a 2xx or a 4xx with a short reason, and a refused push is not recorded
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from urllib.parse import quote_from_bytes
 
+import falcon
 import falcon.testing
 import pytest
+from Crypto.Cipher import AES
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from webhook.crypto import Cipher
-from webhook.parsing import read_message
+from webhook.crypto import NOT_OPEN, Cipher, aes_key
+from webhook.errors import DecryptError, RequestRejected
+from webhook.parsing import parse_body, read_message, render
 from webhook.signature import signature
 from webhook.testing import Emulator, PushBuilder, serve
 from webhook.testing.factories import make_text
@@ -80,15 +84,19 @@ def test_a_json_envelope_holding_half_a_surrogate_pair_is_refused(tmp_path, emul
 
 
 @pytest.mark.parametrize("escape", ["\\ud800", "\\uDFFF", "a\\udbff", "\\udc00\\ud800"])
+@pytest.mark.parametrize("mode, answer", [("plaintext", (400, NOT_TEXT)),
+                                          ("safe", (403, NOT_OPEN))])
 def test_a_signed_push_whose_sender_is_half_a_surrogate_pair_is_refused_unrecorded(
-        tmp_path, emulator, escape):
-    """It used to be answered 200, then failed in the store on every claim, for ever."""
-    app, client, builder = build(tmp_path, emulator, fmt="json")
+        tmp_path, emulator, escape, mode, answer):
+    """It used to be answered 200, then failed in the store on every claim, for ever. (A
+    decrypted message that does not read gets the answer of one that does not decrypt.)"""
+    app, client, builder = build(tmp_path, emulator, fmt="json", mode=mode)
     payload = ('{"ToUserName":"gh_1","FromUserName":"%s","CreateTime":1700000000,'
                '"MsgType":"text","Content":"hi","MsgId":5}' % escape).encode()
-    query, body = encrypted(builder, payload)
+    query, body = (encrypted(builder, payload) if mode == "safe"
+                   else (builder.build(make_text("hi")).query, payload))
     result = client.simulate_post(f"/wechat/{APPID}", params=query, body=body)
-    assert (result.status_code, result.text) == (400, NOT_TEXT)
+    assert (result.status_code, result.text) == answer
     assert app.store.inbox_waiting() == 0
 
 
@@ -184,3 +192,70 @@ def test_any_query_and_path_are_answered_never_a_5xx(edge, params, appid, method
     result = client.simulate_request(method, f"/wechat/{quote_from_bytes(appid, safe='')}",
                                      query_string=query, body=body)
     assert result.status_code < 500, result.text
+
+
+# --- one answer for every push that does not open ---------------------------------------------
+
+def envelope_encrypt(builder: PushBuilder, body: bytes) -> str:
+    fields = json.loads(body) if builder.format == "json" else parse_body(body, "xml")
+    return fields["Encrypt"]
+
+
+def post_encrypt(client, builder: PushBuilder, query: dict[str, str], encrypt: str):
+    body = (json.dumps({"ToUserName": "gh_1", "Encrypt": encrypt}) if builder.format == "json"
+            else f"<xml><ToUserName>gh_1</ToUserName><Encrypt>{encrypt}</Encrypt></xml>")
+    return client.simulate_post(f"/wechat/{APPID}", params=sign(query, encrypt),
+                                body=body.encode())
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_every_tampered_ciphertext_gets_one_answer_or_opens(tmp_path, emulator, fmt):
+    """Each byte flipped three ways, and the byte that sets the pad given all 256 values, the
+    ciphertext signed again (as whoever holds the Token can): the push opens, or it gets the
+    one answer, whichever check (padding, length, AppID, the message) failed."""
+    _, client, builder = build(tmp_path, emulator, fmt=fmt)
+    push = builder.build(make_text("营业时间?", msg_id=77))
+    raw = base64.b64decode(envelope_encrypt(builder, push.body))
+    changes = [(i, mask) for i in range(len(raw)) for mask in (0x01, 0x80, 0xFF)]
+    pad_byte = len(raw) - 17   # the last block's byte 15 comes from it (CBC)
+    changes += [(pad_byte, value ^ raw[pad_byte]) for value in range(256)]
+    answers, opened = set(), 0
+    for index, mask in changes:
+        if not mask:
+            continue
+        tampered = bytearray(raw)
+        tampered[index] ^= mask
+        result = post_encrypt(client, builder, push.query, base64.b64encode(tampered).decode())
+        if result.status_code == 200:
+            opened += 1
+            continue
+        answers.add((result.status_code, result.headers["content-type"], result.text))
+    assert answers == {(403, "text/plain; charset=utf-8", NOT_OPEN)}
+    assert opened < len(changes) // 10     # mostly refused: the failures were exercised
+
+
+def test_another_appid_and_bad_padding_take_the_same_path_to_the_answer(tmp_path, emulator):
+    """At the HTTP edge both are the same exception with the same reason; only the detail,
+    which goes to the log, differs."""
+    app, client, builder = build(tmp_path, emulator)
+    seen = []
+
+    def record(req, resp, ex, params):
+        seen.append((type(ex), ex.status, ex.reason, ex.detail))
+        resp.status, resp.text = falcon.code_to_http_status(ex.status), ex.reason
+
+    app.add_error_handler(RequestRejected, record)
+    query = builder.build(make_text("hi")).query
+    message = render({"ToUserName": "gh_1", "FromUserName": "o-1", "CreateTime": 1,
+                      "MsgType": "text", "Content": "hi"}, "xml").encode()
+    full = bytes(16) + len(message).to_bytes(4, "big") + message + APPID.encode()
+    fill = -len(full) % 32 or 32
+    key = aes_key(KEY)
+    encrypts = [Cipher(KEY, "wx0000000000000000").encrypt(message, random16=bytes(16))] + [
+        base64.b64encode(AES.new(key, AES.MODE_CBC, key[:16]).encrypt(full + pad)).decode()
+        for pad in (bytes(fill), bytes([33]) * fill, bytes([fill + 1]) * fill)]
+    answers = {(r.status_code, r.text) for r in (post_encrypt(client, builder, query, encrypt)
+                                                 for encrypt in encrypts)}
+    assert answers == {(403, NOT_OPEN)}
+    assert [entry[:3] for entry in seen] == [(DecryptError, 403, NOT_OPEN)] * 4
+    assert [entry[3] for entry in seen] == ["another appid"] + ["bad padding"] * 3
