@@ -73,7 +73,8 @@ def main() -> None:
             samples[name].append(per_call(cipher, data))
     gc.enable()
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"Cipher.open of a {len(cases()['opens'])}-byte ciphertext (median of batches of {BATCH})")
+    size = len(cases()["opens"])
+    print(f"Cipher.open of a {size}-byte ciphertext (median of batches of {BATCH})")
     for name, value in medians.items():
         print(f"  {name:22} {value:6.2f} us")
     failures = [value for name, value in medians.items() if name != "opens"]
