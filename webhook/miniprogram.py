@@ -23,6 +23,7 @@ import falcon
 from Crypto.Cipher import AES
 
 from webhook.api import WeChatAPI
+from webhook.logsafe import Repeats, shown
 from webhook.messages import hashed
 from webhook.errors import (MalformedRequest, RequestRejected, Retryable, StoreError,
                             Unauthorized, UnknownApp, UnsupportedMediaType, WeChatAPIError)
@@ -120,8 +121,9 @@ class _Endpoint:
     kind = ""
 
     def __init__(self, *, settings: Settings, api: WeChatAPI, sessions: Sessions,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], repeats: Repeats) -> None:
         self.settings, self.api, self.sessions, self.clock = settings, api, sessions, clock
+        self.repeats = repeats
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
@@ -132,9 +134,13 @@ class _Endpoint:
             result = self.handle(app, req, self._body(req))
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
             status, errcode, errmsg = _describe(exc)
-            log.log(logging.WARNING if status >= 500 else logging.INFO,
-                    "%s appid=%s outcome=refused status=%d errcode=%d reason=%s", self.kind,
-                    appid if appid in self.settings.apps else "-", status, errcode, errmsg)
+            # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
+            # written once per interval with a count
+            self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
+                             f"{self.kind} {status} {errcode}",
+                             "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
+                             self.kind, appid if appid in self.settings.apps else "-", status,
+                             errcode, shown(errmsg))
             if status == 503:
                 resp.set_header("Retry-After", "1")
             # A 5xx is about our side (WeChat's errmsg may name our IP): details stay in the log
@@ -308,7 +314,8 @@ def register(app: falcon.App, *, settings: Settings, api: WeChatAPI, store: Stor
              token_factory: Callable[[], str] = new_session_token) -> None:
     """Add the three routes under ``/apps/{appid}/``."""
     sessions = Sessions(store, ttl=settings.server.session_ttl, token_factory=token_factory)
-    parts = {"settings": settings, "api": api, "sessions": sessions, "clock": clock}
+    parts = {"settings": settings, "api": api, "sessions": sessions, "clock": clock,
+             "repeats": Repeats()}
     app.add_route("/apps/{appid}/login", LoginResource(**parts))
     app.add_route("/apps/{appid}/opendata", OpenDataResource(**parts))
     app.add_route("/apps/{appid}/phone", PhoneResource(**parts))

@@ -408,6 +408,20 @@ def test_anything_but_json_is_415_before_the_body_is_read(world: World, path: st
     assert refused(result, 415, 47001) == errmsg
 
 
+def test_refusals_are_logged_escaped_and_once_per_kind(world: World,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="webhook")
+    for _ in range(50):
+        world.post("login", {"code": "c"}, headers={"Content-Type": "text/plain"})
+        world.post("login", {"code": "x\n[ERROR] forged"})
+        world.post("login", {"code": "c"}, appid="wx%0A[ERROR] forged")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"login appid={APPID} outcome=refused status=415 errcode=47001 "
+        "reason=Content-Type must be application/json",
+        f"login appid={APPID} outcome=refused status=401 errcode=40029 reason=invalid code",
+        "login appid=- outcome=refused status=404 errcode=40013 reason=unknown appid"]
+
+
 @pytest.mark.parametrize("path", ["login", "opendata", "phone"])
 def test_unknown_appid(world: World, path: str) -> None:
     refused(world.post(path, {"code": "c"}, appid="wx-unknown"), 404, 40013)

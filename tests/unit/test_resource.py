@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 from urllib.parse import quote_from_bytes
 
@@ -15,10 +16,13 @@ from Crypto.Cipher import AES
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from webhook.crypto import NOT_OPEN, Cipher, aes_key
-from webhook.errors import DecryptError, RequestRejected
+from webhook.errors import DecryptError, RequestRejected, StoreError
+from webhook.logsafe import Repeats
 from webhook.parsing import parse_body, read_message, render
+from webhook.resource import add_error_handlers
 from webhook.signature import signature
 from webhook.testing import Emulator, PushBuilder, serve
+from webhook.testing.clock import FakeClock
 from webhook.testing.factories import make_text
 from webhook.wellformed import is_text
 
@@ -183,7 +187,8 @@ def test_any_decrypted_push_is_refused_or_readable(edge, values, how):
 @given(params=st.dictionaries(st.sampled_from(["signature", "timestamp", "nonce", "openid",
                                                "encrypt_type", "msg_signature", "echostr"])
                               | st.text(max_size=5), st.binary(max_size=12), max_size=7),
-       appid=st.binary(max_size=12) | st.just(APPID.encode()), method=st.sampled_from(["GET", "POST"]))
+       appid=st.binary(max_size=12) | st.just(APPID.encode()),
+       method=st.sampled_from(["GET", "POST"]))
 def test_any_query_and_path_are_answered_never_a_5xx(edge, params, appid, method):
     _, client, builder = edge
     query = "&".join(f"{quote_from_bytes(k.encode('utf-8', 'surrogatepass'))}="
@@ -259,3 +264,62 @@ def test_another_appid_and_bad_padding_take_the_same_path_to_the_answer(tmp_path
     assert answers == {(403, NOT_OPEN)}
     assert [entry[:3] for entry in seen] == [(DecryptError, 403, NOT_OPEN)] * 4
     assert [entry[3] for entry in seen] == ["another appid"] + ["bad padding"] * 3
+
+
+# --- the log ----------------------------------------------------------------------------------
+
+def test_refusals_are_logged_escaped_and_once_per_kind(tmp_path, emulator, caplog):
+    _, client, builder = build(tmp_path, emulator)
+    push = builder.build(make_text("hi"))
+    hostile = "/wechat/FAKE%0A[ERROR] store unavailable%0D%1B[31m%00"
+    with caplog.at_level(logging.INFO, logger="webhook"):
+        for _ in range(100):
+            client.simulate_post(hostile, params=push.query, body=push.body)
+            client.simulate_post(f"/wechat/{APPID}", body=push.body,
+                                 params={**push.query, "msg_signature": "0" * 40})
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "rejected POST /wechat/FAKE\\n[ERROR] store unavailable\\r\\x1b[31m\\x00 status=404 "
+        "reason=unknown appid",
+        f"rejected POST /wechat/{APPID} status=403 reason=bad signature"]
+
+
+def test_the_log_says_which_check_a_push_that_does_not_open_failed(tmp_path, emulator, caplog):
+    _, client, builder = build(tmp_path, emulator)
+    query = builder.build(make_text("hi")).query
+    other_app = Cipher(KEY, "wx0000000000000000").encrypt(b"<xml></xml>", random16=bytes(16))
+    with caplog.at_level(logging.INFO, logger="webhook"):
+        post_encrypt(client, builder, query, other_app)
+    assert caplog.records[0].getMessage() == (
+        f"rejected POST /wechat/{APPID} status=403 reason={NOT_OPEN} detail=another appid")
+
+
+def test_store_failures_and_bugs_are_logged_escaped_and_once_per_interval(caplog):
+    """A 503 (WeChat delivers the push again) and a 500 (a bug: falcon's own handler would
+    write the raw path and query string) log like refusals."""
+    clock = FakeClock(0.0)
+    app = falcon.App()
+    add_error_handlers(app, repeats=Repeats(10.0, clock=clock))
+
+    class Failing:
+        def on_post(self, req, resp, appid):
+            raise StoreError("sqlite:///x.db: disk I/O error")
+
+        def on_get(self, req, resp, appid):
+            raise KeyError(appid)
+
+    app.add_route("/wechat/{appid}", Failing())
+    client = falcon.testing.TestClient(app)
+    hostile = "/wechat/x%0A[ERROR] forged"
+    with caplog.at_level(logging.INFO, logger="webhook"):
+        for _ in range(20):
+            assert client.simulate_post(hostile).text == "store unavailable"
+            assert client.simulate_get(hostile).text == "internal error"
+        clock.advance(10.0)
+        client.simulate_post(hostile)
+    assert [record.getMessage() for record in caplog.records] == [
+        "store unavailable POST /wechat/x\\n[ERROR] forged: sqlite:///x.db: disk I/O error",
+        "internal error GET /wechat/x\\n[ERROR] forged",
+        "store unavailable POST /wechat/x\\n[ERROR] forged: sqlite:///x.db: disk I/O error "
+        "repeated=19"]
+    assert caplog.records[1].exc_info[0] is KeyError
