@@ -23,11 +23,12 @@ _CONTENT_TYPES = {"xml": "application/xml; charset=utf-8", "json": "application/
 
 def query(req: falcon.Request) -> Mapping[str, str]:
     """The query string as single values (falcon's own dict, read only); a repeated parameter
-    is malformed."""
+    is malformed. Falcon decodes invalid UTF-8 in a value to U+FFFD: values are always valid
+    Unicode, and one sent that way fails its signature like any other altered value."""
     params = req.params
     for key, value in params.items():
         if type(value) is not str:  # noqa: E721
-            raise MalformedRequest(f"query parameter {key!r} repeated")
+            raise MalformedRequest(f"query parameter {shown(key, 24)} repeated")
     return cast(Mapping[str, str], params)
 
 

@@ -7,7 +7,7 @@ import base64
 import json
 import logging
 import random
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote, quote_from_bytes, urlencode
 
 import falcon
 import falcon.testing
@@ -197,6 +197,17 @@ def test_any_query_and_path_are_answered_never_a_5xx(edge, params, appid, method
     result = client.simulate_request(method, f"/wechat/{quote_from_bytes(appid, safe='')}",
                                      query_string=query, body=body)
     assert result.status_code < 500, result.text
+    assert result.status_code == 200 or 0 < len(result.text) < 80
+
+
+def test_a_repeated_parameter_is_named_short(edge):
+    _, client, builder = edge
+    push = builder.build(make_text("hi"))
+    key = "k\x1b" + "x" * 1000
+    query = urlencode(push.query) + f"&{quote(key)}=1&{quote(key)}=2"
+    result = client.simulate_post(f"/wechat/{APPID}", query_string=query, body=push.body)
+    assert result.status_code == 400
+    assert result.text == "query parameter k\\x1bxxxxxxxxxxxxxxxxxxxxxx...(+978) repeated"
 
 
 # --- one answer for every push that does not open ---------------------------------------------
