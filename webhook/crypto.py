@@ -26,7 +26,7 @@ from webhook.errors import DecryptError, MalformedRequest
 __all__ = ["aes_key", "Cipher", "KeyRing", "BLOCK", "NOT_OPEN"]
 
 BLOCK = 32  # WeChat's PKCS#7 "K": pad to 32 bytes, not AES's 16
-NOT_OPEN = "Encrypt does not open"  # the one reason given for every push that does not
+NOT_OPEN = "Encrypt does not open"  # the one reason for every push that does not open
 _KEY_CHARS = re.compile(r"[A-Za-z0-9+/]{43}")
 _HEADER = 20  # random(16) + msg_len(4)
 # PKCS#7 with K = 32: a pad of 1..32 bytes, each holding the pad length. For each value of

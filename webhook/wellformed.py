@@ -31,12 +31,20 @@ def is_text(value: str) -> bool:
 
 
 def _all_text(value: Any) -> bool:
-    if type(value) is str:  # noqa: E721
-        return is_text(value)
-    if type(value) is dict:  # noqa: E721
-        return all(is_text(key) and _all_text(item) for key, item in value.items())
-    if type(value) is list:  # noqa: E721
-        return all(_all_text(item) for item in value)
+    """Every string in a decoded JSON value; a loop, not recursion: the decoder takes
+    nesting deeper than half the recursion limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:  # noqa: E721
+            if not is_text(item):
+                return False
+        elif type(item) is dict:  # noqa: E721
+            if not all(map(is_text, item)):
+                return False
+            stack.extend(item.values())
+        elif type(item) is list:  # noqa: E721
+            stack.extend(item)
     return True
 
 

@@ -32,6 +32,7 @@ def test_is_text_is_whether_utf8_can_carry_it(value: str) -> None:
 @given(VALUES)
 def test_loads_gives_the_value_or_refuses_a_lone_surrogate(value: object) -> None:
     raw = json.dumps(value)   # ASCII: every surrogate is a \u escape
+    value = json.loads(raw)   # a high and a low one side by side decode to one character
     if utf8_all(value):
         assert loads(raw) == value and loads(raw.encode()) == value
     else:
@@ -55,6 +56,14 @@ def test_a_lone_surrogate_anywhere_is_refused(raw: str) -> None:
     with pytest.raises(NotText):
         loads(raw)
     assert not json_is_text(raw, json.loads(raw))
+
+
+@pytest.mark.parametrize("depth", [10, 400, 700])
+def test_nesting_as_deep_as_the_decoder_takes_is_walked(depth: int) -> None:
+    inner = '"\\ud800"'
+    with pytest.raises(NotText):
+        loads('{"a":' + "[" * depth + inner + "]" * depth + "}")
+    assert loads("[" * depth + '"\\ud83d\\ude00"' + "]" * depth) is not None
 
 
 def test_a_pair_and_an_escaped_backslash_are_text() -> None:
