@@ -21,12 +21,12 @@ from webhook.logsafe import Repeats
 from webhook.parsing import parse_body, read_message, render
 from webhook.resource import add_error_handlers
 from webhook.signature import signature
-from webhook.testing import Emulator, PushBuilder, serve
+from webhook.testing import PushBuilder
 from webhook.testing.clock import FakeClock
 from webhook.testing.factories import make_text
 from webhook.wellformed import is_text
 
-from test_app import APPID, KEY, SECRET, TOKEN, build
+from test_app import APPID, KEY, TOKEN, build, emulator  # noqa: F401 - a fixture
 
 # Any character, half surrogate pairs too (hypothesis leaves those out by default).
 CHARS = st.characters() | st.characters(categories=["Cs"])
@@ -36,15 +36,6 @@ FIELDS = ("ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "Msg
 NOT_TEXT = "body is not valid Unicode (a lone surrogate)"
 EXAMPLES = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    emu = Emulator()
-    emu.register_app(APPID, SECRET)
-    server = serve(emu.app)
-    yield emu, server.url
-    server.stop()
 
 
 @pytest.fixture(scope="module", params=["xml", "json"])
