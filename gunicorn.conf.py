@@ -4,10 +4,12 @@ which wins over the defaults here."""
 
 import logging
 import os
+import re
 
 from gunicorn.glogging import CONFIG_DEFAULTS, Logger
 
 from webhook import fairworker
+from webhook.logsafe import Repeats, shown
 
 _env = os.environ.get
 
@@ -63,14 +65,46 @@ class QuietAccessLogger(Logger):
             super().access(resp, req, environ, request_time)
 
 
+class RequestErrors(logging.Filter):
+    """gunicorn writes a line for each request it cannot parse, quoting what the client sent
+    ("Invalid request from ip=...: Invalid HTTP request line: '...'"), and for each request
+    that fails in the worker: such lines are escaped and cut short (``logsafe.shown``), and
+    those of one kind go out once per interval, with a count."""
+
+    _KIND_END = re.compile(r"[:('\"]")
+
+    def __init__(self, repeats: Repeats | None = None) -> None:
+        super().__init__()
+        self._repeats = repeats or Repeats()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Invalid request from ip="):
+            # "...: Invalid HTTP request line: 'GET ...'": gunicorn's words before the client's
+            error = message.partition(": ")[2]
+            kind = "invalid " + self._KIND_END.split(error, maxsplit=1)[0][:60]
+        elif message.startswith("Error handling request"):
+            kind = "failed"
+        else:
+            return True
+        held = self._repeats.admit(kind)
+        if held is None:
+            return False
+        record.msg = shown(message, 200) + (f" repeated={held}" if held else "")
+        record.args = ()
+        return True
+
+
 logger_class = QuietAccessLogger
 logconfig_dict = {
     **CONFIG_DEFAULTS,
+    "filters": {"request_errors": {"()": RequestErrors}},
     # Each logger writes once, to its own handler; the access log only when asked for.
     "root": {"level": "WARNING", "handlers": []},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"],
-                           "propagate": False, "qualname": "gunicorn.error"},
+                           "filters": ["request_errors"], "propagate": False,
+                           "qualname": "gunicorn.error"},
         "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"],
                             "propagate": False, "qualname": "gunicorn.access"},
         **{name: {"handlers": ["error_console"], "level": loglevel.upper(), "propagate": False}

@@ -8,7 +8,6 @@ chained, and urllib3's debug lines are scrubbed (``scrub``).
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 import os
@@ -22,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from webhook.errors import Permanent, Retryable, api_error
+from webhook.wellformed import loads
 
 __all__ = ["WeChatClient", "TokenGrant", "shared_session", "scrub"]
 
@@ -218,9 +218,9 @@ def _decode(response: requests.Response, *, token: str | None) -> dict[str, Any]
     """The JSON object of an answer, or the WeChatAPIError it stands for."""
     status = response.status_code
     try:
-        body = json.loads(response.content)
-    except (ValueError, RecursionError):   # HTML error pages, truncated or absurd JSON
-        body = None
+        body = loads(response.content)
+    except (ValueError, RecursionError):   # HTML error pages, truncated or absurd JSON, text
+        body = None                        # that is not Unicode (stored and shown later)
     if not isinstance(body, dict):
         if status >= 500 or status == 429:
             raise Retryable(status, f"HTTP {status}")

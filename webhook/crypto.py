@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 import threading
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher as AESContext, algorithms, modes
 
-from webhook.errors import AppIdMismatch, DecryptError, MalformedRequest
+from webhook.errors import DecryptError, MalformedRequest
 
-__all__ = ["aes_key", "Cipher", "KeyRing", "BLOCK"]
+__all__ = ["aes_key", "Cipher", "KeyRing", "BLOCK", "NOT_OPEN"]
 
 BLOCK = 32  # WeChat's PKCS#7 "K": pad to 32 bytes, not AES's 16
+NOT_OPEN = "Encrypt does not open"  # the one reason for every push that does not open
 _KEY_CHARS = re.compile(r"[A-Za-z0-9+/]{43}")
 _HEADER = 20  # random(16) + msg_len(4)
+# PKCS#7 with K = 32: a pad of 1..32 bytes, each holding the pad length. For each value of
+# the last byte, the padding it claims; a value that is no pad (0, over K) claims K bytes
+# that never match, the last differing from the byte itself, so it costs what a pad costs.
+_PADDING = tuple(bytes((value,)) * value if 0 < value <= BLOCK
+                 else bytes((value,)) * (BLOCK - 1) + bytes((value ^ 1,)) for value in range(256))
 
 
 def aes_key(encoding_aes_key: str) -> bytes:
@@ -88,22 +95,29 @@ class Cipher:
         return self.open(_unbase64(encrypt))
 
     def open(self, data: bytes) -> bytes:
-        """Like decrypt, for already base64-decoded ciphertext (whole 16-byte blocks)."""
-        size = len(data)
+        """Like decrypt, for already base64-decoded ciphertext (whole 16-byte blocks).
+
+        CBC without a MAC is malleable, and msg_signature stops no one who holds the Token:
+        a failure must not say which check failed (a padding oracle). Every check runs,
+        whatever the plaintext holds (padding and AppID compared in constant time, combined
+        without a short cut), and every failure raises the one DecryptError; only its
+        ``detail``, for the operator's log, says which.
+        """
+        receiveid = self._receiveid
+        if len(data) < _HEADER + len(receiveid) + 1:   # the length is public: no oracle
+            raise DecryptError(NOT_OPEN, detail="too short")
         # Whole blocks and no padding set: update() gives all of them back at once.
         plain = self._decryptor().update(data)  # plain[:16] is meaningless: _decryptor
-        pad = plain[-1]
-        end = size - pad
-        # PKCS#7 with K = 32: a pad of 1..32 bytes, each holding the pad length.
-        if not 0 < pad <= BLOCK or end < _HEADER or plain.count(pad, end) != pad:
-            raise DecryptError("Encrypt does not open with this key")
-        msg_end = _HEADER + int.from_bytes(plain[16:_HEADER], "big")
-        receiveid = self._receiveid
-        if msg_end != end - len(receiveid) or not plain.startswith(receiveid, msg_end):
-            if msg_end > end:
-                raise DecryptError("Encrypt does not open with this key")
-            raise AppIdMismatch("message is for another appid")
-        return plain[_HEADER:msg_end]
+        padding = _PADDING[plain[-1]]
+        end = len(plain) - len(padding)
+        start = end - len(receiveid)
+        pad_ok = hmac.compare_digest(plain[end:], padding)
+        length_ok = _HEADER + int.from_bytes(plain[16:_HEADER], "big") == start
+        appid_ok = hmac.compare_digest(plain[start:end], receiveid)
+        if pad_ok & length_ok & appid_ok:
+            return plain[_HEADER:start]
+        raise DecryptError(NOT_OPEN, detail="bad padding" if not pad_ok else
+                           "message length does not fit" if not length_ok else "another appid")
 
     def encrypt(self, msg: bytes, *, random16: bytes) -> str:
         """Base64 ``Encrypt`` of ``msg``; ``random16`` is WeChat's 16 random bytes."""
@@ -134,17 +148,16 @@ class KeyRing:
         return f"KeyRing(appid={self.current.appid!r}, previous={self.previous is not None})"
 
     def decrypt(self, encrypt: str) -> tuple[bytes, Cipher]:
-        """The message bytes and the Cipher that opened them (current first)."""
+        """The message bytes and the Cipher that opened them (current first); one
+        DecryptError when neither does, whichever checks failed."""
         data = _unbase64(encrypt)
         try:
             return self.current.open(data), self.current
-        except (DecryptError, AppIdMismatch) as current_error:
+        except DecryptError as current_error:
             if self.previous is None:
                 raise
             try:
                 return self.previous.open(data), self.previous
-            except (DecryptError, AppIdMismatch) as previous_error:
-                # A key that opened it but found another appid says more than "no key fits".
-                if isinstance(previous_error, AppIdMismatch):
-                    raise previous_error from None
-                raise current_error from None
+            except DecryptError as previous_error:
+                raise DecryptError(NOT_OPEN, detail=f"{current_error.detail}; previous key: "
+                                                    f"{previous_error.detail}") from None

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from functools import partial
 
 from webhook.errors import MalformedRequest
+from webhook.logsafe import shown
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.parsing import peek, read_message, transfer_fields
 from webhook.quota import WINDOW_TTL, note_enter, note_message, quota_key
@@ -95,8 +96,8 @@ class Intake:
         if log.isEnabledFor(logging.DEBUG):   # the arguments cost more than the call
             message = push.message
             log.debug("push recorded appid=%s key=%s type=%s user=%s", app.appid,
-                      message.dedupe_key, getattr(message, "event", message.msg_type),
-                      hashed(message.openid))
+                      shown(message.dedupe_key),
+                      shown(getattr(message, "event", message.msg_type)), hashed(message.openid))
 
 
 def read_recorded(entry: InboxEntry) -> Message | None:
@@ -106,7 +107,7 @@ def read_recorded(entry: InboxEntry) -> Message | None:
     try:
         return _message_of(entry)
     except MalformedRequest as exc:
-        log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, exc.reason)
+        log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, shown(exc.reason))
         return None
 
 
@@ -117,7 +118,7 @@ def _message_of(entry: InboxEntry) -> Message:
 def log_duplicate(existing: InboxEntry) -> None:
     """A delivery of a push already recorded (a WeChat retry): answered, not handled again."""
     log.info("push duplicate appid=%s key=%s state=%s", existing.appid,
-             existing.key.partition(":")[2], existing.state)
+             shown(existing.key.partition(":")[2]), existing.state)
 
 
 class Handler:
@@ -145,7 +146,7 @@ class Handler:
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
         log.debug("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
-                 message.dedupe_key, rule or "-", len(rows))
+                 shown(message.dedupe_key), rule or "-", len(rows))
         return len(rows)
 
 

@@ -8,10 +8,10 @@
     │   ├── Unauthorized              401     open-data endpoints: unknown session, bad code
     │   ├── BadSignature              403     signature / msg_signature mismatch
     │   ├── StaleTimestamp            403     timestamp outside the window
-    │   ├── DecryptError              403     Encrypt does not open with the configured key(s)
-    │   ├── AppIdMismatch             403     receiveid after decrypt is not this app
+    │   ├── DecryptError              403     Encrypt does not open to a message for this app
     │   ├── UnknownApp                404     no such appid configured
-    │   └── PayloadTooLarge           413     body over the cap (never read)
+    │   ├── PayloadTooLarge           413     body over the cap (never read)
+    │   └── UnsupportedMediaType      415     a JSON endpoint sent another Content-Type
     ├── WeChatAPIError (errcode, errmsg)       an answer from WeChat's server API
     │   ├── TokenInvalid     40001 40014 42001: invalidate-if-equal, refresh, retry once
     │   ├── Retryable        -1 45011 5xx, timeouts, resets, garbage bodies
@@ -32,9 +32,9 @@ __all__ = [
     "BadSignature",
     "StaleTimestamp",
     "DecryptError",
-    "AppIdMismatch",
     "UnknownApp",
     "PayloadTooLarge",
+    "UnsupportedMediaType",
     "WeChatAPIError",
     "TokenInvalid",
     "Retryable",
@@ -52,13 +52,14 @@ class WxpushError(Exception):
 
 
 class RequestRejected(WxpushError):
-    """An inbound request we refuse; ``reason`` is safe to show to the caller."""
+    """An inbound request we refuse; ``reason`` is safe to show to the caller, ``detail``
+    (if any) is for the operator's log only."""
 
     status = 400
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, detail: str = "") -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.detail = reason, detail
 
 
 class MalformedRequest(RequestRejected):
@@ -78,10 +79,9 @@ class StaleTimestamp(RequestRejected):
 
 
 class DecryptError(RequestRejected):
-    status = 403
+    """Bad padding, a message length that does not fit, another app's AppID, a message that
+    does not read: one reason for all (crypto.NOT_OPEN), or they would be a padding oracle."""
 
-
-class AppIdMismatch(RequestRejected):
     status = 403
 
 
@@ -91,6 +91,10 @@ class UnknownApp(RequestRejected):
 
 class PayloadTooLarge(RequestRejected):
     status = 413
+
+
+class UnsupportedMediaType(RequestRejected):
+    status = 415
 
 
 class WeChatAPIError(WxpushError):

@@ -64,17 +64,26 @@ class Repeats:
         it was written."""
         if not logger.isEnabledFor(level):
             return False
+        held = self.admit(kind)
+        if held is None:
+            return False
+        if held:
+            msg, args = msg + " repeated=%d", (*args, held)
+        logger.log(level, msg, *args, exc_info=exc_info)
+        return True
+
+    def admit(self, kind: str) -> int | None:
+        """None if a line of ``kind`` went out less than ``interval`` ago (this one is
+        counted); otherwise how many were held back since, and this one goes out. For a
+        logging filter, which rewrites the record it lets through."""
         now = self._clock()
         with self._lock:
             last, held = self._kinds.get(kind, (None, 0))
             if last is not None and now - last < self.interval:
                 self._kinds[kind] = (last, held + 1)
-                return False
+                return None
             self._kinds.pop(kind, None)
             if len(self._kinds) >= self._max_kinds:
                 del self._kinds[next(iter(self._kinds))]
             self._kinds[kind] = (now, 0)
-        if held:
-            msg, args = msg + " repeated=%d", (*args, held)
-        logger.log(level, msg, *args, exc_info=exc_info)
-        return True
+        return held

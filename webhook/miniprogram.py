@@ -26,13 +26,15 @@ from Crypto.Cipher import AES
 from webhook.api import WeChatAPI
 from webhook.logsafe import Repeats, shown
 from webhook.messages import hashed
-from webhook.errors import (MalformedRequest, PayloadTooLarge, RequestRejected, Retryable,
-                            StoreError, Unauthorized, UnknownApp, WeChatAPIError)
+from webhook.errors import (MalformedRequest, RequestRejected, Retryable, StoreError,
+                            Unauthorized, UnknownApp, UnsupportedMediaType, WeChatAPIError)
 from webhook.opendata import (check_raw_signature, decrypt_encrypted_data, parse_open_data,
                               phone_info)
 from webhook.ratelimit import Bucket, Limiter, RateLimited, trusted_networks
+from webhook.resource import read_body
 from webhook.settings import AppConfig, Settings
 from webhook.store.base import Store
+from webhook.wellformed import NotText, loads
 
 __all__ = ["register", "Sessions", "Session", "new_session_token", "MAX_CLOUD_IDS"]
 
@@ -142,9 +144,13 @@ class _Endpoint:
             return
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
             status, errcode, errmsg = _describe(exc)
-            log.log(logging.WARNING if status >= 500 else logging.INFO,
-                    "%s appid=%s outcome=refused status=%d errcode=%d reason=%s", self.kind,
-                    appid if appid in self.settings.apps else "-", status, errcode, errmsg)
+            # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
+            # written once per interval with a count
+            self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
+                             f"{self.kind} {status} {errcode}",
+                             "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
+                             self.kind, appid if appid in self.settings.apps else "-", status,
+                             errcode, shown(errmsg))
             if status == 503:
                 resp.set_header("Retry-After", "1")
             # A 5xx is about our side (WeChat's errmsg may name our IP): details stay in the log
@@ -157,16 +163,14 @@ class _Endpoint:
         raise NotImplementedError
 
     def _body(self, req: falcon.Request) -> dict[str, Any]:
-        limit = self.settings.server.max_body
-        if (req.content_length or 0) > limit:
-            raise PayloadTooLarge(f"body over {limit} bytes")
-        raw = req.bounded_stream.read(limit + 1)
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"body over {limit} bytes")
+        _check_json_type(req.content_type)
+        raw = read_body(req, self.settings.server.max_body)
         if not raw.strip():
             raise BadInput("empty body: send a JSON object", EMPTY_BODY)
         try:
-            body = json.loads(raw)
+            body = loads(raw)
+        except NotText:
+            raise BadInput("body is not valid Unicode", BAD_FORMAT) from None
         except (ValueError, RecursionError):
             raise BadInput("body is not JSON", BAD_FORMAT) from None
         if not isinstance(body, dict):
@@ -260,6 +264,16 @@ class PhoneResource(_Endpoint):
         return result
 
 
+def _check_json_type(content_type: str | None) -> None:
+    """``application/json`` in any case, its charset (if named) UTF-8: what wx.request sends
+    by default. Checked before the body is read."""
+    media, params = falcon.parse_header(content_type or "")
+    if media.strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("JSON must be UTF-8")
+
+
 def _code(body: dict[str, Any]) -> str:
     code = body.get("code")
     if not isinstance(code, str) or not code.strip():
@@ -285,7 +299,8 @@ def _cloud_ids(body: dict[str, Any]) -> list[str]:
 def _describe(exc: Exception) -> tuple[int, int, str]:
     """(HTTP status, errcode, one-line errmsg) for an error we answer."""
     if isinstance(exc, RequestRejected):
-        default = {401: MISSING_CREDENTIAL, 404: INVALID_APPID, 413: TOO_LARGE}
+        default = {401: MISSING_CREDENTIAL, 404: INVALID_APPID, 413: TOO_LARGE,
+                   415: BAD_FORMAT}
         errcode = getattr(exc, "errcode", default.get(exc.status, INVALID_ARGS))
         return exc.status, errcode, exc.reason
     if isinstance(exc, WeChatAPIError):

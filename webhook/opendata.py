@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from Crypto.Cipher import AES
 
 from webhook.errors import MalformedRequest, Retryable, Unauthorized
+from webhook.wellformed import is_text, loads
 
 __all__ = [
     "OpenDataError",
@@ -65,8 +65,8 @@ def decrypt_encrypted_data(encrypted_data: str, iv: str, session_key: str, *, ap
                            now: float | None = None, max_age: int | None = None) -> dict[str, Any]:
     """Open ``encryptedData`` (AES-128-CBC, PKCS#7 over 16-byte blocks) and check its watermark.
 
-    Bad padding, non-UTF-8 and non-JSON plaintexts give one and the same error, so that
-    answers cannot serve as a padding oracle.
+    Bad padding, non-UTF-8 (or a lone surrogate) and non-JSON plaintexts give one and the
+    same error, so that answers cannot serve as a padding oracle.
     """
     key = _b64(session_key, "session_key", 16, errcode=ILLEGAL_AES_KEY)
     vector = _b64(iv, "iv")
@@ -77,7 +77,7 @@ def decrypt_encrypted_data(encrypted_data: str, iv: str, session_key: str, *, ap
         raise OpenDataError("encryptedData is not a whole number of 16-byte blocks")
     padded = AES.new(key, AES.MODE_CBC, vector).decrypt(ciphertext)
     try:
-        data = json.loads(_unpad(padded).decode("utf-8"))
+        data = loads(_unpad(padded))
     except (ValueError, RecursionError):   # bad padding, not UTF-8, not JSON: alike
         raise OpenDataError("encryptedData does not open with this session "
                             "(log in again and retry)") from None
@@ -118,6 +118,8 @@ def check_raw_signature(raw_data: str, signature: str, session_key: str) -> None
     """``signature == sha1(rawData + session_key)``, compared in constant time."""
     if not isinstance(raw_data, str) or not isinstance(signature, str):
         raise OpenDataError("rawData and signature must be strings", errcode=40097)
+    if not (is_text(raw_data) and is_text(signature)):
+        raise OpenDataError("rawData and signature must be valid Unicode", errcode=40097)
     expected = hashlib.sha1((raw_data + session_key).encode("utf-8")).hexdigest()
     if not hmac.compare_digest(expected.encode("ascii"), signature.lower().encode("utf-8")):
         raise SignatureMismatch("rawData signature does not match this session")
@@ -135,7 +137,7 @@ def parse_open_data(data_list: Sequence[Any], *, appid: str, now: float | None =
     for index, item in enumerate(data_list):
         raw = item.get("json") if isinstance(item, Mapping) else None
         try:
-            decoded = json.loads(raw) if isinstance(raw, str) else raw
+            decoded = loads(raw) if isinstance(raw, str) else raw
         except (ValueError, RecursionError):
             decoded = None
         if not isinstance(decoded, dict):

@@ -1,6 +1,7 @@
 """Pure parsing: body bytes -> fields (XML via xmltodict, or JSON) -> typed Message, and back.
 
-Hostile input is refused with MalformedRequest: invalid UTF-8, any DOCTYPE or entity
+Hostile input is refused with MalformedRequest: invalid UTF-8, a JSON ``\\ud800`` escape of
+half a surrogate pair (XML cannot name one: expat refuses ``&#xD800;``), any DOCTYPE or entity
 declaration (billion laughs, XXE), JSON that is not an object. The XML and the JSON form of
 one push give equal Message objects (docs/protocol.md §3: same keys in both formats).
 """
@@ -18,6 +19,7 @@ import xmltodict
 from webhook.errors import MalformedRequest
 from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage, Message,
                               MiniProgramPageMessage, TextMessage, UnknownMessage)
+from webhook.wellformed import json_is_text
 
 __all__ = ["parse_body", "parse_envelope", "peek", "read_message", "to_message",
            "message_fields", "render", "cdata", "transfer_fields", "FORMATS"]
@@ -82,6 +84,8 @@ def _parse_json(text: str) -> dict[str, Any]:
         raise MalformedRequest("body is not JSON (data after the object)")
     if not isinstance(value, dict):
         raise MalformedRequest("JSON body is not an object")
+    if not json_is_text(text, value):
+        raise MalformedRequest("body is not valid Unicode (a lone surrogate)")
     return value
 
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.crypto import Cipher, KeyRing
+from webhook.crypto import NOT_OPEN, Cipher, KeyRing
 from webhook.errors import DecryptError, MalformedRequest
 from webhook.messages import Message
 from webhook.parsing import cdata, parse_envelope, read_message, render
@@ -24,8 +24,14 @@ __all__ = ["Push", "keyring_for", "verify_url", "open_push", "seal", "sealed_bod
 class Push:
     """One opened push. ``plaintext`` is the message text as decrypted (or the body in
     plaintext mode), in ``format``; ``cipher`` the key that opened it, which must seal the
-    answer. ``message`` is parsed when first asked for (MalformedRequest if it cannot be):
-    most pushes are answered and recorded without it (``parsing.peek``)."""
+    answer. ``message`` is parsed when first asked for: most pushes are answered and
+    recorded without it (``parsing.peek``).
+
+    A message that cannot be read raises MalformedRequest (400) in plaintext mode, and the
+    DecryptError of a ciphertext that does not open (403) when it was decrypted: a tampered
+    ciphertext whose padding and AppID still check out decrypts to garbage, and a different
+    answer would tell whoever altered it that those checks passed.
+    """
 
     __slots__ = ("plaintext", "format", "cipher", "nonce", "_message")
 
@@ -36,7 +42,12 @@ class Push:
     @property
     def message(self) -> Message:
         if self._message is None:
-            self._message = read_message(self.plaintext, self.format)
+            try:
+                self._message = read_message(self.plaintext, self.format)
+            except MalformedRequest as exc:
+                if self.cipher is None:
+                    raise
+                raise DecryptError(NOT_OPEN, detail=f"message unreadable: {exc.reason}") from None
         return self._message
 
 
@@ -92,9 +103,10 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
     official docs say ("校验msg_signature签名是否正确 … 注意：不要使用signature验证！",
     docs/protocol.md §2.1): it signs the same Token, timestamp and nonce as the URL ``signature``
     plus the body's ``Encrypt``. Order: query parameters (400), timestamp window (403),
-    envelope (400), ``msg_signature`` (403), decrypt (403/400); then, when read, the message
-    in the app's format (400). Compatible mode ignores the body's plaintext copy. Without
-    ``aes``: ``signature`` (403) before the body is looked at.
+    envelope (400), ``msg_signature`` (403), ``Encrypt`` as base64 of whole blocks (400),
+    decrypt (403); then, when read, the message in the app's format (403 like a decrypt
+    failure, see Push). Compatible mode ignores the body's plaintext copy. Without ``aes``:
+    ``signature`` (403) before the body is looked at, then the message (400).
     """
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
     encrypt_type = query.get("encrypt_type") or "raw"

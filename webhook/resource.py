@@ -11,6 +11,7 @@ import falcon
 
 from webhook.delivery import Intake
 from webhook.errors import MalformedRequest, PayloadTooLarge, RequestRejected, StoreError, UnknownApp
+from webhook.logsafe import Repeats, shown
 from webhook.receive import keyring_for, open_push, verify_url
 from webhook.settings import AppConfig
 
@@ -22,11 +23,12 @@ _CONTENT_TYPES = {"xml": "application/xml; charset=utf-8", "json": "application/
 
 def query(req: falcon.Request) -> Mapping[str, str]:
     """The query string as single values (falcon's own dict, read only); a repeated parameter
-    is malformed."""
+    is malformed. Falcon decodes invalid UTF-8 in a value to U+FFFD: values are always valid
+    Unicode, and one sent that way fails its signature like any other altered value."""
     params = req.params
     for key, value in params.items():
         if type(value) is not str:  # noqa: E721
-            raise MalformedRequest(f"query parameter {key!r} repeated")
+            raise MalformedRequest(f"query parameter {shown(key, 24)} repeated")
     return cast(Mapping[str, str], params)
 
 
@@ -84,23 +86,39 @@ class HealthResource:
         resp.text = "ok"
 
 
-def add_error_handlers(app: falcon.App) -> None:
-    """Rejections become a short plain reason and one log line; never a traceback."""
+def add_error_handlers(app: falcon.App, *, repeats: Repeats | None = None) -> None:
+    """Rejections become a short plain reason and one log line; never a traceback. The log
+    shows what came from the request escaped and cut short (``logsafe.shown``), and writes
+    one line per kind of refusal per interval, with a count (``repeats``): a flood of bad
+    requests writes a few lines, not one each."""
+    repeats = repeats or Repeats()
 
     def rejected(req: falcon.Request, resp: falcon.Response, ex: RequestRejected,
                  params: dict[str, Any]) -> None:
-        log.warning("rejected %s %s status=%d reason=%s", req.method, req.path, ex.status, ex.reason)
-        resp.status = falcon.code_to_http_status(ex.status)
-        resp.content_type = falcon.MEDIA_TEXT
-        resp.text = ex.reason
+        detail = f" detail={shown(ex.detail)}" if ex.detail else ""
+        repeats.log(log, logging.WARNING, type(ex).__name__,
+                    "rejected %s %s status=%d reason=%s%s", req.method, shown(req.path),
+                    ex.status, shown(ex.reason), detail)
+        _plain(resp, falcon.code_to_http_status(ex.status), ex.reason)
 
     def unavailable(req: falcon.Request, resp: falcon.Response, ex: StoreError,
                     params: dict[str, Any]) -> None:
         # Unanswered, WeChat delivers the push again; nothing was recorded.
-        log.error("store unavailable %s %s: %s", req.method, req.path, ex)
-        resp.status = falcon.HTTP_503
-        resp.content_type = falcon.MEDIA_TEXT
-        resp.text = "store unavailable"
+        repeats.log(log, logging.ERROR, "store unavailable", "store unavailable %s %s: %s",
+                    req.method, shown(req.path), ex)
+        _plain(resp, falcon.HTTP_503, "store unavailable")
 
+    def failed(req: falcon.Request, resp: falcon.Response, ex: Exception,
+               params: dict[str, Any]) -> None:
+        # A bug: falcon's own handler would log the raw path and query string.
+        repeats.log(log, logging.ERROR, f"internal {type(ex).__name__}", "internal error %s %s",
+                    req.method, shown(req.path), exc_info=ex)
+        _plain(resp, falcon.HTTP_500, "internal error")
+
+    app.add_error_handler(Exception, failed)
     app.add_error_handler(RequestRejected, rejected)
     app.add_error_handler(StoreError, unavailable)
+
+
+def _plain(resp: falcon.Response, status: str, text: str) -> None:
+    resp.status, resp.content_type, resp.text = status, falcon.MEDIA_TEXT, text

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from webhook.delivery import Handler, inbox_key, log_duplicate, read_recorded
+from webhook.logsafe import shown
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
@@ -110,7 +111,7 @@ class Background:
                 self._wake.set()
         except Exception:
             # The row stays pending; its lease runs out and a sweeper tries again.
-            log.exception("handling failed key=%s", entry.key)
+            log.exception("handling failed key=%s", shown(entry.key))
         finally:
             with self._inflight_lock:
                 self._inflight.discard(entry.key)
@@ -126,7 +127,7 @@ class Background:
                     self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
                 for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
                                                      limit=64):
-                    log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
+                    log.info("push reclaimed key=%s attempts=%d", shown(entry.key), entry.attempts)
                     self.submit(entry)
             except Exception:
                 log.exception("inbox sweep failed")

@@ -94,6 +94,26 @@ def test_bodies_with_and_without_a_declared_length(servers, emulator, tmp_path):
         assert (refused.status_code, refused.text) == (413, "body over 4096 bytes")
 
 
+def test_a_mini_program_body_is_read_chunked_or_not(servers, emulator, tmp_path):
+    """The /apps endpoints read gunicorn's input as the push path does: a chunked body used to
+    read as empty (400)."""
+    server = start(servers, emulator, tmp_path, server="max_body = 4096")
+    login = f"{server.url}/apps/{APPID}/login"
+    json_type = {"Content-Type": "application/json"}
+    for openid in ("o-declared", "o-chunked"):
+        body = ('{"code": "%s"}' % emulator.emulator.login_code(APPID, openid)).encode()
+        data = body if openid == "o-declared" else iter([body[:5], body[5:]])
+        answer = requests.post(login, data=data, headers=json_type, timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["openid"] == openid
+    padded = b'{"code": "c", "pad": "' + b"x" * 5000 + b'"}'
+    refused = requests.post(login, data=iter([padded]), headers=json_type, timeout=5)
+    assert (refused.status_code, refused.json()["errcode"]) == (413, 45002)
+    form = requests.post(login, data={"code": "c"}, timeout=5)
+    assert form.status_code == 415
+    assert form.json() == {"errcode": 47001, "errmsg": "Content-Type must be application/json"}
+
+
 def test_rules_reload_while_running(servers, emulator, tmp_path):
     server = start(servers, emulator, tmp_path, rules=RULES)
     rules = server.directory / "rules.toml"

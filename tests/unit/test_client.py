@@ -135,6 +135,9 @@ def test_errcodes_map_to_the_exception_tree(client, transport, errcode, kind):
     (200, b"[" * 100000, Retryable, -1),
     (404, b"not found", Permanent, 404),
     (500, b'{"errcode": 45015, "errmsg": "x"}', Permanent, 45015),
+    # Half a surrogate pair: no store or answer could take the text later
+    (200, b'{"errcode": 45015, "errmsg": "\\ud800"}', Retryable, -1),
+    (200, b'{"errcode": 0, "\\udfff": 1}', Retryable, -1),
 ])
 def test_garbage_answers_never_crash(client, transport, status, raw, kind, errcode):
     transport.reply(raw=raw, status=status, headers={"Content-Type": "text/html"})

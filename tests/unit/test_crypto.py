@@ -10,8 +10,8 @@ import pytest
 from Crypto.Cipher import AES
 from hypothesis import given, strategies as st
 
-from webhook.crypto import BLOCK, Cipher, KeyRing, aes_key
-from webhook.errors import AppIdMismatch, DecryptError, MalformedRequest
+from webhook.crypto import BLOCK, NOT_OPEN, Cipher, KeyRing, aes_key
+from webhook.errors import DecryptError, MalformedRequest
 
 from vectors import (V1_APPID, V1_ENCRYPT, V1_MESSAGE, V1_REPLY, V3_APPID, V3_ENCRYPT, V3_KEY,
                      V3_MESSAGE, XML_APPID, XML_REPLY, ZERO_KEY)
@@ -28,6 +28,15 @@ def raw_plaintext(cipher_key: str, encrypt: str) -> bytes:
 def raw_encrypt(cipher_key: str, plain: bytes) -> str:
     key = aes_key(cipher_key)
     return base64.b64encode(AES.new(key, AES.MODE_CBC, key[:16]).encrypt(plain)).decode()
+
+
+def does_not_open(call, detail: str) -> None:
+    """Every failure is the one DecryptError; only its detail (for the log) differs."""
+    with pytest.raises(DecryptError) as info:
+        call()
+    assert type(info.value) is DecryptError
+    assert (info.value.status, info.value.reason) == (403, NOT_OPEN)
+    assert info.value.detail == detail
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -96,9 +105,8 @@ def test_v3_compatible_mode_decrypts() -> None:
 
 
 def test_v3_with_another_appid_is_refused() -> None:
-    with pytest.raises(AppIdMismatch) as info:
-        Cipher(V3_KEY, "wx0000000000000000").decrypt(V3_ENCRYPT)
-    assert info.value.status == 403
+    does_not_open(lambda: Cipher(V3_KEY, "wx0000000000000000").decrypt(V3_ENCRYPT),
+                  "another appid")
 
 
 # --- round trips and padding ---------------------------------------------------------------
@@ -167,25 +175,25 @@ def test_bad_padding_is_a_decrypt_error(pad_bytes: bytes) -> None:
     full = _full(b"hello")
     filler = (-(len(full) + len(pad_bytes))) % 16
     plain = full + b"z" * filler + pad_bytes
-    with pytest.raises(DecryptError) as info:
-        Cipher(ZERO_KEY, V1_APPID).decrypt(raw_encrypt(ZERO_KEY, plain))
-    assert info.value.status == 403
+    does_not_open(lambda: Cipher(ZERO_KEY, V1_APPID).decrypt(raw_encrypt(ZERO_KEY, plain)),
+                  "bad padding")
 
 
 @pytest.mark.parametrize("length", [10_000, 2**32 - 1, len(b"hello") + len(V1_APPID) + 1])
 def test_msg_len_past_the_end_is_a_decrypt_error(length: int) -> None:
     full = _full(b"hello", length=length)
     pad = BLOCK - len(full) % BLOCK
-    with pytest.raises(DecryptError):
-        Cipher(ZERO_KEY, V1_APPID).decrypt(raw_encrypt(ZERO_KEY, full + bytes((pad,)) * pad))
+    does_not_open(lambda: Cipher(ZERO_KEY, V1_APPID).decrypt(
+        raw_encrypt(ZERO_KEY, full + bytes((pad,)) * pad)), "message length does not fit")
 
 
-@pytest.mark.parametrize("appid", ["", "wxba5fad812f8e6fb", "wxba5fad812f8e6fb9x",
-                                   "WXBA5FAD812F8E6FB9"])
-def test_other_receiveid_is_an_appid_mismatch(appid: str) -> None:
+@pytest.mark.parametrize("appid, detail", [
+    ("", "too short"), ("wxba5fad812f8e6fb", "message length does not fit"),
+    ("wxba5fad812f8e6fb9x", "message length does not fit"),
+    ("WXBA5FAD812F8E6FB9", "another appid")])
+def test_other_receiveid_does_not_open(appid: str, detail: str) -> None:
     encrypt = Cipher(ZERO_KEY, appid).encrypt(b"hello", random16=bytes(16))
-    with pytest.raises(AppIdMismatch):
-        Cipher(ZERO_KEY, V1_APPID).decrypt(encrypt)
+    does_not_open(lambda: Cipher(ZERO_KEY, V1_APPID).decrypt(encrypt), detail)
 
 
 @pytest.mark.parametrize("encrypt", [
@@ -217,7 +225,7 @@ def test_changed_ciphertext_is_refused_or_garbled(index: int, char: str) -> None
         return  # same bytes (unchanged, or only the unused bits of the last character)
     try:
         message = Cipher(ZERO_KEY, V1_APPID).decrypt(tampered)
-    except (DecryptError, AppIdMismatch):
+    except DecryptError:
         return
     assert message != V1_MESSAGE
 
@@ -249,11 +257,15 @@ def test_no_key_opens_it() -> None:
         KeyRing(V1_APPID, OTHER_KEY).decrypt(V1_ENCRYPT)
 
 
-def test_appid_mismatch_wins_over_a_key_that_does_not_fit() -> None:
-    with pytest.raises(AppIdMismatch):
-        KeyRing("wx_other", OTHER_KEY, ZERO_KEY).decrypt(V1_ENCRYPT)
-    with pytest.raises(AppIdMismatch):
-        KeyRing("wx_other", ZERO_KEY, OTHER_KEY).decrypt(V1_ENCRYPT)
+def test_a_ring_that_does_not_open_it_says_why_for_each_key_in_the_detail_alone() -> None:
+    wrong_key = Cipher(OTHER_KEY, V1_APPID)
+    with pytest.raises(DecryptError) as info:
+        wrong_key.decrypt(V1_ENCRYPT)
+    first = info.value.detail
+    does_not_open(lambda: KeyRing("wx_other", OTHER_KEY, ZERO_KEY).decrypt(V1_ENCRYPT),
+                  f"{first}; previous key: message length does not fit")
+    does_not_open(lambda: KeyRing(V1_APPID.upper(), ZERO_KEY, OTHER_KEY).decrypt(V1_ENCRYPT),
+                  f"another appid; previous key: {first}")
 
 
 def test_bad_base64_is_malformed_before_any_key_is_tried() -> None:

@@ -53,3 +53,11 @@ def test_repeats_forgets_the_oldest_kind_past_its_cap(caplog):
         for kind in ("a", "b", "c", "a"):
             repeats.log(logger, logging.INFO, kind, "kind=%s", kind)
     assert [r.getMessage() for r in caplog.records] == ["kind=a", "kind=b", "kind=c", "kind=a"]
+
+
+def test_admit_says_when_a_line_may_go_out_and_how_many_were_held():
+    clock = FakeClock(0.0)
+    repeats = Repeats(5.0, clock=clock)
+    assert [repeats.admit("k") for _ in range(4)] == [0, None, None, None]
+    clock.advance(5.0)
+    assert repeats.admit("k") == 3

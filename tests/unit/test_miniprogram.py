@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import falcon
 import falcon.testing
@@ -60,7 +62,7 @@ class World:
     def post(self, path: str, body: Any = None, *, token: str | None = None,
              raw: bytes | None = None, appid: str = APPID,
              headers: dict[str, str] | None = None) -> falcon.testing.Result:
-        headers = dict(headers or {})
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         result = self.client.simulate_post(
@@ -363,6 +365,68 @@ def test_bad_bodies(world: World, path: str, raw: bytes, status: int, errcode: i
     refused(world.post(path, raw=raw), status, errcode)
 
 
+@pytest.mark.parametrize("field", ["rawData", "signature", "encryptedData", "code"])
+def test_half_a_surrogate_pair_in_a_body_is_refused(world: World, field: str) -> None:
+    """It used to reach the rawData hash (a 500); now no text that is not Unicode gets past
+    the body."""
+    token = world.login()
+    encrypted, iv = world.emulator.encrypted_data(APPID, ALICE, {"nickName": "x"})
+    body = {"encryptedData": encrypted, "iv": iv, "rawData": "{}", "signature": "0" * 40,
+            field: "\ud800" if field != "signature" else "\udfff"}
+    result = world.post("opendata", raw=json.dumps(body).encode(), token=token)
+    assert refused(result, 400, 47001) == "body is not valid Unicode"
+
+
+class Unreadable(io.BytesIO):
+    """A request body that fails the test when read."""
+
+    def read(self, *_args: Any) -> bytes:
+        raise AssertionError("the body was read")
+
+    readline = read1 = read
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "APPLICATION/JSON",
+                                          "application/json; charset=UTF-8",
+                                          "Application/Json;charset=\"utf8\""])
+def test_json_is_accepted_in_any_case_with_or_without_charset(world: World,
+                                                              content_type: str) -> None:
+    result = world.post("login", {"code": world.emulator.login_code(APPID, ALICE)},
+                        headers={"Content-Type": content_type})
+    assert result.status_code == 200, result.text
+
+
+@pytest.mark.parametrize("path", ["login", "opendata", "phone"])
+@pytest.mark.parametrize("content_type, errmsg", [
+    *((kind, "Content-Type must be application/json") for kind in (
+        None, "", "text/plain", "application/jsonp", "application/x-www-form-urlencoded",
+        "text/json", "multipart/form-data; boundary=x")),
+    ("application/json; charset=gbk", "JSON must be UTF-8")])
+def test_anything_but_json_is_415_before_the_body_is_read(world: World, path: str,
+                                                         content_type: str | None,
+                                                         errmsg: str) -> None:
+    headers = {"Content-Length": "13"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    result = world.client.simulate_post(f"/apps/{APPID}/{path}", headers=headers,
+                                        extras={"wsgi.input": Unreadable()})
+    assert refused(result, 415, 47001) == errmsg
+
+
+def test_refusals_are_logged_escaped_and_once_per_kind(world: World,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="webhook")
+    for _ in range(50):
+        world.post("login", {"code": "c"}, headers={"Content-Type": "text/plain"})
+        world.post("login", {"code": "x\n[ERROR] forged"})
+        world.post("login", {"code": "c"}, appid="wx%0A[ERROR] forged")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"login appid={APPID} outcome=refused status=415 errcode=47001 "
+        "reason=Content-Type must be application/json",
+        f"login appid={APPID} outcome=refused status=401 errcode=40029 reason=invalid code",
+        "login appid=- outcome=refused status=404 errcode=40013 reason=unknown appid"]
+
+
 @pytest.mark.parametrize("path", ["login", "opendata", "phone"])
 def test_unknown_appid(world: World, path: str) -> None:
     refused(world.post(path, {"code": "c"}, appid="wx-unknown"), 404, 40013)
@@ -396,7 +460,9 @@ def test_wechat_unreachable_is_503(store: Store, clock: Any) -> None:
 
 
 _FIELDS = ("encryptedData", "iv", "rawData", "signature", "cloudID", "cloudIDs", "code")
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+# Any character, half surrogate pairs too (sent as JSON \u escapes)
+_CHARS = st.characters() | st.characters(categories=["Cs"])
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(_CHARS, max_size=30),
                      lambda inner: st.lists(inner, max_size=7) | st.dictionaries(
                          st.text(max_size=5), inner, max_size=3), max_leaves=10)
 
@@ -408,9 +474,32 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 def test_input_never_causes_a_5xx(world: World, body: dict, path: str,
                                   with_session: bool) -> None:
     token = world.login() if with_session else None
-    result = world.post(path, body, token=token)
+    result = world.post(path, raw=json.dumps(body).encode(), token=token)
     assert result.status_code < 500, result.text
     assert result.status_code == 200 or set(result.json) == {"errcode", "errmsg"}
+
+
+_LATIN1 = st.text(st.characters(max_codepoint=255), max_size=40)
+# (an appid holding "/" matches no route: falcon answers that 404 itself)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=64), content_type=_LATIN1 | st.just("application/json"),
+       authorization=st.none() | _LATIN1, query=st.binary(max_size=24),
+       appid=st.just(APPID.encode()) | st.binary(max_size=12).filter(lambda b: b"/" not in b),
+       path=st.sampled_from(["login", "opendata", "phone"]))
+def test_any_body_header_query_or_appid_is_answered_never_a_5xx(
+        world: World, raw: bytes, content_type: str, authorization: str | None, query: bytes,
+        appid: bytes, path: str) -> None:
+    headers = {"Content-Type": content_type}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    result = world.client.simulate_post(f"/apps/{quote_from_bytes(appid, safe='')}/{path}",
+                                        headers=headers, body=raw,
+                                        query_string="x=" + quote_from_bytes(query))
+    assert result.status_code < 500, result.text
+    assert set(result.json) == {"errcode", "errmsg"}
 
 
 def test_no_secret_in_any_answer_or_log_line(world: World,

@@ -109,6 +109,14 @@ def test_raw_data_signature_needs_strings() -> None:
         check_raw_signature({"a": 1}, RAW_SIGNATURE, RAW_SESSION_KEY)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("raw, signature", [("\ud800", RAW_SIGNATURE), (RAW_DATA, "\udfff")])
+def test_raw_data_signature_needs_valid_unicode(raw: str, signature: str) -> None:
+    """Hashing half a surrogate pair raised UnicodeEncodeError."""
+    with pytest.raises(OpenDataError) as info:
+        check_raw_signature(raw, signature, RAW_SESSION_KEY)
+    assert info.value.errcode == 40097
+
+
 # -- round trips -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra", range(17))
@@ -182,6 +190,18 @@ def test_bad_padding_reads_like_a_wrong_key(pad: bytes) -> None:
     # bad padding, another key and a non-JSON plaintext answer alike: no padding oracle
     assert bad_padding == refused(*seal(dump(user()), key=other_key)).reason
     assert bad_padding == refused(*seal(b"\xff\xfe not json")).reason
+
+
+def test_a_lone_surrogate_in_the_plaintext_reads_like_a_wrong_key() -> None:
+    encrypted, iv = seal(b'{"nickName": "\\ud800", "watermark": {"appid": "%s", "timestamp": %d}}'
+                         % (APPID.encode(), NOW))
+    assert "does not open" in refused(encrypted, iv).reason
+
+
+def test_an_open_data_json_string_holding_a_lone_surrogate_is_not_json() -> None:
+    """(An item that is an object was decoded with the whole answer, and checked there.)"""
+    with pytest.raises(Retryable):
+        parse_open_data([{"cloud_id": "c", "json": '{"data": {"x": "\\udc00"}}'}], appid=APPID)
 
 
 def test_plaintext_must_be_an_object() -> None:

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from webhook.crypto import Cipher, KeyRing
-from webhook.errors import (AppIdMismatch, BadSignature, DecryptError, MalformedRequest,
-                            RequestRejected, StaleTimestamp)
+from webhook.crypto import NOT_OPEN
+from webhook.errors import (BadSignature, DecryptError, MalformedRequest, RequestRejected,
+                            StaleTimestamp)
 from webhook.messages import Event, TextMessage
 from webhook.parsing import parse_body, render, transfer_fields
 from webhook.receive import Push, keyring_for, open_push, seal, sealed_body, verify_url
@@ -185,13 +186,14 @@ def refusals() -> list[tuple[str, str, str, Any, type[RequestRejected]]]:
             ("encrypt_not_base64", fmt, "safe",
              (_signed(q, "@@@@"), render({"Encrypt": "@@@@"}, fmt).encode()), MalformedRequest),
             ("wrong_key", fmt, "safe", build(fmt, "safe", key=OLD_KEY), DecryptError),
-            ("other_appid", fmt, "safe", build(fmt, "safe", appid="wx_other"), AppIdMismatch),
+            ("other_appid", fmt, "safe", build(fmt, "safe", appid="wx_other"), DecryptError),
+            # A decrypted message that does not read answers as one that does not decrypt
             ("message_garbage", fmt, "safe", build(fmt, "safe", message=b"<<<>>>"),
-             MalformedRequest),
+             DecryptError),
             ("message_missing_sender", fmt, "safe",
              build(fmt, "safe", message=render({k: v for k, v in TEXT.items()
                                                 if k != "FromUserName"}, fmt).encode()),
-             MalformedRequest),
+             DecryptError),
             ("plaintext_garbage", fmt, "plaintext", (build(fmt, "plaintext")[0], b"<{"),
              MalformedRequest),
             ("plaintext_no_signature", fmt, "plaintext",
@@ -226,8 +228,11 @@ def test_refusals(fmt: str, mode: str, request_: tuple[dict[str, str], bytes],
 def test_the_message_is_parsed_when_first_read() -> None:
     push = open_(app(), *build("xml", "safe", message=b"<<<>>>"))   # authentic, unreadable
     assert push.plaintext == b"<<<>>>" and push.format == "xml"
-    with pytest.raises(MalformedRequest):
+    with pytest.raises(DecryptError) as info:
         push.message
+    assert info.value.reason == NOT_OPEN
+    assert info.value.detail == "message unreadable: body is not well-formed XML (or " \
+                                "declares entities)"
     push = open_(app(), *build("xml", "safe"))
     assert push.message is push.message
 

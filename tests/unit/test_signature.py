@@ -71,6 +71,14 @@ def test_near_misses_are_rejected(given_sig: str) -> None:
     assert info.value.status == 403
 
 
+@pytest.mark.parametrize("parts", [("AAAAA", "1714112445", "\ud800"),
+                                   ("AAAAA", "1714112445", "415670741", "\udfffEncrypt")])
+def test_half_a_surrogate_pair_is_malformed_not_hashed(parts: tuple[str, ...]) -> None:
+    """UTF-8 cannot carry it: hashing it raised UnicodeEncodeError (a 500 at the edge)."""
+    with pytest.raises(MalformedRequest, match="not valid Unicode"):
+        verify("0" * 40, *parts)
+
+
 def test_timestamp_inside_the_window() -> None:
     assert check_timestamp("1714036504", now=1714036504.0, tolerance=300) == 1714036504
     assert check_timestamp("1714036204", now=1714036504.0, tolerance=300) == 1714036204
