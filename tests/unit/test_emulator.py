@@ -663,6 +663,20 @@ def test_latency_over_the_control_plane(clock):
         assert emulator._faults.latency == 0.0
 
 
+def test_bad_fault_settings_are_refused_and_change_nothing(emu):
+    emu.set_faults(errcode_rate=0.5, paths=("/sns/",))
+    for bad in ({"delay_seconds": -1.0}, {"delay_seconds": float("nan")}, {"paths": "/sns/"},
+                {"paths": ("/sns/", 1)}):
+        with pytest.raises(ValueError):
+            emu.set_faults(**bad)
+    with serve(emu.app) as server:
+        for bad in ({"paths": "/cgi-bin/"}, {"paths": [1]}, {"delay_seconds": -1},
+                    {"delay_seconds": "NaN"}):
+            answer = requests.post(f"{server.url}/_emulator/faults", json=bad)
+            assert answer.status_code == 400 and "error" in answer.json(), bad
+    assert emu._faults.errcode_rate == 0.5 and emu._faults.paths == ("/sns/",)
+
+
 def test_serve_stops_and_frees_its_port():
     server = serve(lambda environ, start: (start("200 OK", []), [b"ok"])[1])
     assert requests.get(server.url).text == "ok"

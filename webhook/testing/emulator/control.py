@@ -34,7 +34,10 @@ def _push(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
 def _faults(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
     rates = {k: float(a.get(k, 0.0)) for k in ("errcode_rate", "http502_rate", "delay_rate",
                                                "delay_seconds", "force_40001_rate", "latency")}
-    emu.set_faults(**rates, paths=tuple(a.get("paths") or ()))
+    paths = a.get("paths") or []
+    if not isinstance(paths, list):
+        raise ValueError("paths is a list of path prefixes")
+    emu.set_faults(**rates, paths=tuple(paths))
     return {"ok": True}
 
 

@@ -144,8 +144,11 @@ class Emulator:
         for rate in (errcode_rate, http502_rate, delay_rate, force_40001_rate):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError("fault rates are between 0 and 1")
-        if not (math.isfinite(latency) and latency >= 0.0):
-            raise ValueError("latency is seconds, 0 or more")
+        for name, seconds in (("delay_seconds", delay_seconds), ("latency", latency)):
+            if not (math.isfinite(seconds) and seconds >= 0.0):
+                raise ValueError(f"{name} is seconds, 0 or more")
+        if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("paths is a list of path prefixes")
         with self.lock:
             self._faults = Faults(errcode_rate, http502_rate, delay_rate, delay_seconds,
                                   force_40001_rate, tuple(paths), latency)
