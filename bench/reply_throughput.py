@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.push_throughput import (AES_KEY, APPID, ASKS, LOADING, SECRET, TOKEN,  # noqa: E402
                                    Server, free_port, percentile, reply_latency, verdict)
-from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
+from webhook.testing import BuiltPush, Emulator, PushBuilder, serve  # noqa: E402
 from webhook.testing.processes import cpu_seconds, delivery_processes  # noqa: E402
 
 SEND = "/cgi-bin/message/custom/send"
@@ -154,7 +154,7 @@ def start_servers(work: Path, name: str, count: int, *, workers: int) -> list[Se
     return servers
 
 
-def write_records(path: Path, pushes: list) -> None:
+def write_records(path: Path, pushes: list[BuiltPush]) -> None:
     """The pushes in bench/pushes.lua's format."""
     base = f"/wechat/{APPID}"
     with open(path, "wb") as out:
@@ -207,8 +207,7 @@ def burst(servers: list[Server], emulator: Emulator, work: Path, *, count: int, 
           connections: int, timeout: float) -> Burst:
     """``count`` pushes from as many new customers, split evenly between ``servers``."""
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
-    run = f"{time.time_ns() // 1000 % 36 ** 6:x}"
-    users = [f"o6_burst_{run}_{i:08d}" for i in range(count)]
+    users = [f"o6_burst_{i:08d}" for i in range(count)]
     pushes = [builder.text(ASK, openid=user) for user in users]
     for push in pushes:
         emulator.notify_push(APPID, push.fields)
