@@ -282,10 +282,12 @@ HEAD = (f"  {'':<14}{'acked in':>10}{'replies':>9}{'last reply':>12}{'replies/s'
 
 
 def row(label: str, b: Burst, target: float | None) -> str:
-    acked = f"{b.ack_s:8.2f} s" if b.ack_s is not None else f"{b.acked}/{b.pushes}!"
+    acked = f"{b.ack_s:8.2f} s" if b.ack_s is not None else "-"
     last = f"{b.last_reply_s:10.1f} s" if b.last_reply_s is not None else "         -"
     goal = f">= {target:4.0f} {verdict(b.rps >= target)}" if target is not None else "-"
     notes = []
+    if b.acked < b.pushes:
+        notes.append(f"ONLY {b.acked} PUSHES ANSWERED 200")
     if b.replies < b.pushes:
         notes.append(f"NOT DRAINED: {b.pushes - b.replies} replies missing")
     if b.refused:
