@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 from webhook.store.journal import Journal  # noqa: E402
 from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
-from webhook.testing.processes import delivery_processes, kill, request_workers, tree  # noqa: E402
+from webhook.testing.processes import (cpu_seconds, delivery_processes, kill,  # noqa: E402
+                                       request_workers, tree)
 
 APPID, SECRET, TOKEN = "wx2c2769f8efd9abc2", "bench-secret", "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -129,14 +130,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by every live process of this server."""
-        total = 0
-        for pid in tree(self.process.pid) if self.process else []:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(tree(self.process.pid)) if self.process else 0.0
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -244,13 +238,14 @@ def wait_drained(db: Path, timeout: float = 180.0) -> float:
 
 
 def reply_latency(server: Server, emulator: Emulator, builder: PushBuilder, *, rate: float,
-                  seconds: float) -> tuple[list[float], int]:
+                  seconds: float, asks: tuple[str, ...] = ASKS) -> tuple[list[float], int]:
     """Push -> reply recorded at the emulator, in ms, for pushes paced at ``rate`` per second,
-    each from a new user (notified to the emulator first, as WeChat would be) asking a rule."""
+    each from a new user (notified to the emulator first, as WeChat would be) asking a rule
+    (``asks`` in turn)."""
     count = int(rate * seconds)
     run = int(time.time())
     users = [f"o6_lat{run:x}_{i:07d}" for i in range(count)]
-    pushes = [builder.text(ASKS[i % 2], openid=user) for i, user in enumerate(users)]
+    pushes = [builder.text(asks[i % len(asks)], openid=user) for i, user in enumerate(users)]
     for push in pushes:
         emulator.notify_push(APPID, push.fields)
     url, local, sent_at, failures = f"{server.url}/wechat/{APPID}", threading.local(), {}, []

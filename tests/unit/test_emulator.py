@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import falcon.testing
@@ -479,6 +480,74 @@ def test_delay_faults_sleep_outside_the_lock_and_the_request_is_in_flight_meanwh
     assert emulator.in_flight("/cgi-bin/token") == 0 and len(emulator.calls()) == 1
 
 
+def test_latency_is_added_to_every_answer_of_its_paths(clock):
+    slept: list[float] = []
+    emulator = Emulator(clock=clock, sleep=slept.append)
+    emulator.register_app(APPID, SECRET)
+    client = falcon.testing.TestClient(emulator.app)
+    emulator.set_faults(latency=0.05)
+    token = fetch(client)
+    assert send_text(client, token) == 40003               # a refusal waits as long
+    client.simulate_get("/_emulator/")                     # the control plane never waits
+    assert slept == [0.05, 0.05]
+    slept.clear()
+    emulator.set_faults(latency=0.2, paths=(SEND,))
+    emulator.fail_next(SEND, errcode=-1)
+    assert send_text(client, token) == -1                  # a queued failure waits too
+    fetch(client)
+    assert slept == [0.2]
+    slept.clear()
+    emulator.set_faults(latency=0.2, delay_rate=1.0, delay_seconds=6.0)
+    fetch(client)
+    assert slept == [6.2]                                  # a delay fault comes on top
+    slept.clear()
+    emulator.set_faults()                                  # 0 by default: no wait
+    fetch(client)
+    assert slept == []
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="latency"):
+            emulator.set_faults(latency=bad)
+
+
+def test_latency_holds_no_lock_so_sends_in_flight_overlap():
+    """64 sends at 200 ms each, from 64 connections at once: all in flight together, done in
+    about 200 ms rather than 64 x 200 ms."""
+    emulator = Emulator(sleep=lambda seconds: (
+        peaks.append(emulator.in_flight(SEND)), time.sleep(seconds)))
+    peaks: list[int] = []
+    emulator.register_app(APPID, SECRET)
+    users = [f"o_overlap_{i:02d}" for i in range(64)]
+    for user in users:
+        user_says(emulator, user)
+    start, errcodes = threading.Barrier(len(users) + 1), []
+    with serve(emulator.app) as server:
+        token = requests.get(f"{server.url}/cgi-bin/token", params={
+            "grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+        ).json()["access_token"]
+        emulator.set_faults(latency=0.2)
+
+        def send(user: str) -> None:
+            with requests.Session() as http:
+                http.get(f"{server.url}/_emulator/")      # connected before the clock starts
+                start.wait()
+                errcodes.append(http.post(f"{server.url}{SEND}", params={
+                    "access_token": token}, json={"touser": user, "msgtype": "text",
+                                                  "text": {"content": "hi"}}
+                ).json()["errcode"])
+
+        threads = [threading.Thread(target=send, args=(user,)) for user in users]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.monotonic()
+        for thread in threads:
+            thread.join()
+        took = time.monotonic() - began
+    assert errcodes == [0] * 64 and len(emulator.sent(APPID)) == 64
+    assert max(peaks) == 64                  # every send was waiting at once
+    assert 0.2 <= took < 1.6, took           # serially it would be 12.8 s
+
+
 def test_fail_next_answers_queued_failures(client, emu):
     emu.fail_next("/cgi-bin/token", errcode=45009, times=2)
     emu.fail_next("/cgi-bin/token", http_status=503)
@@ -575,6 +644,39 @@ def test_control_plane_over_http(emu, clock):
         control.close()
 
 
+def test_latency_over_the_control_plane(clock):
+    slept: list[float] = []
+    emulator = Emulator(clock=clock, sleep=slept.append)
+    emulator.register_app(APPID, SECRET)
+    with serve(emulator.app) as server, EmulatorControl(server.url) as control:
+        control.set_faults(latency=0.15, paths=("/cgi-bin/token",))
+        assert requests.get(f"{server.url}/cgi-bin/token", params={
+            "grant_type": "client_credential", "appid": APPID, "secret": SECRET}
+        ).json()["expires_in"] == 7200
+        requests.get(f"{server.url}/sns/jscode2session")
+        assert slept == [0.15]
+        for bad in ({"latency": -1}, {"latency": "slow"}, {"latency": None}):
+            answer = requests.post(f"{server.url}/_emulator/faults", json=bad)
+            assert answer.status_code == 400 and "error" in answer.json(), bad
+        assert emulator._faults.latency == 0.15               # a refused change changes nothing
+        control.set_faults()
+        assert emulator._faults.latency == 0.0
+
+
+def test_bad_fault_settings_are_refused_and_change_nothing(emu):
+    emu.set_faults(errcode_rate=0.5, paths=("/sns/",))
+    for bad in ({"delay_seconds": -1.0}, {"delay_seconds": float("nan")}, {"paths": "/sns/"},
+                {"paths": ("/sns/", 1)}):
+        with pytest.raises(ValueError):
+            emu.set_faults(**bad)
+    with serve(emu.app) as server:
+        for bad in ({"paths": "/cgi-bin/"}, {"paths": [1]}, {"delay_seconds": -1},
+                    {"delay_seconds": "NaN"}):
+            answer = requests.post(f"{server.url}/_emulator/faults", json=bad)
+            assert answer.status_code == 400 and "error" in answer.json(), bad
+    assert emu._faults.errcode_rate == 0.5 and emu._faults.paths == ("/sns/",)
+
+
 def test_serve_stops_and_frees_its_port():
     server = serve(lambda environ, start: (start("200 OK", []), [b"ok"])[1])
     assert requests.get(server.url).text == "ok"
@@ -614,23 +716,65 @@ def test_served_over_http_1_1_with_keep_alive():
     client asks to close it."""
     emulator = Emulator()
     emulator.register_app("wxka", "secret")
-    body = b'{"grant_type":"client_credential","appid":"wxka","secret":"secret"}'
-
-    def request(close: bool) -> bytes:
-        return (b"POST /cgi-bin/stable_token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
-                % (len(body), b"Connection: close\r\n" if close else b"", body))
-
     with serve(emulator.app) as server, socket.create_connection(("127.0.0.1", server.port),
                                                                   timeout=5) as sock:
         reader = sock.makefile("rb")
         for close in (False, False, True):
-            sock.sendall(request(close))
-            assert reader.readline() == b"HTTP/1.1 200 OK\r\n"
-            headers = {}
-            while (line := reader.readline()) != b"\r\n":
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            assert "access_token" in json.loads(reader.read(int(headers["content-length"])))
+            sock.sendall(stable_token_request(b"wxka", close=close))
+            status, body = read_answer(reader)
+            assert status == b"HTTP/1.1 200 OK" and "access_token" in json.loads(body)
         assert reader.read() == b""          # closed after the third, as asked
     assert len(emulator.calls("/cgi-bin/stable_token")) == 3
+
+
+def test_serves_128_kept_alive_connections_at_once():
+    """Many senders' connections open together and each stays open between its requests:
+    none is refused, reset or left waiting in a full accept queue (Linux sends a dropped SYN
+    again after 1 s, so such a connect takes a second or more), and their answers overlap."""
+    emulator = Emulator()
+    emulator.register_app("wxka", "secret")
+    emulator.set_faults(latency=0.05)
+    opened, answers, errors, connects = threading.Barrier(129), [], [], []
+
+    def client(port: int) -> None:
+        try:
+            began = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                connects.append(time.monotonic() - began)
+                opened.wait(10)
+                reader = sock.makefile("rb")
+                for close in (False, False, True):
+                    sock.sendall(stable_token_request(b"wxka", close=close))
+                    answers.append(read_answer(reader)[0])
+                assert reader.read() == b""
+        except (OSError, AssertionError, threading.BrokenBarrierError) as exc:
+            errors.append(repr(exc))
+
+    with serve(emulator.app) as server:
+        threads = [threading.Thread(target=client, args=(server.port,)) for _ in range(128)]
+        for thread in threads:
+            thread.start()
+        opened.wait(10)                      # all 128 connected before any request
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+    assert max(connects) < 1.0, max(connects)
+    assert answers == [b"HTTP/1.1 200 OK"] * 384
+    assert len(emulator.calls("/cgi-bin/stable_token")) == 384
+
+
+def stable_token_request(appid: bytes, *, close: bool) -> bytes:
+    body = b'{"grant_type":"client_credential","appid":"%s","secret":"secret"}' % appid
+    return (b"POST /cgi-bin/stable_token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (len(body), b"Connection: close\r\n" if close else b"", body))
+
+
+def read_answer(reader: Any) -> tuple[bytes, bytes]:
+    """(status line, body) of one HTTP/1.1 answer with a Content-Length."""
+    status = reader.readline().rstrip(b"\r\n")
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, reader.read(int(headers.get("content-length", 0)))

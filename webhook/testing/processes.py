@@ -8,7 +8,8 @@ import os
 import signal
 from pathlib import Path
 
-__all__ = ["children", "request_workers", "delivery_processes", "tree", "kill", "connections"]
+__all__ = ["children", "request_workers", "delivery_processes", "tree", "kill", "connections",
+           "cpu_seconds"]
 
 
 def children(pid: int) -> list[int]:
@@ -54,6 +55,18 @@ def kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) used so far by those of ``pids`` still alive."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:   # gone meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def connections(pids: list[int], port: int) -> dict[int, int]:

@@ -60,11 +60,12 @@ class EmulatorControl:
 
     def set_faults(self, *, errcode_rate: float = 0.0, http502_rate: float = 0.0,
                    delay_rate: float = 0.0, delay_seconds: float = 0.0,
-                   force_40001_rate: float = 0.0, paths: tuple[str, ...] = ()) -> None:
+                   force_40001_rate: float = 0.0, paths: tuple[str, ...] = (),
+                   latency: float = 0.0) -> None:
         self._call("POST", "/faults", {
             "errcode_rate": errcode_rate, "http502_rate": http502_rate,
             "delay_rate": delay_rate, "delay_seconds": delay_seconds,
-            "force_40001_rate": force_40001_rate, "paths": list(paths)})
+            "force_40001_rate": force_40001_rate, "paths": list(paths), "latency": latency})
 
     def fail_next(self, path: str, *, errcode: int | None = None,
                   http_status: int | None = None, times: int = 1) -> None:

@@ -33,8 +33,11 @@ def _push(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
 
 def _faults(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
     rates = {k: float(a.get(k, 0.0)) for k in ("errcode_rate", "http502_rate", "delay_rate",
-                                               "delay_seconds", "force_40001_rate")}
-    emu.set_faults(**rates, paths=tuple(a.get("paths") or ()))
+                                               "delay_seconds", "force_40001_rate", "latency")}
+    paths = a.get("paths") or []
+    if not isinstance(paths, list):
+        raise ValueError("paths is a list of path prefixes")
+    emu.set_faults(**rates, paths=tuple(paths))
     return {"ok": True}
 
 

@@ -9,6 +9,7 @@ control plane (``webhook.testing.emulator.control``), never recorded nor faulted
 from __future__ import annotations
 
 import json
+import math
 import random
 import string
 import threading
@@ -131,14 +132,26 @@ class Emulator:
 
     def set_faults(self, *, errcode_rate: float = 0.0, http502_rate: float = 0.0,
                    delay_rate: float = 0.0, delay_seconds: float = 0.0,
-                   force_40001_rate: float = 0.0, paths: tuple[str, ...] = ()) -> None:
-        """Replace the fault rates (0..1 each); ``paths`` limits them to these path prefixes."""
+                   force_40001_rate: float = 0.0, paths: tuple[str, ...] = (),
+                   latency: float = 0.0) -> None:
+        """Replace the fault rates (0..1 each); ``paths`` limits them to these path prefixes.
+
+        ``latency`` seconds are added to every answer of those paths, failures included:
+        WeChat's API answers in tens of milliseconds from a server in mainland China and a
+        few hundred from abroad, and a sender waiting on one call at a time sends no faster
+        than that. The wait holds no lock, so concurrent calls overlap as they do at WeChat.
+        """
         for rate in (errcode_rate, http502_rate, delay_rate, force_40001_rate):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError("fault rates are between 0 and 1")
+        for name, seconds in (("delay_seconds", delay_seconds), ("latency", latency)):
+            if not (math.isfinite(seconds) and seconds >= 0.0):
+                raise ValueError(f"{name} is seconds, 0 or more")
+        if isinstance(paths, str) or not all(isinstance(p, str) for p in paths):
+            raise ValueError("paths is a list of path prefixes")
         with self.lock:
             self._faults = Faults(errcode_rate, http502_rate, delay_rate, delay_seconds,
-                                  force_40001_rate, tuple(paths))
+                                  force_40001_rate, tuple(paths), latency)
 
     def fail_next(self, path: str, *, errcode: int | None = None,
                   http_status: int | None = None, times: int = 1) -> None:
@@ -239,17 +252,19 @@ class Emulator:
             return 200, {"errcode": fail.errcode, "errmsg": fail.errmsg}
 
     def _draw_faults(self, request: Request) -> tuple[float, tuple[int, Any] | None]:
+        """(seconds to wait before answering, the failure to answer or None to run it)."""
+        faults = self._faults
+        latency = faults.latency if faults.applies(request.path) else 0.0
         queued = self._queued.get(request.path)
         if queued:
             errcode, http_status = queued.popleft()
             if http_status is not None:
-                return 0.0, (http_status, _error_page(http_status))
-            return 0.0, (200, {"errcode": errcode, "errmsg": Fail(errcode).errmsg})
-        faults = self._faults
+                return latency, (http_status, _error_page(http_status))
+            return latency, (200, {"errcode": errcode, "errmsg": Fail(errcode).errmsg})
         if not faults.active or not faults.applies(request.path) or request.path not in ROUTES:
-            return 0.0, None
+            return latency, None
         draw = [self._fault_rng.random() for _ in range(4)]
-        delay = faults.delay_seconds if draw[0] < faults.delay_rate else 0.0
+        delay = latency + (faults.delay_seconds if draw[0] < faults.delay_rate else 0.0)
         if draw[1] < faults.http502_rate:
             return delay, (502, _error_page(502))
         if draw[2] < faults.errcode_rate:

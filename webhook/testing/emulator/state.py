@@ -198,6 +198,7 @@ class Faults:
     delay_seconds: float = 0.0
     force_40001_rate: float = 0.0
     paths: tuple[str, ...] = ()          # path prefixes faults apply to; empty = every API path
+    latency: float = 0.0                 # seconds added to every answer of those paths
 
     def applies(self, path: str) -> bool:
         return not self.paths or path.startswith(self.paths)
