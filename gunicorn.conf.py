@@ -16,7 +16,10 @@ _env = os.environ.get
 wsgi_app = "webhook.app:get_app()"
 preload_app = False
 
-# WeChat only calls port 80/443; put a TLS proxy in front and bind to loopback by default.
+# WeChat only calls port 80/443, and its pushes come over HTTPS: TLS belongs in the proxy in
+# front (deploy/nginx.conf), so bind to loopback by default. gunicorn's own TLS (certfile,
+# keyfile) still works, but its worker then reads requests in its threads as stock gthread
+# does, where a slow or idle client holds a thread (webhook/wholeworker.py).
 bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 
 # Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
@@ -27,6 +30,11 @@ workers = int(_env("WXPUSH_WORKERS", "2"))
 # more than its share of the connections (webhook/fairworker.py says why).
 worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.fairworker.FairThreadWorker")
 threads = int(_env("WXPUSH_THREADS", "4"))
+
+# A request must arrive whole (head and body) within this many seconds of its first byte, or
+# of the connection's opening for its first request; past it the client is answered 408. The
+# worker reads it on its loop meanwhile, so a slow client costs a file descriptor, no thread.
+request_timeout = float(_env("WXPUSH_REQUEST_TIMEOUT", "3"))
 
 # A request takes milliseconds; a worker silent for this long is stuck and is restarted.
 # WeChat itself gives up after 5 s, so nothing useful happens past that anyway.
@@ -86,8 +94,10 @@ def pre_request(worker, req):
 
 
 def pre_fork(server, worker):
-    """The master gives each new worker its place for its connection count."""
+    """The master gives each new worker its place for its connection count, and its
+    request_timeout."""
     fairworker.take_slot(server, worker)
+    worker.request_timeout = request_timeout
 
 
 def child_exit(server, worker):
