@@ -56,6 +56,11 @@ limit_request_line = int(_env("WXPUSH_LIMIT_REQUEST_LINE", "2048"))
 limit_request_fields = int(_env("WXPUSH_LIMIT_REQUEST_FIELDS", "50"))
 limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
 
+# gunicorn 27 opens a control socket for gunicornc at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl: one path for every gunicorn on the host, so a second server takes
+# it from the first. wxpush serve is driven by signals (wxpush serve forwards them): none.
+control_socket_disable = True
+
 # Our own log lines (key=value, never a secret) go to stderr beside gunicorn's.
 loglevel = _env("WXPUSH_LOG_LEVEL", "info")
 accesslog = _env("WXPUSH_ACCESS_LOG") or None
