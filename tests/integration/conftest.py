@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from harness import EmulatorServer, ServerProcess
+from harness import NGINX, EmulatorServer, NginxProcess, ServerProcess
 
 
 @pytest.fixture
@@ -23,4 +25,22 @@ def servers(tmp_path) -> Iterator[list[ServerProcess]]:
     yield started
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[[int], NginxProcess]]:
+    """Starts Debian's nginx with deploy/nginx.conf in front of a port; stopped by pid."""
+    if not os.access(NGINX, os.X_OK):
+        pytest.fail(f"nginx is not installed ({NGINX}; apt-get install nginx); the proxy tests "
+                    "run the shipped deploy/nginx.conf in a real one", pytrace=False)
+    started: list[NginxProcess] = []
+
+    def start(upstream: int) -> NginxProcess:
+        proxy = NginxProcess(tmp_path / f"nginx{len(started)}", upstream)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
 
