@@ -7,7 +7,8 @@ socket as slowly as the client sends them. Eight clients sending a byte a second
 idle connections a second, held all four threads, and pushes on new connections waited past
 WeChat's 5 s. Here the loop reads every connection with non-blocking reads into a buffer of
 its own, measures the request as it arrives (``webhook.framing``) and hands it to gunicorn's
-parser only once it is whole (``HeldBytes``: the parser reads those bytes, never the socket).
+parser only once it is whole (``webhook.loopconn``: the parser reads those bytes, never the
+socket).
 A request must arrive whole within ``request_timeout`` of its first byte (of the connection's
 opening, for the first one): past it the client is answered 408. A body over the app's
 ``max_body`` is answered 413 without being read; chunked framing that cannot be read, 400.
@@ -29,25 +30,21 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
-import io
 import logging
 import selectors
 import socket
 import termios
 import time
-from collections import OrderedDict
 from functools import partial
 from typing import Any
 
-from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
-from gunicorn.http.parser import RequestParser
-from gunicorn.http.unreader import Unreader
-from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
 
-from webhook.framing import MALFORMED, MORE, TOO_LARGE, Framer, Limits
+from webhook.framing import MALFORMED, MORE, TOO_LARGE
 from webhook.logsafe import Repeats
+from webhook.loopconn import LoopConn, Queue, leave, limits
 
-__all__ = ["WholeRequestWorker", "HeldBytes", "limits", "REQUEST_TIMEOUT", "UNREAD"]
+__all__ = ["WholeRequestWorker", "REQUEST_TIMEOUT", "UNREAD"]
 
 log = logging.getLogger(__name__)
 
@@ -76,59 +73,6 @@ _MALFORMED = _answer("400 Bad Request", "malformed chunked body")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def limits(cfg: Any, body: int) -> Limits:
-    """gunicorn's limits on a request head, as its parser applies them (0 or less: its
-    maximum), and ``body``."""
-    fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS \
-        else MAX_HEADERS
-    field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 \
-        else DEFAULT_MAX_HEADERFIELD_SIZE
-    line = cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE \
-        else MAX_REQUEST_LINE
-    return Limits(line=line, head=fields * (field_size + 2) + 4, chunk_line=field_size, body=body)
-
-
-class HeldBytes(Unreader):
-    """What gunicorn's parser reads a request from: the bytes the loop read, never the socket.
-    Handed out as a socket read would (8 KiB, or what a body says it still needs), so a head
-    over gunicorn's limits fails in the parser as it would reading the socket."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._data = b""
-        self._at = 0
-
-    def hold(self, data: bytes) -> None:
-        self.buf = io.BytesIO()
-        self._data, self._at = data, 0
-
-    def chunk(self, size_hint: int | None = None) -> bytes:
-        size = max(8192, size_hint or 0)
-        piece = self._data[self._at:self._at + size]
-        self._at += len(piece)
-        return piece
-
-
-class _Conn(TConn):
-    """A connection the loop reads: what it has sent so far, and where it waits."""
-
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any,
-                 limits: Limits) -> None:
-        super().__init__(cfg, sock, client, server)
-        self.initialized = True                 # nothing for gthread's init() to do
-        self.parser = RequestParser(cfg, (), client)
-        self.parser.unreader = HeldBytes()
-        self.framer = Framer(limits)
-        self.buffer: bytes | bytearray = b""
-        self.served = 0                         # requests answered on it
-        self.continued = False                  # 100 Continue sent for the request read now
-        self.waiting: OrderedDict | None = None  # which of the worker's queues holds it
-        self.watched: str | None = None         # on the poller: "read", "write" or "linger"
-        self.read_on = False                    # it read its answers since it was last held
-        self.drained = 0                        # bytes read while lingering
-        self.closed = False
-
-
 class WholeRequestWorker(ThreadWorker):
     """A gthread worker that reads each request whole on its loop (see the module's
     docstring). ``on_loop`` says which whole requests the loop answers itself."""
@@ -153,9 +97,9 @@ class WholeRequestWorker(ThreadWorker):
                        and cfg.http2_cleartext == "off" and getattr(cfg, "protocol", "http") == "http")
         self._limits = limits(cfg, getattr(self.wsgi, "max_body", BODY_LIMIT))
         self._too_large = _answer("413 Payload Too Large", f"body over {self._limits.body} bytes")
-        self._idle: OrderedDict[_Conn, float] = OrderedDict()      # kept alive, nothing sent
-        self._reading: OrderedDict[_Conn, float] = OrderedDict()   # a request on its way
-        self._lingering: OrderedDict[_Conn, float] = OrderedDict()
+        self._idle = Queue()                    # kept alive, nothing of a next request yet
+        self._reading = Queue()                 # a request on its way (or its answer's room)
+        self._lingering = Queue()
         self._scratch = bytearray(READ)
         self._view = memoryview(self._scratch)
         self._unread = array.array("i", [0])
@@ -179,8 +123,8 @@ class WholeRequestWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = _Conn(self.cfg, sock, client, listener.getsockname(), self._limits)
-        self._queue(conn, self._reading, self.clock() + self.request_timeout)
+        conn = LoopConn(self.cfg, sock, client, listener.getsockname(), self._limits)
+        self._reading.put(conn, self.clock() + self.request_timeout)
         self._watch(conn, "read")
         if self.nr_conns >= self.worker_connections:
             self._make_room()
@@ -190,20 +134,27 @@ class WholeRequestWorker(ThreadWorker):
         then one still sending its request."""
         for queue in (self._lingering, self._idle, self._reading):
             if queue:
-                self._close(next(iter(queue)))
+                self._close(queue.oldest())
                 return
 
     # -- reading ------------------------------------------------------------------------
-    def _on_readable(self, conn: _Conn, _sock: Any = None) -> None:
+    def _read(self, conn: LoopConn) -> int:
+        """How many bytes a read put in the scratch buffer: 0 if the client closed (or reset,
+        or the connection was closed meanwhile), -1 if there was nothing to read after all."""
         if conn.closed:
-            return
+            return -1
         try:
-            size = conn.sock.recv_into(self._scratch, READ, _DONTWAIT)
+            return conn.sock.recv_into(self._scratch, READ, _DONTWAIT)
         except BlockingIOError:
-            return
+            return -1
         except OSError:
-            size = 0
-        if not size:                    # the client closed, or reset: nothing to answer
+            return 0
+
+    def _on_readable(self, conn: LoopConn, _sock: Any = None) -> None:
+        size = self._read(conn)
+        if size < 0:
+            return
+        if not size:                    # the client is gone: nothing to answer
             self._close(conn)
             return
         data = self._view[:size]
@@ -215,7 +166,7 @@ class WholeRequestWorker(ThreadWorker):
             conn.buffer = bytes(data)
         self._serve(conn)
 
-    def _serve(self, conn: _Conn) -> None:
+    def _serve(self, conn: LoopConn) -> None:
         """Hand on each request the buffer holds whole, then wait for more."""
         while True:
             size = conn.framer.size(conn.buffer) if conn.buffer else MORE
@@ -233,7 +184,7 @@ class WholeRequestWorker(ThreadWorker):
             conn.framer.reset()
             conn.continued = conn.read_on = False
             conn.parser.unreader.hold(request)
-            self._unqueue(conn)
+            leave(conn)
             if not self.on_loop(conn, request):
                 self._unwatch(conn)
                 super().enqueue_req(conn)
@@ -244,26 +195,26 @@ class WholeRequestWorker(ThreadWorker):
                 self._linger(conn)
                 return
 
-    def _await(self, conn: _Conn) -> None:
+    def _await(self, conn: LoopConn) -> None:
         """Wait for (more of) the next request, within its deadline."""
         now = self.clock()
         if conn.buffer:
             if conn.waiting is not self._reading:
-                self._queue(conn, self._reading, now + self.request_timeout)
+                self._reading.put(conn, now + self.request_timeout)
             if not conn.continued and conn.framer.expects_continue(conn.buffer):
                 conn.continued = True   # the client waits for it before sending the body
                 self._send(conn, _CONTINUE)
         elif conn.served:
             linger = self.cfg.keepalive if self.alive else min(self.cfg.keepalive,
                                                                 STOP_KEEPALIVE_LINGER)
-            self._queue(conn, self._idle, now + linger)
+            self._idle.put(conn, now + linger)
             if len(self._idle) > self.max_keepalived:
-                self._close(next(iter(self._idle)))
+                self._close(self._idle.oldest())
                 if conn.closed:
                     return
         self._watch(conn, "read")
 
-    def _answers_unread(self, conn: _Conn) -> int:
+    def _answers_unread(self, conn: LoopConn) -> int:
         if _OUTQ is None:
             return 0
         try:
@@ -272,21 +223,21 @@ class WholeRequestWorker(ThreadWorker):
             return 0
         return self._unread[0]
 
-    def _await_reader(self, conn: _Conn) -> None:
+    def _await_reader(self, conn: LoopConn) -> None:
         """Hold its next request till the socket can take an answer again (the kernel
         says so once a third of the send buffer is free), within the request's deadline."""
         if conn.waiting is not self._reading:
-            self._queue(conn, self._reading, self.clock() + self.request_timeout)
+            self._reading.put(conn, self.clock() + self.request_timeout)
         self._watch(conn, "write")
 
-    def _on_writable(self, conn: _Conn, _sock: Any = None) -> None:
+    def _on_writable(self, conn: LoopConn, _sock: Any = None) -> None:
         if not conn.closed:
             conn.read_on = True
             self._serve(conn)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         """A pool thread answered: the connection comes back to the loop, or is closed."""
-        if not isinstance(conn, _Conn):
+        if not isinstance(conn, LoopConn):
             self._finish_gthread(conn, fs)
             return
         try:
@@ -309,20 +260,20 @@ class WholeRequestWorker(ThreadWorker):
         super().finish_request(conn, fs)
 
     # -- answering on the loop, closing ----------------------------------------------------
-    def _refuse(self, conn: _Conn, answer: bytes, reason: str) -> None:
+    def _refuse(self, conn: LoopConn, answer: bytes, reason: str) -> None:
         self._repeats.log(log, logging.WARNING, reason, "refused client=%s reason=%s",
                           conn.client[0] if conn.client else "-", reason)
         self._send(conn, answer)
         self._linger(conn)
 
-    def _send(self, conn: _Conn, data: bytes) -> None:
+    def _send(self, conn: LoopConn, data: bytes) -> None:
         """A short answer, if the socket takes it now; a client that does not read gets none."""
         try:
             conn.sock.send(data, _DONTWAIT)
         except OSError:
             pass
 
-    def _linger(self, conn: _Conn) -> None:
+    def _linger(self, conn: LoopConn) -> None:
         """Stop sending, and read what the client still sends till it closes (or for
         ``LINGER`` at most), so its last answer is not cut off by a reset."""
         try:
@@ -330,23 +281,18 @@ class WholeRequestWorker(ThreadWorker):
         except OSError:
             self._close(conn)
             return
-        self._queue(conn, self._lingering, self.clock() + LINGER)
+        self._lingering.put(conn, self.clock() + LINGER)
         self._watch(conn, "linger")
 
-    def _on_lingering(self, conn: _Conn, _sock: Any = None) -> None:
-        if conn.closed:
+    def _on_lingering(self, conn: LoopConn, _sock: Any = None) -> None:
+        size = self._read(conn)
+        if size < 0:
             return
-        try:
-            size = conn.sock.recv_into(self._scratch, READ, _DONTWAIT)
-        except BlockingIOError:
-            return
-        except OSError:
-            size = 0
         conn.drained += size
         if not size or conn.drained >= LINGER_DRAIN:
             self._close(conn)
 
-    def _time_out(self, conn: _Conn) -> None:
+    def _time_out(self, conn: LoopConn) -> None:
         """Its deadline passed: a request begun gets a 408; a connection that sent nothing, or
         that did not read its answers, is closed."""
         if conn.watched == "write":
@@ -358,29 +304,17 @@ class WholeRequestWorker(ThreadWorker):
         else:
             self._close(conn)
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: LoopConn) -> None:
         if conn.closed:
             return
         conn.closed = True
-        self._unqueue(conn)
+        leave(conn)
         self._unwatch(conn)
         self.nr_conns -= 1
         conn.close()
 
     # -- where connections wait ------------------------------------------------------------
-    def _queue(self, conn: _Conn, queue: OrderedDict, deadline: float) -> None:
-        """Deadlines are a fixed time after entering a queue, so each queue stays in the
-        order of its deadlines."""
-        self._unqueue(conn)
-        queue[conn] = deadline
-        conn.waiting = queue
-
-    def _unqueue(self, conn: _Conn) -> None:
-        if conn.waiting is not None:
-            del conn.waiting[conn]
-            conn.waiting = None
-
-    def _watch(self, conn: _Conn, kind: str) -> None:
+    def _watch(self, conn: LoopConn, kind: str) -> None:
         """Have the poller call ``_on_readable`` ("read"), ``_on_writable`` ("write") or
         ``_on_lingering`` ("linger")."""
         if conn.watched == kind:
@@ -392,48 +326,40 @@ class WholeRequestWorker(ThreadWorker):
             self.poller.modify(conn.sock, event, partial(callback, conn))
         conn.watched = kind
 
-    def _unwatch(self, conn: _Conn) -> None:
+    def _unwatch(self, conn: LoopConn) -> None:
         if conn.watched is not None:
             conn.watched = None
             self.poller.unregister(conn.sock)
-
-    def _expire(self, queue: OrderedDict, now: float, expire: Any, force: bool = False) -> None:
-        while queue:
-            conn, deadline = next(iter(queue.items()))
-            if deadline > now and not force:
-                return
-            self._unqueue(conn)
-            expire(conn)
 
     def murder_keepalived(self, force: bool = False) -> None:
         if not self._whole:
             super().murder_keepalived(force)
             return
         now = self.clock()
-        self._expire(self._idle, now, self._close, force)
-        if force:       # the worker is stopping: nothing is waited for any longer
-            self._expire(self._reading, now, self._close, force)
-            self._expire(self._lingering, now, self._close, force)
+        queues = (self._idle, self._reading, self._lingering) if force else (self._idle,)
+        for queue in queues:        # forced: the worker is stopping, nothing is waited for
+            for conn in queue.due(now, every=force):
+                self._close(conn)
 
     def murder_pending(self) -> None:
         if not self._whole:
             super().murder_pending()
             return
         now = self.clock()
-        self._expire(self._reading, now, self._time_out)
-        self._expire(self._lingering, now, self._close)
+        for conn in self._reading.due(now):
+            self._time_out(conn)
+        for conn in self._lingering.due(now):
+            self._close(conn)
 
     def _cap_keepalive(self, deadline: float) -> None:
         super()._cap_keepalive(deadline)
         if self._whole:
-            for conn, at in list(self._idle.items()):
-                self._idle[conn] = min(at, deadline)
+            self._idle.cap(deadline)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if self._whole:
-            soonest = min((next(iter(q.values())) for q in (self._idle, self._reading,
-                                                             self._lingering) if q),
-                          default=None)
+            soonest = min((at for q in (self._idle, self._reading, self._lingering)
+                           if (at := q.soonest()) is not None), default=None)
             if soonest is not None:
                 timeout = max(0.0, min(timeout, soonest - self.clock()))
         super().wait_for_and_dispatch_events(timeout)

@@ -10,7 +10,7 @@ from gunicorn.http.parser import RequestParser
 from hypothesis import given, strategies as st
 
 from webhook.framing import MALFORMED, MORE, TOO_LARGE, Framer, Limits
-from webhook.wholeworker import HeldBytes, limits
+from webhook.loopconn import HeldBytes, limits
 
 LIMITS = Limits(line=2048, head=50 * 4098 + 4, chunk_line=4096, body=4096)
 
