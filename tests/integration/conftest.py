@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from harness import NGINX, EmulatorServer, NginxProcess, ServerProcess
 
@@ -16,6 +18,17 @@ def emulator() -> Iterator[EmulatorServer]:
     server = EmulatorServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store for a server: a SQLite file, or a Redis database emptied first."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/wxpush.db"
+    redis_server = request.getfixturevalue("redis_server")
+    db = random.randrange(1, 16)
+    redis.Redis(host="127.0.0.1", port=redis_server.port, db=db).flushdb()
+    return f"redis://127.0.0.1:{redis_server.port}/{db}"
 
 
 @pytest.fixture

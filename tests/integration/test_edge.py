@@ -3,12 +3,10 @@ workers, answers every push in time whatever the other connections do."""
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 
 import pytest
-import redis
 import requests
 
 from crowd import Answers, Pushes, p99, read_response, under_crowd
@@ -18,16 +16,6 @@ pytestmark = pytest.mark.slow
 
 SLOW = IDLE = 200
 SECONDS = 8.0
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/wxpush.db"
-    redis_server = request.getfixturevalue("redis_server")
-    db = random.randrange(1, 16)
-    redis.Redis(host="127.0.0.1", port=redis_server.port, db=db).flushdb()
-    return f"redis://127.0.0.1:{redis_server.port}/{db}"
 
 
 def test_slow_and_idle_connections_hold_up_no_push(servers, emulator, tmp_path, store_url):
