@@ -25,9 +25,9 @@ bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 # Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
-# gthread keeps connections alive and lets a slow client not block a whole worker; handlers
-# never run on request threads, so a few threads per worker are enough. This one takes no
-# more than its share of the connections (webhook/fairworker.py says why).
+# A gthread worker that reads each request whole on its loop before a thread handles it
+# (webhook/wholeworker.py), and takes no more than its share of the connections
+# (webhook/fairworker.py). Handlers never run on request threads, so a few are enough.
 worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.fairworker.FairThreadWorker")
 threads = int(_env("WXPUSH_THREADS", "4"))
 
