@@ -18,17 +18,25 @@ _env = os.environ.get
 wsgi_app = "webhook.app:get_app()"
 preload_app = False
 
-# WeChat only calls port 80/443; put a TLS proxy in front and bind to loopback by default.
+# WeChat only calls port 80/443, and its pushes come over HTTPS: TLS belongs in the proxy in
+# front (deploy/nginx.conf), so bind to loopback by default. gunicorn's own TLS (certfile,
+# keyfile) still works, but its worker then reads requests in its threads as stock gthread
+# does, where a slow or idle client holds a thread (webhook/wholeworker.py).
 bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 
 # Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
-# gthread keeps connections alive and lets a slow client not block a whole worker; handlers
-# never run on request threads, so a few threads per worker are enough. This one takes no
-# more than its share of the connections (webhook/fairworker.py says why).
+# A gthread worker that reads each request whole on its loop before a thread handles it
+# (webhook/wholeworker.py), and takes no more than its share of the connections
+# (webhook/fairworker.py). Handlers never run on request threads, so a few are enough.
 worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.fairworker.FairThreadWorker")
 threads = int(_env("WXPUSH_THREADS", "4"))
+
+# A request must arrive whole (head and body) within this many seconds of its first byte, or
+# of the connection's opening for its first request; past it the client is answered 408. The
+# worker reads it on its loop meanwhile, so a slow client costs a file descriptor, no thread.
+request_timeout = float(_env("WXPUSH_REQUEST_TIMEOUT", "3"))
 
 # A request takes milliseconds; a worker silent for this long is stuck and is restarted.
 # WeChat itself gives up after 5 s, so nothing useful happens past that anyway.
@@ -49,6 +57,11 @@ keepalive_requests = int(_env("WXPUSH_KEEPALIVE_REQUESTS", "100"))
 limit_request_line = int(_env("WXPUSH_LIMIT_REQUEST_LINE", "2048"))
 limit_request_fields = int(_env("WXPUSH_LIMIT_REQUEST_FIELDS", "50"))
 limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
+
+# gunicorn 27 opens a control socket for gunicornc at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl: one path for every gunicorn on the host, so a second server takes
+# it from the first. wxpush serve is driven by signals (wxpush serve forwards them): none.
+control_socket_disable = True
 
 # Our own log lines (key=value, never a secret) go to stderr beside gunicorn's.
 loglevel = _env("WXPUSH_LOG_LEVEL", "info")
@@ -120,8 +133,10 @@ def pre_request(worker, req):
 
 
 def pre_fork(server, worker):
-    """The master gives each new worker its place for its connection count."""
+    """The master gives each new worker its place for its connection count, and its
+    request_timeout."""
     fairworker.take_slot(server, worker)
+    worker.request_timeout = request_timeout
 
 
 def child_exit(server, worker):

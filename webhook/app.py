@@ -49,6 +49,9 @@ class WxpushApp(falcon.App):
     #: into a file), not when it is a round trip to Redis; never the mini program's, which
     #: call WeChat.
     inline_paths: tuple[str, ...]
+    #: The largest request body taken, on any path: the worker refuses a larger one (413)
+    #: before reading it.
+    max_body: int
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -108,6 +111,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     app.background, app.store, app.delivers = background, store, delivers
     app.live = router if isinstance(router, LiveRouter) else None
     app.inline_paths = ("/wechat/", "/healthz") if store.journaled else ("/healthz",)
+    app.max_body = server.max_body
     add_error_handlers(app)
     app.add_route("/wechat/{appid}", WeChatResource(
         apps=settings.apps, intake=intake, clock=clock,

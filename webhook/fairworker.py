@@ -1,5 +1,5 @@
-"""gunicorn's gthread worker, taking no more than its share of the connections, and
-answering quick requests on its own loop.
+"""gunicorn's gthread worker, reading requests whole on its loop, taking no more than its
+share of the connections, and answering quick requests on its own loop.
 
 Every gthread worker waits on the same listening socket and whichever wakes first accepts. A
 busy worker is awake more often, so it wins more often: under a proxy's 32 kept-alive
@@ -17,41 +17,27 @@ gthread hands every request to a pool thread and the connection back to its loop
 pipe: two GIL hand-offs per request, and the pool's threads sharing the GIL take turns on
 requests in no fair order, so an answer's wait varied fourfold under load. An app names the
 paths whose requests wait on nothing but the CPU (``inline_paths``: the push path, when the
-store journals). Such a request, on a kept-alive connection, is answered by the loop itself
-once it has arrived whole (``whole_request``): nothing it reads can block, and requests are
-answered in the order they came. Any other one (a new connection, part of a body, a chunked
-or pipelined one, another path, a client leaving more than ``UNREAD`` bytes of answers
-unread, whose next answer might have to wait for it) goes to the pool as before. Closing a
-connection lingers on its reads till the client closes too (gunicorn's ``close_graceful``),
-so the pool does that as well.
+store journals). The loop reads every request whole before anyone handles it
+(``webhook.wholeworker``); such a request is answered by the loop itself (``on_loop``), in the
+order requests came. Any other one (another path, a chunked body) goes to the pool.
 """
 
 from __future__ import annotations
 
-import array
-import fcntl
 import mmap
 import re
-import socket
-import termios
 import time
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker
+from webhook.wholeworker import WholeRequestWorker
 
 __all__ = ["FairThreadWorker", "take_slot", "free_slot", "request_starts", "whole_request",
-           "DEFER", "UNREAD"]
+           "DEFER"]
 
 # Python's default GIL switch interval: what the less loaded worker may need to reach its accept.
 DEFER = 0.005
 SLOTS = 64                      # workers beyond this many accept as plain gthread workers do
 _ABSENT = -1                    # no worker, or one that is not (or no longer) accepting
-# Answers the loop sends are small (an ack, a sealed hand-off, an echostr): a send buffer
-# (16 KiB at least by default) holding no more than this unread leaves room for one.
-UNREAD = 4096
-PEEK = 16384                    # a request larger than this goes to the pool
-_OUTQ = getattr(termios, "TIOCOUTQ", None)   # SIOCOUTQ: bytes sent and not yet read (Linux)
-_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _HEAD_END = b"\r\n\r\n"
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*(?=\r\n)", re.IGNORECASE)
 _CODED = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
@@ -71,8 +57,8 @@ def request_starts(paths: tuple[str, ...]) -> tuple[bytes, ...]:
 
 def whole_request(data: bytes | bytearray, size: int) -> bool:
     """Whether ``data[:size]`` is exactly one HTTP/1.1 request, head and body: no more (a
-    pipelined request), no less, nothing chunked, one Content-Length or none. What gunicorn's
-    parser reads of such a request is all there already."""
+    pipelined request), no less, nothing chunked, one Content-Length or none: one the loop
+    may answer."""
     end = data.find(_HEAD_END, 0, size)
     if end < 0:
         return False
@@ -83,24 +69,6 @@ def whole_request(data: bytes | bytearray, size: int) -> bool:
     if len(lengths) > 1:
         return False
     return size == end + 4 + (int(lengths[0]) if lengths else 0)
-
-
-class _Done:
-    """A finished pool task, for ``finish_request``: a request answered on the loop."""
-
-    __slots__ = ("_result",)
-
-    def __init__(self, result: Any) -> None:
-        self._result = result
-
-    def result(self) -> Any:
-        return self._result
-
-    def cancelled(self) -> bool:
-        return False
-
-    def exception(self) -> None:
-        return None
 
 
 def take_slot(server: Any, worker: Any) -> None:
@@ -117,17 +85,15 @@ def free_slot(worker: Any) -> None:
         _counts[worker.slot] = _ABSENT
 
 
-class FairThreadWorker(ThreadWorker):
-    """A gthread worker that publishes its connection count and defers to a less loaded one,
-    and answers whole requests on its app's ``inline_paths`` itself."""
+class FairThreadWorker(WholeRequestWorker):
+    """A worker that publishes its connection count and defers to a less loaded one, and
+    answers whole requests on its app's ``inline_paths`` itself."""
 
     slot: int | None = None
     _waiting_until: float | None = None     # the listener is off this worker's poller till then
     _running = False
     _nr_conns = 0
     _quick: tuple[bytes, ...] = ()          # request-line starts of the app's inline_paths
-    _peeked: bytearray
-    _unread: array.array
 
     @property  # type: ignore[override]
     def nr_conns(self) -> int:
@@ -145,10 +111,7 @@ class FairThreadWorker(ThreadWorker):
     def run(self) -> None:
         self._running = True
         self._publish()
-        if not self.cfg.is_ssl and _OUTQ is not None:   # TLS bytes cannot be looked at
-            self._quick = request_starts(getattr(self.wsgi, "inline_paths", ()))
-            self._peeked = bytearray(PEEK)
-            self._unread = array.array("i", [0])
+        self._quick = request_starts(getattr(self.wsgi, "inline_paths", ()))
         self.log.info("Worker accepting connections (pid: %s)", self.pid)
         super().run()
 
@@ -157,32 +120,9 @@ class FairThreadWorker(ThreadWorker):
         super().handle_exit(sig, frame)
         self._publish()
 
-    def enqueue_req(self, conn: Any) -> None:
-        if self._quick and conn.initialized and not conn.is_http2 and self._arrived_whole(conn):
-            self.finish_request(conn, _Done(self.handle(conn)))
-        else:
-            super().enqueue_req(conn)
-
-    def _arrived_whole(self, conn: Any) -> bool:
-        if conn.parser.unreader.buf.getvalue():     # read ahead by the previous request
-            return False
-        try:
-            size = conn.sock.recv_into(self._peeked, PEEK, _PEEK_FLAGS)
-            if not (self._peeked.startswith(self._quick, 0, size)
-                    and whole_request(self._peeked, size)):
-                return False
-            fcntl.ioctl(conn.sock, _OUTQ, self._unread)
-        except OSError:
-            return False
-        return self._unread[0] <= UNREAD
-
-    def finish_request(self, conn: Any, fs: Any) -> None:
-        """A connection to close is closed by the pool: it lingers till the client closes."""
-        if self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is False:
-            self.nr_conns -= 1
-            self.tpool.submit(conn.close, True)
-            return
-        super().finish_request(conn, fs)
+    def on_loop(self, conn: Any, request: bytes) -> bool:
+        return bool(self._quick) and request.startswith(self._quick) \
+            and whole_request(request, len(request))
 
     def accept(self, listener: Any) -> None:
         if self._others_hold_fewer():

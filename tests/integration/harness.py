@@ -1,13 +1,16 @@
-"""Integration harness: the WeChat emulator on loopback and real gunicorn servers.
+"""Integration harness: the WeChat emulator on loopback, real gunicorn servers and Debian's
+nginx in front of them.
 
 Servers run ``wxpush serve`` (gunicorn with the project's gunicorn.conf.py and, with a SQLite
 store, the delivery process) as a child process on a free loopback port and are stopped by pid
-at the end of the test.
+at the end of the test. nginx runs deploy/nginx.conf, its TLS lines swapped for plain HTTP on
+another free loopback port, as a child of the test with its files in a temporary directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,3 +130,73 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+NGINX = "/usr/sbin/nginx"
+NGINX_MAIN = """daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 2048; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/wxpush.conf;
+}}
+"""
+
+
+class NginxProcess:
+    """Debian's nginx with the shipped deploy/nginx.conf in front of ``upstream`` (a port on
+    127.0.0.1): its listen lines on a free loopback port, its TLS lines gone, all else as
+    shipped (timeouts, body cap, buffering, upstream keepalive)."""
+
+    def __init__(self, directory: Path, upstream: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.port = directory, free_port()
+        shipped = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+        site = re.sub(r"^\s*listen .*;\n", "", shipped, flags=re.MULTILINE)
+        site = re.sub(r"^\s*ssl_.*;\n", "", site, flags=re.MULTILINE)
+        site = re.sub(r"^(\s*)server_name ", rf"\1listen 127.0.0.1:{self.port};\n\1server_name ",
+                      site, count=1, flags=re.MULTILINE)
+        site = re.sub(r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream};", site)
+        (directory / "wxpush.conf").write_text(site, encoding="utf-8")
+        # As root, nginx's workers would run as nobody, who cannot enter a 0700 temporary dir.
+        user = "user root;" if os.geteuid() == 0 else ""
+        (directory / "nginx.conf").write_text(NGINX_MAIN.format(dir=directory, user=user),
+                                              encoding="utf-8")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> NginxProcess:
+        with open(self.directory / "error.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [NGINX, "-p", str(self.directory), "-c", str(self.directory / "nginx.conf")],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.errors()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nginx did not start: {self.errors()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)    # graceful: workers finish, then exit
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                kill(tree(self.process.pid))
+                self.process.wait(5)
+
+    def errors(self) -> str:
+        return (self.directory / "error.log").read_text(errors="replace")[-3000:]
+

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from webhook.store import open_store
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 PUSHES = int(os.environ.get("WXPUSH_TEST_PUSHES", "2000"))
 GH = "gh_0123456789ab"
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/wxpush.db"
-    redis_server = request.getfixturevalue("redis_server")
-    db = random.randrange(1, 16)
-    redis.Redis(host="127.0.0.1", port=redis_server.port, db=db).flushdb()   # a fresh store
-    return f"redis://127.0.0.1:{redis_server.port}/{db}"
 
 
 def start(servers, emulator, tmp_path, store_url, *, server: str = "", **kwargs) -> ServerProcess:

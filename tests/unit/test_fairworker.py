@@ -1,13 +1,7 @@
 """The worker: the master's bookkeeping of where each worker keeps its connection count, and
 which requests the worker's loop answers itself."""
 
-import array
-import io
-import socket
-import time
 from types import SimpleNamespace
-
-import pytest
 
 from webhook import fairworker
 
@@ -80,53 +74,13 @@ def loop_worker(*paths: str) -> fairworker.FairThreadWorker:
     """A worker as ``run`` prepares it for an app with these ``inline_paths``."""
     worker = fairworker.FairThreadWorker.__new__(fairworker.FairThreadWorker)
     worker._quick = fairworker.request_starts(paths)
-    worker._peeked = bytearray(fairworker.PEEK)
-    worker._unread = array.array("i", [0])
     return worker
 
 
-def kept_alive(server_side: socket.socket) -> SimpleNamespace:
-    """A gthread connection with nothing read ahead."""
-    return SimpleNamespace(sock=server_side, parser=SimpleNamespace(
-        unreader=SimpleNamespace(buf=io.BytesIO())))
-
-
 def test_the_loop_answers_a_whole_request_on_an_inline_path_only():
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    served, _ = listener.accept()
-    worker, conn = loop_worker("/wechat/"), kept_alive(served)
-    try:
-        client.sendall(PUSH)
-        time.sleep(0.05)
-        assert worker._arrived_whole(conn)
-        assert served.recv(len(PUSH)) == PUSH       # it only looked
-        client.sendall(b"POST /apps/wx1/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-        time.sleep(0.05)
-        assert not worker._arrived_whole(conn)
-    finally:
-        for s in (client, served, listener):
-            s.close()
-
-
-def test_a_client_leaving_its_answers_unread_is_served_by_the_pool():
-    """Its next answer might not fit in the send buffer: the loop would wait for that
-    client, and answer nobody else meanwhile."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # fills soon, and stays small
-    client.connect(listener.getsockname())
-    served, _ = listener.accept()
-    worker, conn = loop_worker("/wechat/"), kept_alive(served)
-    try:
-        served.setblocking(False)
-        with pytest.raises(BlockingIOError):        # answers the client does not read
-            for _ in range(10_000):
-                served.send(b"x" * 1500)
-        served.setblocking(True)
-        client.sendall(PUSH)
-        time.sleep(0.05)
-        assert not worker._arrived_whole(conn)
-    finally:
-        for s in (client, served, listener):
-            s.close()
+    worker = loop_worker("/wechat/")
+    assert worker.on_loop(None, PUSH)
+    assert not worker.on_loop(None, b"POST /apps/wx1/login HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    chunked = request("POST /wechat/wx1 HTTP/1.1\nTransfer-Encoding: chunked\n",
+                      b"5\r\n<xml>\r\n0\r\n\r\n")
+    assert not worker.on_loop(None, chunked)

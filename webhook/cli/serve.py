@@ -1,21 +1,25 @@
-"""``wxpush serve``: validate the config, then run gunicorn with ``gunicorn.conf.py`` and,
-with a SQLite store, the delivery process (``webhook.supervisor``)."""
+"""``wxpush serve``: validate the config and the address to listen on, then run gunicorn with
+``gunicorn.conf.py`` and, with a SQLite store, the delivery process (``webhook.supervisor``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import runpy
+import socket
 import sys
 from pathlib import Path
 
+from gunicorn.util import is_ipv6, parse_address
+
 from webhook.cli.logs import configure_logging
 from webhook.cli.worker import graceful_timeout
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, WxpushError
 from webhook.settings import config_path, load
 from webhook.store import open_store
 from webhook.supervisor import Supervisor
 
-__all__ = ["register", "gunicorn_config"]
+__all__ = ["register", "gunicorn_config", "check_free"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,22 +40,42 @@ def gunicorn_config() -> Path:
     raise ConfigError("gunicorn.conf.py not found in the current directory", file="gunicorn.conf.py")
 
 
+def check_free(bind: str) -> None:
+    """Listen on ``bind`` for a moment, as gunicorn will: a port already taken is one line
+    here, before anything starts (gunicorn would retry for 5 s beside a delivery process
+    already running, then fail with a traceback). A Unix socket or inherited descriptor is
+    left to gunicorn."""
+    if not bind or bind.startswith(("unix:", "fd://")):
+        return
+    try:
+        host, port = parse_address(bind)
+    except RuntimeError:
+        raise WxpushError(f"cannot listen on {bind}: not HOST:PORT") from None
+    with socket.socket(socket.AF_INET6 if is_ipv6(host) else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as gunicorn does
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise WxpushError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     path = os.path.abspath(config_path(args.config))
     settings = load(path)          # a bad config is one line here, not a worker boot loop
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    conf = str(gunicorn_config())
+    env = {**os.environ, "WXPUSH_CONFIG": path}
+    if args.bind:
+        env["WXPUSH_BIND"] = args.bind
+    check_free(env.get("WXPUSH_BIND") or _default_bind(conf))
     store = open_store(settings.server.store)
     journaled = store.journaled
     store.close()
     from handlers import build_router
     build_router(settings.server.rules, settings.server.routers)   # rules and router imports
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
     configure_logging()
     timeout = graceful_timeout()
-    conf = str(gunicorn_config())
-    env = {**os.environ, "WXPUSH_CONFIG": path}
-    if args.bind:
-        env["WXPUSH_BIND"] = args.bind
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
     delivery = None
@@ -61,3 +85,12 @@ def serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
                       graceful=timeout, env=env).run()
+
+
+def _default_bind(conf: str) -> str:
+    """The address ``conf`` gives gunicorn; "" if it cannot be read here (gunicorn will say
+    why when it reads it)."""
+    try:
+        return str(runpy.run_path(conf).get("bind") or "")
+    except Exception:
+        return ""
