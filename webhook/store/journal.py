@@ -38,6 +38,7 @@ import uuid
 import weakref
 
 from webhook.store.base import InboxEntry
+from webhook.store.files import private_directory, private_file
 
 __all__ = ["Journal", "Chunk"]
 
@@ -115,7 +116,7 @@ class Journal:
         self._held: dict[str, int] = {}        # files whose writer is gone -> their flocked fd
         self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private_directory(directory)
         _journals.add(self)
 
     # -- request path -----------------------------------------------------------------------
@@ -161,7 +162,7 @@ class Journal:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         temporary = os.path.join(self.directory, name + ".new")
         size = max(self._max_bytes, need)
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = private_file(temporary)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.posix_fallocate(fd, 0, size)   # ENOSPC here, not SIGBUS at a later page fault
@@ -237,7 +238,7 @@ class Journal:
         positions are loaded afresh from the store whenever it is taken."""
         if self._reader is not None:
             return True
-        fd = os.open(os.path.join(self.directory, READER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = private_file(os.path.join(self.directory, READER_LOCK))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from webhook.errors import StoreError
 from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
                                 ValueUpdate)
+from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 
 __all__ = ["SqliteStore"]
@@ -127,12 +128,27 @@ class SqliteStore(Store):
                 self._shared = self._connect()
                 self._shared.executescript(_SCHEMA)
             else:
+                self._make_files()
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
                     conn.executescript(_SCHEMA)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
+
+    def _make_files(self) -> None:
+        """The database and the lock file, 0600 before SQLite opens the database (it gives
+        its -wal and -shm the database's mode); any of the store's files found open to other
+        users is narrowed."""
+        inbox = f"{self.path}-inbox"
+        try:
+            journals = [os.path.join(inbox, name) for name in os.listdir(inbox)]
+        except FileNotFoundError:
+            journals = []
+        narrow([self.path, f"{self.path}-wal", f"{self.path}-shm", f"{self.path}-journal",
+                f"{self.path}-wxpush.lock", inbox, *journals])
+        for path in (self.path, f"{self.path}-wxpush.lock"):
+            os.close(private_file(path))
 
     @property
     def journaled(self) -> bool:   # a file store journals; ":memory:" records with inbox_add
@@ -242,7 +258,7 @@ class SqliteStore(Store):
             yield
             return
         if self._lock_fd is None:   # per process: a forked child's copy would share the lock
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd = private_file(self._lock_path)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield
