@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
+from webhook.backoff import backoff
 from webhook.errors import Permanent, WeChatAPIError
 from webhook.messages import hashed
 from webhook.quota import WINDOW_TTL, quota_key, take, verdict
@@ -74,7 +75,7 @@ class Sender:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=errcode, errmsg=errmsg)
             self._log(row, "dead", f"errcode={errcode} after {attempts} attempts")
             return
-        delay = min(self._max, self._base * 2 ** row.attempts) * (0.5 + self._rng.random())
+        delay = backoff(row.attempts, base=self._base, cap=self._max, rng=self._rng)
         self._store.outbox_retry(row.id, owner=self._owner, next_at=self._clock() + delay,
                                  errcode=errcode, errmsg=errmsg)
         self._log(row, "retry", f"errcode={errcode} in {delay:.1f}s")

@@ -19,7 +19,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from webhook.backoff import Loop
 from webhook.delivery import Handler, inbox_key, log_duplicate, read_recorded
+from webhook.logsafe import Repeats
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
@@ -45,13 +47,19 @@ def _lower_priority() -> None:
 
 
 class Background:
+    """``retry_base`` / ``retry_cap``: the backoff of a loop whose step keeps failing;
+    ``repeats``: how often its error is logged."""
+
     def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
                  lease: float, dedupe_ttl: float, senders: int = 2, handler_threads: int = 2,
-                 poll: float = 0.1, ingest_poll: float = 0.005) -> None:
+                 poll: float = 0.1, ingest_poll: float = 0.005, retry_base: float = 0.05,
+                 retry_cap: float = 10.0, repeats: Repeats | None = None) -> None:
         self._store, self._handler, self._sender = store, handler, sender
         self._owner, self._lease, self._senders = owner, lease, senders
         self._ttl, self._pool_size = dedupe_ttl, handler_threads
         self._poll, self._ingest_poll = poll, ingest_poll
+        self._retry_base, self._retry_cap = retry_base, retry_cap
+        self._repeats = repeats or Repeats()
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -78,13 +86,19 @@ class Background:
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler",
                                         initializer=_lower_priority)
-        loops = [self._sweep, *([self._ingest] if self._store.journaled else []),
-                 *[self._send] * self._senders]
+        loops = [self._loop("inbox sweep", self._sweep),
+                 *([self._loop("inbox ingest", self._ingest)] if self._store.journaled else []),
+                 *[self._loop("outbox send", self._send, wait=self._idle)] * self._senders]
         self._threads = [threading.Thread(target=self._run, args=(loop,), daemon=True,
-                                          name=f"wxpush-{loop.__name__[1:]}-{i}")
+                                          name=f"wxpush-{loop.name.split()[1]}-{i}")
                          for i, loop in enumerate(loops)]
         for thread in self._threads:
             thread.start()
+
+    def _loop(self, name: str, step: Callable[[], float],
+              wait: Callable[[float], object] | None = None) -> Loop:
+        return Loop(name, step, stop=self._stopping, wait=wait, base=self._retry_base,
+                    cap=self._retry_cap, repeats=self._repeats, logger=log)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running handlers and in-flight sends."""
@@ -97,9 +111,9 @@ class Background:
         self._pool, self._threads = None, []
 
     @staticmethod
-    def _run(loop: Callable[[], None]) -> None:
+    def _run(loop: Loop) -> None:
         _lower_priority()
-        loop()
+        loop.run()
 
     def _handle(self, entry: InboxEntry, message: Message | None, route: Route | None) -> None:
         with self._inflight_lock:
@@ -115,59 +129,47 @@ class Background:
             with self._inflight_lock:
                 self._inflight.discard(entry.key)
 
-    def _sweep(self) -> None:
+    def _sweep(self) -> float:
         """Renew the leases of running handlers, then claim pushes whose handler died."""
-        interval = max(0.2, min(5.0, self._lease / 4))
-        while not self._stopping.wait(interval):
-            try:
-                with self._inflight_lock:
-                    running = list(self._inflight)
-                for key in running:
-                    self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
-                for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
-                                                     limit=64):
-                    log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
-                    self.submit(entry)
-            except Exception:
-                log.exception("inbox sweep failed")
+        with self._inflight_lock:
+            running = list(self._inflight)
+        for key in running:
+            self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
+        for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease, limit=64):
+            log.info("push reclaimed key=%s attempts=%d", entry.key, entry.attempts)
+            self.submit(entry)
+        return max(0.2, min(5.0, self._lease / 4))
 
-    def _ingest(self) -> None:
+    def _ingest(self) -> float:
         """Move logged pushes into the inbox in batches, handling the new ones. Ingesting
         leases a push, so under a burst the rest waits in the journal, not leased in a queue
         longer than the lease. The queue is refilled to ``AHEAD`` once half of it is taken:
         a batch at a time, where topping it up would commit a few pushes per poll."""
-        while not self._stopping.wait(self._ingest_poll):
-            if self._queued > AHEAD // 2:
-                continue
-            parsed: dict[str, Message] = {}   # read once, to key it and to handle it
+        if self._queued > AHEAD // 2:
+            return self._ingest_poll
+        parsed: dict[str, Message] = {}   # read once, to key it and to handle it
 
-            def key(entry: InboxEntry) -> str | None:
-                message = read_recorded(entry)
-                if message is None:
-                    return None
-                keyed = inbox_key(entry.appid, message)
-                parsed[keyed] = message
-                return keyed
+        def key(entry: InboxEntry) -> str | None:
+            message = read_recorded(entry)
+            if message is None:
+                return None
+            keyed = inbox_key(entry.appid, message)
+            parsed[keyed] = message
+            return keyed
 
-            try:
-                new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
-                                                     ttl=self._ttl, key=key,
-                                                     limit=AHEAD - self._queued)
-            except Exception:
-                log.exception("inbox ingest failed")
-                continue
-            for entry in seen:
-                log_duplicate(entry)
-            for entry in new:
-                self.submit(entry, parsed.get(entry.key))
+        new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
+                                             ttl=self._ttl, key=key,
+                                             limit=AHEAD - self._queued)
+        for entry in seen:
+            log_duplicate(entry)
+        for entry in new:
+            self.submit(entry, parsed.get(entry.key))
+        return self._ingest_poll
 
-    def _send(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                busy = self._sender.run_once()
-            except Exception:
-                log.exception("outbox claim failed")
-                busy = 0
-            if not busy:
-                self._wake.wait(self._poll)
-                self._wake.clear()
+    def _send(self) -> float:
+        """Deliver due replies; when there were none, wait for a wake-up or the next poll."""
+        return 0.0 if self._sender.run_once() else self._poll
+
+    def _idle(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
