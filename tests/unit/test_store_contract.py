@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -577,7 +578,8 @@ def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> N
 
 
 def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
-    """Writers wait on the flock beside the file (woken at once), not in SQLite's sleeps."""
+    """Writers wait for the flock beside the file, tried every few ms, not in SQLite's
+    sleeps."""
     import fcntl
 
     store = SqliteStore(str(tmp_path / "turns.db"))
@@ -591,6 +593,53 @@ def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
     assert done.wait(5)
     writer.join()
     assert store.get("k") == "v"
+    store.close()
+
+
+def test_sqlite_writes_give_up_when_a_frozen_process_holds_the_turn(tmp_path) -> None:
+    """A process stopped while it holds the lock file (SIGSTOP, a stalled disk) costs every
+    writer of every other process ``timeout`` seconds and a StoreError, not a hang: the
+    request path answers 503 and its threads stay free. Reads go on meanwhile."""
+    import fcntl
+
+    store = SqliteStore(str(tmp_path / "frozen.db"), timeout=0.3)
+    store.put("k", "before")
+    failed: list[float] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="no write turn within 0.3 s"):
+            store.put("k", "during")
+        failed.append(time.monotonic() - started)
+
+    with open(tmp_path / "frozen.db-wxpush.lock", "a+") as frozen:
+        fcntl.flock(frozen, fcntl.LOCK_EX)
+        writers = [threading.Thread(target=write) for _ in range(8)]
+        for writer in writers:          # one leads the group commit, the rest queue behind
+            writer.start()
+            time.sleep(0.05)
+        for writer in writers:
+            writer.join(5)
+        assert store.get("k") == "before"
+    # The first waited the whole timeout; those queued behind it give up with it, no later.
+    assert len(failed) == 8 and 0.3 <= max(failed) < 0.8, failed
+    store.put("k", "after")              # the turn is free again
+    assert store.get("k") == "after"
+    store.close()
+
+
+def test_sqlite_waits_inside_sqlite_are_bounded_too(tmp_path) -> None:
+    """A writer that does not take the lock file (the sqlite3 shell, a stopped checkpoint)
+    holds SQLite's own lock: SQLite's busy wait ends at the store's timeout as well."""
+    store = SqliteStore(str(tmp_path / "shell.db"), timeout=0.3)
+    shell = sqlite3.connect(tmp_path / "shell.db", isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="locked"):
+        store.put("k", "v")
+    assert time.monotonic() - started < 1.0
+    shell.execute("ROLLBACK")
+    shell.close()
     store.close()
 
 
@@ -681,6 +730,22 @@ def test_redis_errors_become_store_errors() -> None:
     store = RedisStore(client)
     with pytest.raises(StoreError, match="redis store"):
         store.get("k")
+    store.close()
+
+
+def test_redis_calls_give_up_after_the_timeout_when_redis_does_not_answer(redis_server) -> None:
+    """redis-py waited 10 s for an answer; a request path waits at most the timeout."""
+    store = RedisStore.from_url(redis_server.url, prefix=f"test:{uuid.uuid4().hex}:",
+                                timeout=0.3)
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="redis store: TimeoutError"):
+            store.put("k", "v")
+        spent = time.monotonic() - started
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    assert spent < 1.0
     store.close()
 
 

@@ -8,7 +8,9 @@ Four concerns, all keyed so several apps share one store:
 - the outbox: one row per reply, claimed with a lease, delivered in order per user.
 
 Time comes from the clock the store was built with (``clock() -> float`` unix seconds), so
-tests can drive expiry without sleeping.
+tests can drive expiry without sleeping. No call waits on the store for longer than the
+store's ``timeout`` (``WAIT`` unless told): past it, StoreError, which the request path
+answers with 503 (WeChat delivers the push again) rather than holding a request thread.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES"]
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES",
+           "WAIT"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
+WAIT = 2.0   # seconds: well inside WeChat's 5 s for an answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
-from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
+from webhook.store.base import (OUTBOX_STATES, WAIT, InboxEntry, NewReply, OutboxRow, Store,
                                 ValueUpdate)
 
 __all__ = ["RedisStore", "mask_url"]
@@ -108,11 +108,13 @@ class RedisStore(Store):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "wxpush:",
-                 clock: Callable[[], float] = time.time) -> RedisStore:
-        """``redis://[:password@]host:port/db``; pings once so a wrong URL fails at start."""
+                 clock: Callable[[], float] = time.time, timeout: float = WAIT) -> RedisStore:
+        """``redis://[:password@]host:port/db``; pings once so a wrong URL fails at start.
+        A call that gets no answer within ``timeout`` seconds raises StoreError."""
         try:
-            client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                          socket_timeout=10, health_check_interval=30)
+            client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                          socket_connect_timeout=timeout,
+                                          health_check_interval=30)
             client.ping()
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach redis store {mask_url(url)}: "

@@ -6,8 +6,10 @@ runs inside ``BEGIN IMMEDIATE``, so concurrent workers serialise on the file loc
 in groups: whichever thread finds no commit under way runs every write queued so far in one
 transaction. A commit costs far more than an insert, and under load the request threads,
 handlers and senders of a process write at once. Processes take turns on an ``flock`` of
-``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``: the kernel wakes the next one the moment
-the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10… ms and retry.
+``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``, tried every 0.5 to 5 ms while another
+holds it (SQLite's busy handler sleeps 1, 2, 5, 10… ms), and every wait, for the turn or in
+SQLite, ends with StoreError after ``timeout`` seconds: a process frozen while it holds the
+turn (SIGSTOP, a stalled disk) must not freeze the request threads of every other.
 Pushes reach the inbox through a journal (``webhook.store.journal``): the request path
 appends, the background ingests in batches (``inbox_log`` / ``inbox_ingest``).
 ``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests) and
@@ -28,14 +30,14 @@ import time
 from typing import Any, TypeVar
 
 from webhook.errors import StoreError
-from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
+from webhook.store.base import (OUTBOX_STATES, WAIT, InboxEntry, NewReply, OutboxRow, Store,
                                 ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 
 __all__ = ["SqliteStore"]
 
-BUSY_TIMEOUT_MS = 5000
+NAP_FIRST, NAP_MOST = 0.0005, 0.005   # seconds between tries of a write turn another holds
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
 CHECKPOINT_EVERY = 256   # commits of one process between its WAL checkpoints
@@ -85,12 +87,14 @@ Write = Callable[[sqlite3.Connection, float], T]   # runs inside a transaction, 
 
 
 class _Pending:
-    """One queued write and, once its group committed, its result or error."""
+    """One queued write and, once its group committed, its result or error. ``deadline``
+    (``time.monotonic``): when its caller stops waiting."""
 
-    __slots__ = ("fn", "done", "result", "error")
+    __slots__ = ("fn", "deadline", "done", "result", "error")
 
-    def __init__(self, fn: Write[Any]) -> None:
-        self.fn, self.done, self.result, self.error = fn, False, None, None
+    def __init__(self, fn: Write[Any], deadline: float) -> None:
+        self.fn, self.deadline = fn, deadline
+        self.done, self.result, self.error = False, None, None
 
 
 def _inbox_entry(row: tuple) -> InboxEntry:
@@ -105,9 +109,10 @@ class SqliteStore(Store):
     """``Store`` over one SQLite file (``path``) or ``":memory:"``."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
-                 wal_limit: int = WAL_LIMIT) -> None:
+                 timeout: float = WAIT, wal_limit: int = WAL_LIMIT) -> None:
         self.path = path
         self.clock = clock
+        self.timeout = timeout
         self._wal_limit = wal_limit
         self._local = threading.local()
         self._all: list[tuple[int, sqlite3.Connection]] = []   # (pid that opened it, conn)
@@ -155,7 +160,8 @@ class SqliteStore(Store):
         return self._journal is not None
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
+    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time,
+                 timeout: float = WAIT) -> SqliteStore:
         """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``."""
         if not url.startswith("sqlite:///"):
             raise StoreError(f"sqlite store URL must look like sqlite:///path.db, got {url}")
@@ -166,13 +172,13 @@ class SqliteStore(Store):
                 raise StoreError(f"sqlite store {url}: directory {directory} does not exist")
             if not os.access(directory, os.W_OK):
                 raise StoreError(f"sqlite store {url}: directory {directory} is not writable")
-        return cls(path, clock=clock)
+        return cls(path, clock=clock, timeout=timeout)
 
     # -- connections ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                               timeout=self.timeout)
+        self._busy(conn, self.timeout)
         # In WAL mode NORMAL loses no committed transaction when a process crashes (the
         # WAL is in the OS page cache); only a power loss can drop the last commits. We
         # promise durability against process crashes, so NORMAL is enough.
@@ -199,19 +205,29 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     def _write(self, fn: Write[T]) -> T:
-        """``fn(conn, now)`` inside a write transaction, committed before this returns.
+        """``fn(conn, now)`` inside a write transaction, committed before this returns, or
+        StoreError once the store's ``timeout`` has passed.
 
         Group commit: the write is queued, then the thread waits for the commit lock. If its
         write is not done by then, it leads: it runs every queued write in one transaction,
-        each in a savepoint so a failing one rolls back alone, and commits once.
+        each in a savepoint so a failing one rolls back alone, and commits once. A leader
+        gives up when the oldest write of its group runs out of time, so no write waits past
+        its own deadline for a turn that a frozen process holds.
         """
         if self._queue_pid != os.getpid():   # forked: the parent's locks are not ours
             self._queue, self._committing = deque(), threading.Lock()
             self._queue_pid, self._lock_fd = os.getpid(), None
-        pending = _Pending(fn)
+        pending = _Pending(fn, time.monotonic() + self.timeout)
         self._queue.append(pending)
         checkpoint = False
-        with self._committing:
+        if not self._committing.acquire(timeout=self.timeout):
+            try:   # the leader waits for a turn another process holds
+                self._queue.remove(pending)
+            except ValueError:   # ... and took this write just now: it ends by its deadline
+                self._committing.acquire()
+            else:
+                raise self._busy_error()
+        try:
             if not pending.done:
                 batch = []
                 while self._queue:
@@ -219,11 +235,22 @@ class SqliteStore(Store):
                 self._commit(batch)
                 self._commits += 1
                 checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
+        finally:
+            self._committing.release()
         if checkpoint:
             self._checkpoint()
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def _busy_error(self) -> StoreError:
+        return StoreError(f"sqlite store {self.path}: no write turn within {self.timeout:g} s "
+                          "(another process holds the store's lock)")
+
+    @staticmethod
+    def _busy(conn: sqlite3.Connection, seconds: float) -> None:
+        """How long SQLite's own waits (a lock of the file, a checkpoint) may last."""
+        conn.execute(f"PRAGMA busy_timeout={max(1, round(seconds * 1000))}")
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file, and keep the WAL from growing without end.
@@ -243,50 +270,52 @@ class SqliteStore(Store):
                 if not large:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     return
-                conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+                self._busy(conn, TRUNCATE_WAIT_MS / 1000)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
-                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    self._busy(conn, self.timeout)
         except (StoreError, OSError):
             pass   # the write itself committed; the next checkpoint catches up
 
     @contextmanager
-    def _host_lock(self) -> Iterator[None]:
-        """This host's write turn: an exclusive ``flock``, held by one process at a time."""
+    def _host_lock(self, deadline: float) -> Iterator[bool]:
+        """This host's write turn: an exclusive ``flock``, held by one process at a time;
+        whether it had to wait for it. StoreError at ``deadline`` (``time.monotonic``): a
+        process stopped while it holds the turn must not stop every other with it. Linux
+        has no flock with a timeout, so a turn another holds is tried again after a nap."""
         if self._lock_path is None:
-            yield
+            yield False
             return
         if self._lock_fd is None:   # per process: a forked child's copy would share the lock
             self._lock_fd = private_file(self._lock_path)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        nap, waited = NAP_FIRST, False
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._busy_error() from None
+                time.sleep(min(nap, left))
+                nap, waited = min(nap * 2, NAP_MOST), True
         try:
-            yield
+            yield waited
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _commit(self, batch: list[_Pending]) -> None:
+        deadline = min(pending.deadline for pending in batch)
         try:
-            with self._host_lock(), self._connection() as conn:
-                now = self.clock()
-                conn.execute("BEGIN IMMEDIATE")
+            with self._host_lock(deadline) as waited, self._connection() as conn:
+                if waited:   # SQLite's own waits get what is left of the deadline
+                    self._busy(conn, deadline - time.monotonic())
                 try:
-                    if len(batch) == 1:
-                        batch[0].result = batch[0].fn(conn, now)
-                    else:
-                        for pending in batch:
-                            conn.execute("SAVEPOINT one")
-                            try:
-                                pending.result = pending.fn(conn, now)
-                            except Exception as exc:
-                                conn.execute("ROLLBACK TO one")
-                                pending.error = self._error(exc)
-                            conn.execute("RELEASE one")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                    self._transaction(conn, batch)
+                finally:
+                    if waited:
+                        self._busy(conn, self.timeout)
         except BaseException as exc:   # nothing of the batch committed
             error = self._error(exc)
             for pending in batch:
@@ -295,6 +324,27 @@ class SqliteStore(Store):
         finally:
             for pending in batch:
                 pending.done = True
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        now = self.clock()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if len(batch) == 1:
+                batch[0].result = batch[0].fn(conn, now)
+            else:
+                for pending in batch:
+                    conn.execute("SAVEPOINT one")
+                    try:
+                        pending.result = pending.fn(conn, now)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO one")
+                        pending.error = self._error(exc)
+                    conn.execute("RELEASE one")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _error(self, exc: BaseException) -> Exception:
         if isinstance(exc, (sqlite3.Error, OSError)):
