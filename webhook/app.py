@@ -25,6 +25,7 @@ from webhook.routing import Router
 from webhook.sender import Sender
 from webhook.settings import Settings, config_path, load
 from webhook.store import Store, open_store
+from webhook.supervisor import Heartbeat
 from webhook.tokens import TokenProvider
 from webhook.worker import Background
 
@@ -73,8 +74,10 @@ def _current(router: Router | LiveRouter) -> Callable[[], Router]:
 
 def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                       router: Router | LiveRouter, clock: Callable[[], float] = time.time,
-                      rng: random.Random | None = None, owner: str | None = None) -> Background:
-    """The work done after the answer: ingest, handlers, senders, the inbox sweeper."""
+                      rng: random.Random | None = None, owner: str | None = None,
+                      heartbeat: Heartbeat | None = None) -> Background:
+    """The work done after the answer: ingest, handlers, senders, the inbox sweeper
+    (``heartbeat``: in a delivery process, told of its progress)."""
     rng = rng or random.SystemRandom()
     owner = owner or _owner()
     server = settings.server
@@ -85,7 +88,7 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     return Background(store=store, handler=handler, sender=sender, owner=owner, lease=lease,
                       dedupe_ttl=server.dedupe_ttl, senders=server.senders,
-                      handler_threads=server.handler_threads)
+                      handler_threads=server.handler_threads, heartbeat=heartbeat)
 
 
 def create_app(settings: Settings, *, store: Store, api: WeChatAPI,

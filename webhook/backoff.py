@@ -31,14 +31,14 @@ class Loop:
     A step that raises runs again after ``backoff`` (``base`` doubled for each failure in a
     row, at most ``cap``; a success starts over), so a loop whose store is failing does not
     spin. Its error is logged through ``repeats`` (one line per interval, with a count of
-    those held back), with the traceback on the first failure of a run. ``beat(name)`` is
-    called after every step, failed or not: it tells a supervisor the loop goes round.
+    those held back), with the traceback on the first failure of a run. ``beat()`` is called
+    after every step, failed or not: it tells a supervisor the loop goes round.
     """
 
     def __init__(self, name: str, step: Callable[[], float], *, stop: threading.Event,
                  wait: Callable[[float], object] | None = None, base: float = 0.05,
                  cap: float = 10.0, repeats: Repeats | None = None,
-                 beat: Callable[[str], None] | None = None,
+                 beat: Callable[[], None] | None = None,
                  logger: logging.Logger = log) -> None:
         self.name, self._step, self._stop = name, step, stop
         self._wait = wait or stop.wait
@@ -59,11 +59,11 @@ class Loop:
                                   self.name, type(exc).__name__, shown(exc, 200), self.failures,
                                   delay, exc_info=exc if self.failures == 1 else None)
                 if self._beat is not None:
-                    self._beat(self.name)
+                    self._beat()
                 self._stop.wait(delay)
                 continue
             self.failures = 0
             if self._beat is not None:
-                self._beat(self.name)
+                self._beat()
             if pause > 0:
                 self._wait(pause)

@@ -39,11 +39,14 @@ class Sender:
         self._clock, self._rng, self._lease = clock, rng, lease
         self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
 
-    def run_once(self, limit: int = 16) -> int:
-        """Claim up to ``limit`` due rows and deliver them; how many were claimed."""
+    def run_once(self, limit: int = 16, progress: Callable[[], None] | None = None) -> int:
+        """Claim up to ``limit`` due rows and deliver them (calling ``progress`` after each);
+        how many were claimed."""
         rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=limit)
         for row in rows:
             self.deliver(row)
+            if progress is not None:
+                progress()
         return len(rows)
 
     def deliver(self, row: OutboxRow) -> None:

@@ -61,6 +61,7 @@ class ServerConfig:
     session_ttl: int = 7 * 86400
     opendata_max_age: int = 0
     lease: int = 30
+    stall_timeout: int = 60
     retry_delay: float = 1.0
     routers: tuple[str, ...] = ()
 
@@ -95,6 +96,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "retry_delay": ((int, float), lambda v: 0 < v <= 600,
                     "seconds between 0 and 600 (first retry; doubles each time)"),
     "lease": (int, lambda v: 1 <= v <= 3600, "seconds between 1 and 3600"),
+    "stall_timeout": (int, lambda v: 5 <= v <= 3600, "seconds between 5 and 3600"),
     "routers": (list, lambda v: all(isinstance(x, str) and x for x in v),
                 'a list of "module:attribute" Python routers'),
 }

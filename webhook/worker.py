@@ -26,6 +26,7 @@ from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
 from webhook.store import InboxEntry, Store
+from webhook.supervisor import Heartbeat
 
 __all__ = ["Background"]
 
@@ -48,18 +49,20 @@ def _lower_priority() -> None:
 
 class Background:
     """``retry_base`` / ``retry_cap``: the backoff of a loop whose step keeps failing;
-    ``repeats``: how often its error is logged."""
+    ``repeats``: how often its error is logged; ``heartbeat``: told as each loop goes round
+    (and each reply is delivered), for the supervisor of a delivery process."""
 
     def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
                  lease: float, dedupe_ttl: float, senders: int = 2, handler_threads: int = 2,
                  poll: float = 0.1, ingest_poll: float = 0.005, retry_base: float = 0.05,
-                 retry_cap: float = 10.0, repeats: Repeats | None = None) -> None:
+                 retry_cap: float = 10.0, repeats: Repeats | None = None,
+                 heartbeat: Heartbeat | None = None) -> None:
         self._store, self._handler, self._sender = store, handler, sender
         self._owner, self._lease, self._senders = owner, lease, senders
         self._ttl, self._pool_size = dedupe_ttl, handler_threads
         self._poll, self._ingest_poll = poll, ingest_poll
         self._retry_base, self._retry_cap = retry_base, retry_cap
-        self._repeats = repeats or Repeats()
+        self._repeats, self._heartbeat = repeats or Repeats(), heartbeat
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -86,19 +89,22 @@ class Background:
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler",
                                         initializer=_lower_priority)
-        loops = [self._loop("inbox sweep", self._sweep),
-                 *([self._loop("inbox ingest", self._ingest)] if self._store.journaled else []),
-                 *[self._loop("outbox send", self._send, wait=self._idle)] * self._senders]
-        self._threads = [threading.Thread(target=self._run, args=(loop,), daemon=True,
-                                          name=f"wxpush-{loop.name.split()[1]}-{i}")
-                         for i, loop in enumerate(loops)]
+        steps = [("inbox sweep", self._sweep),
+                 *([("inbox ingest", self._ingest)] if self._store.journaled else []),
+                 *[("outbox send", self._send)] * self._senders]
+        names = [f"wxpush-{name.split()[1]}-{i}" for i, (name, _) in enumerate(steps)]
+        if self._heartbeat is not None:
+            self._heartbeat.watch(names)
+        self._threads = [threading.Thread(target=self._run, args=(name, thread, step),
+                                          daemon=True, name=thread)
+                         for thread, (name, step) in zip(names, steps)]
         for thread in self._threads:
             thread.start()
 
-    def _loop(self, name: str, step: Callable[[], float],
-              wait: Callable[[float], object] | None = None) -> Loop:
-        return Loop(name, step, stop=self._stopping, wait=wait, base=self._retry_base,
-                    cap=self._retry_cap, repeats=self._repeats, logger=log)
+    def _beat(self) -> None:
+        """This thread's loop went round (a heartbeat names the loop by its thread)."""
+        if self._heartbeat is not None:
+            self._heartbeat.beat(threading.current_thread().name)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running handlers and in-flight sends."""
@@ -110,10 +116,11 @@ class Background:
             thread.join(timeout)
         self._pool, self._threads = None, []
 
-    @staticmethod
-    def _run(loop: Loop) -> None:
+    def _run(self, name: str, thread: str, step: Callable[[], float]) -> None:
         _lower_priority()
-        loop.run()
+        Loop(name, step, stop=self._stopping, wait=self._idle if name == "outbox send" else None,
+             base=self._retry_base, cap=self._retry_cap, repeats=self._repeats,
+             beat=self._beat, logger=log).run()
 
     def _handle(self, entry: InboxEntry, message: Message | None, route: Route | None) -> None:
         with self._inflight_lock:
@@ -167,8 +174,9 @@ class Background:
         return self._ingest_poll
 
     def _send(self) -> float:
-        """Deliver due replies; when there were none, wait for a wake-up or the next poll."""
-        return 0.0 if self._sender.run_once() else self._poll
+        """Deliver due replies (a send may take seconds: each is a sign of progress); when
+        there were none, wait for a wake-up or the next poll."""
+        return 0.0 if self._sender.run_once(progress=self._beat) else self._poll
 
     def _idle(self, seconds: float) -> None:
         self._wake.wait(seconds)

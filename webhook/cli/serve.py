@@ -60,4 +60,4 @@ def serve(args: argparse.Namespace) -> int:
         delivery = [sys.executable, "-m", "webhook.cli", "worker", "--config", path]
     sys.stdout.flush()
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
-                      graceful=timeout, env=env).run()
+                      graceful=timeout, env=env, stall=settings.server.stall_timeout).run()
