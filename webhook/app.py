@@ -88,7 +88,8 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     return Background(store=store, handler=handler, sender=sender, owner=owner, lease=lease,
                       dedupe_ttl=server.dedupe_ttl, senders=server.senders,
-                      handler_threads=server.handler_threads, heartbeat=heartbeat)
+                      handler_threads=server.handler_threads,
+                      handle_attempts=server.handle_attempts, heartbeat=heartbeat)
 
 
 def create_app(settings: Settings, *, store: Store, api: WeChatAPI,

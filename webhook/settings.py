@@ -58,6 +58,7 @@ class ServerConfig:
     senders: int = 2
     handler_threads: int = 2
     send_attempts: int = 8
+    handle_attempts: int = 5
     session_ttl: int = 7 * 86400
     opendata_max_age: int = 0
     lease: int = 30
@@ -91,6 +92,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "senders": (int, lambda v: 0 <= v <= 64, "a thread count between 0 and 64"),
     "handler_threads": (int, lambda v: 1 <= v <= 64, "a thread count between 1 and 64"),
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
+    "handle_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "session_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "opendata_max_age": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the check off)"),
     "retry_delay": ((int, float), lambda v: 0 < v <= 600,

@@ -1,4 +1,4 @@
-"""The wxpush command: check-config, outbox operations, demo, and one-line errors."""
+"""The wxpush command: check-config, outbox and inbox operations, demo, and one-line errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from webhook.cli import main
-from webhook.cli.outbox import parse_age
+from webhook.cli.queues import parse_age
 from webhook.errors import ConfigError
 from webhook.store import NewReply, InboxEntry, open_store
 
@@ -54,15 +54,13 @@ def test_outbox_operations(config, tmp_path, capsys):
     claimed = store.outbox_claim(owner="t", lease=30, limit=10)
     store.outbox_dead(claimed[0].id, owner="t", errcode=45015, errmsg="response out of time limit")
     store.outbox_sent(claimed[1].id, owner="t")
-    for i in range(3):   # recorded by a request worker, not yet ingested
-        store.inbox_log("wx1", "xml", b"<xml>%d</xml>" % i, "success", 0)
     assert main(["outbox", "--config", str(config), "stats"]) == 0
     assert capsys.readouterr().out.split() == ["pending", "0", "sending", "0", "sent", "1",
-                                               "dead", "1", "journal", "3"]
+                                               "dead", "1"]
     assert main(["outbox", "--config", str(config), "list", "--state", "dead"]) == 0
     assert "errcode=45015" in capsys.readouterr().out
     assert main(["outbox", "--config", str(config), "retry", "--all-dead"]) == 0
-    assert "requeued 1" in capsys.readouterr().out
+    assert "requeued 1 row" in capsys.readouterr().out
     assert store.outbox_stats()["pending"] == 1
     assert main(["outbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
     assert "purged 1" in capsys.readouterr().out
@@ -71,6 +69,37 @@ def test_outbox_operations(config, tmp_path, capsys):
 
 def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
     assert main(["outbox", "--config", str(config), "retry", "999"]) == 1
+    assert capsys.readouterr().err == "wxpush outbox: no dead row with id 999\n"
+
+
+def test_inbox_operations(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    for i in range(3):
+        store.inbox_add(InboxEntry(key=f"wx1:msg:{i}", appid="wx1", format="xml",
+                                   payload="<xml/>", answer="success", received_at=time.time()),
+                        owner="t", lease=30, ttl=60)
+    store.inbox_dead("wx1:msg:0", owner="t", error="RuntimeError at bot.py:12")
+    store.inbox_dead("wx1:msg:1", owner="t", error="MalformedRequest: CreateTime is missing")
+    store.inbox_log("wx1", "xml", b"<xml>3</xml>", "success", 0)   # not yet ingested
+    assert main(["inbox", "--config", str(config), "stats"]) == 0
+    assert capsys.readouterr().out.split() == ["pending", "1", "dead", "2", "journal", "1"]
+    assert main(["inbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in listed] == [["wx1:msg:1", "dead"], ["wx1:msg:0", "dead"]]
+    assert listed[1].endswith("attempts=1 error=RuntimeError at bot.py:12")
+    assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 0
+    assert capsys.readouterr().out == "requeued 1 push\n"
+    assert store.inbox_stats() == {"pending": 2, "dead": 1}
+    assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 1
+    assert capsys.readouterr().err == "wxpush inbox: no dead push with key wx1:msg:0\n"
+    assert main(["inbox", "--config", str(config), "purge", "--older-than", "1h"]) == 0
+    assert capsys.readouterr().out == "purged 0 pushes\n"
+    assert main(["inbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
+    assert capsys.readouterr().out == "purged 1 push\n"
+    assert main(["inbox", "--config", str(config), "retry", "--all-dead"]) == 0
+    assert capsys.readouterr().out == "requeued 0 pushes\n"
+    assert main(["inbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    assert capsys.readouterr().out == "no pushes\n"
 
 
 @pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45)])

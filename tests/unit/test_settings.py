@@ -53,6 +53,10 @@ def test_secrets_from_environment_never_in_repr(tmp_path):
     ('[[apps]]\nappid="wx1"\ntoken_env="NOPE"\nmode="plaintext"\n', ":3: token_env: environment variable NOPE is not set"),
     ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
      ":6: appid: appid 'wx1' is configured twice"),
+    ('[server]\nhandle_attempts = 0\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: handle_attempts: must be a count between 1 and 100"),
+    ('[server]\nstall_timeout = 2\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: stall_timeout: must be seconds between 5 and 3600"),
     ('[server\n', ":1: TOML syntax error"),
     ('[server]\n', ": apps: at least one [[apps]] table is required"),
 ])

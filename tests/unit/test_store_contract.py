@@ -18,9 +18,15 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import open_store
-from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, Store
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, InboxEntry,
+                                NewReply, Store)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
+
+
+def claim(store: Store, owner: str, *, lease: float = 30, limit: int = 10,
+          max_attempts: int = 5) -> list[InboxEntry]:
+    return store.inbox_claim(owner=owner, lease=lease, limit=limit, max_attempts=max_attempts)
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -174,13 +180,13 @@ def test_inbox_claim_returns_only_entries_whose_lease_ran_out(store: Store, cloc
     store.inbox_add(entry("wx1:b", received_at=2.0), owner="w1", lease=10, ttl=600)
     store.inbox_add(entry("wx1:c", received_at=3.0), owner="w1", lease=10, ttl=600)
     store.inbox_finish("wx1:c", [], owner="w1")
-    assert store.inbox_claim(owner="w2", lease=30, limit=10) == []
+    assert claim(store, "w2", lease=30, limit=10) == []
     clock.advance(5)   # a's lease ran out; b's has 5 s left; c is done
-    claimed = store.inbox_claim(owner="w2", lease=30, limit=10)
+    claimed = claim(store, "w2", lease=30, limit=10)
     assert [(e.key, e.attempts) for e in claimed] == [("wx1:a", 2)]
-    assert store.inbox_claim(owner="w3", lease=30, limit=10) == []   # w2 holds a now
+    assert claim(store, "w3", lease=30, limit=10) == []   # w2 holds a now
     clock.advance(5)
-    assert [e.key for e in store.inbox_claim(owner="w3", lease=30, limit=10)] == ["wx1:b"]
+    assert [e.key for e in claim(store, "w3", lease=30, limit=10)] == ["wx1:b"]
 
 
 def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
@@ -188,10 +194,10 @@ def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
     for _ in range(3):
         clock.advance(8)
         assert store.inbox_renew("wx1:slow", owner="w1", lease=10)
-        assert store.inbox_claim(owner="w2", lease=10, limit=10) == []
+        assert claim(store, "w2", lease=10, limit=10) == []
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # only the holder
     clock.advance(11)
-    assert [e.key for e in store.inbox_claim(owner="w2", lease=10, limit=10)] == ["wx1:slow"]
+    assert [e.key for e in claim(store, "w2", lease=10, limit=10)] == ["wx1:slow"]
     assert not store.inbox_renew("wx1:slow", owner="w1", lease=10)   # lost it
     store.inbox_finish("wx1:slow", [], owner="w2")
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # done
@@ -201,12 +207,12 @@ def test_inbox_claim_respects_limit_and_skips_expired_keys(store: Store, clock) 
     for i in range(5):
         store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=1, ttl=60)
     clock.advance(1)
-    first = store.inbox_claim(owner="w2", lease=100, limit=3)
-    rest = store.inbox_claim(owner="w3", lease=100, limit=10)
+    first = claim(store, "w2", lease=100, limit=3)
+    rest = claim(store, "w3", lease=100, limit=10)
     assert (len(first), len(rest)) == (3, 2)
     assert sorted(e.key for e in first + rest) == [f"wx1:{i}" for i in range(5)]
     clock.advance(100)   # every lease ran out, but so did every key's ttl
-    assert store.inbox_claim(owner="w4", lease=10, limit=10) == []
+    assert claim(store, "w4", lease=10, limit=10) == []
 
 
 def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
@@ -224,7 +230,7 @@ def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
     assert store.outbox_stats()["pending"] == 2
     assert store.inbox_add(entry(), owner="w3", lease=10, ttl=600).state == "done"
     clock.advance(10)
-    assert store.inbox_claim(owner="w3", lease=10, limit=10) == []   # done: never reclaimed
+    assert claim(store, "w3", lease=10, limit=10) == []   # done: never reclaimed
 
 
 def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
@@ -240,6 +246,84 @@ def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
 def test_inbox_finish_of_an_unknown_key_is_a_no_op(store: Store) -> None:
     assert store.inbox_finish("wx1:nope", [reply()], owner="w1") == []
     assert store.outbox_stats()["pending"] == 0
+
+
+def test_inbox_retry_waits_until_next_at_and_keeps_the_error(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:r"), owner="w1", lease=30, ttl=600)
+    assert not store.inbox_retry("wx1:r", owner="w2", next_at=clock.now + 5, error="E")
+    assert store.inbox_retry("wx1:r", owner="w1", next_at=clock.now + 5, error="KeyError")
+    assert not store.inbox_renew("wx1:r", owner="w1", lease=30)   # no longer w1's
+    clock.advance(4.9)
+    assert claim(store, "w2") == []
+    clock.advance(0.1)
+    [again] = claim(store, "w2")
+    assert (again.key, again.state, again.attempts, again.error) == (
+        "wx1:r", "pending", 2, "KeyError")
+    assert store.inbox_finish("wx1:r", [reply()], owner="w2")   # handled at last
+
+
+def test_inbox_claim_sets_aside_an_entry_that_used_up_its_attempts(store: Store, clock) -> None:
+    """Its handler dies every time (a push that crashes its process): after
+    ``max_attempts`` claims it is set aside, not handed out forever."""
+    store.inbox_add(entry("wx1:poison", received_at=7.0), owner="w1", lease=10, ttl=600)
+    clock.advance(10)
+    assert [e.attempts for e in claim(store, "w2", lease=10, max_attempts=2)] == [2]
+    clock.advance(10)
+    [dead] = claim(store, "w3", lease=10, max_attempts=2)
+    assert (dead.key, dead.state, dead.attempts, dead.error) == (
+        "wx1:poison", "dead", 2, DID_NOT_FINISH)
+    clock.advance(10)
+    assert claim(store, "w4", max_attempts=2) == []
+    assert not store.inbox_renew("wx1:poison", owner="w3", lease=10)
+    assert store.inbox_finish("wx1:poison", [reply()], owner="w2") == []
+    assert store.inbox_stats() == {"pending": 0, "dead": 1}
+
+
+def test_a_dead_entry_keeps_its_key_past_its_ttl_until_purged(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:d", received_at=100.0), owner="w1", lease=10, ttl=60)
+    assert not store.inbox_dead("wx1:d", owner="w2", error="E")   # only its holder
+    assert store.inbox_dead("wx1:d", owner="w1", error="ValueError at bot.py:12")
+    assert not store.inbox_dead("wx1:d", owner="w1", error="again")
+    clock.advance(3600)                                     # long past the key's ttl
+    again = store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60)
+    assert again is not None and (again.state, again.error) == ("dead", "ValueError at bot.py:12")
+    assert claim(store, "w2") == []
+    assert [e.key for e in store.inbox_list(state="dead")] == ["wx1:d"]
+    assert store.inbox_purge(before=100.0) == 0             # received at 100: not before
+    assert store.inbox_purge(before=100.5) == 1
+    assert store.inbox_list() == [] and store.inbox_stats() == {"pending": 0, "dead": 0}
+    assert store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60) is None
+
+
+def test_inbox_requeue_brings_dead_entries_back(store: Store, clock) -> None:
+    for key in ("wx1:x", "wx1:y", "wx1:z"):
+        store.inbox_add(entry(key), owner="w1", lease=10, ttl=60)
+        store.inbox_dead(key, owner="w1", error="E")
+    clock.advance(3600)
+    assert store.inbox_requeue(["wx1:x", "wx1:nope"], ttl=600) == 1
+    assert store.inbox_requeue(["wx1:x"], ttl=600) == 0          # no longer dead
+    [back] = claim(store, "w2", max_attempts=1)                  # its attempts start over
+    assert (back.key, back.state, back.attempts) == ("wx1:x", "pending", 1)
+    assert store.inbox_finish("wx1:x", [reply()], owner="w2")
+    assert store.inbox_requeue(ttl=600) == 2
+    assert store.inbox_stats() == {"pending": 2, "dead": 0}
+    clock.advance(600)                                           # the new ttl ran out too
+    assert claim(store, "w3") == []
+
+
+def test_inbox_stats_and_list_by_state_newest_first(store: Store, clock) -> None:
+    for i in range(4):
+        store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=10, ttl=600)
+    store.inbox_dead("wx1:0", owner="w1", error="E0")
+    store.inbox_dead("wx1:2", owner="w1", error="E2")
+    store.inbox_finish("wx1:3", [], owner="w1")
+    assert store.inbox_stats() == {state: 2 if state == "dead" else 1 for state in INBOX_STATES}
+    assert [(e.key, e.error) for e in store.inbox_list(state="dead")] == [
+        ("wx1:2", "E2"), ("wx1:0", "E0")]
+    assert [e.key for e in store.inbox_list(state="pending")] == ["wx1:1"]
+    assert [e.key for e in store.inbox_list()] == ["wx1:2", "wx1:1", "wx1:0"]
+    assert [e.key for e in store.inbox_list(limit=1)] == ["wx1:2"]
+    assert store.inbox_list(state="dead")[0].payload == "<xml>wx1:2</xml>"
 
 
 # -- outbox ---------------------------------------------------------------------------------
@@ -379,7 +463,7 @@ def test_claims_need_a_positive_lease(store: Store) -> None:
     with pytest.raises(ValueError):
         store.outbox_claim(owner="s1", lease=0, limit=10)
     with pytest.raises(ValueError):
-        store.inbox_claim(owner="w1", lease=0, limit=10)
+        claim(store, "w1", lease=0, limit=10)
 
 
 def test_outbox_purge_deletes_old_sent_and_dead_rows(store: Store, clock) -> None:
@@ -594,6 +678,26 @@ def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
     writer.join()
     assert store.get("k") == "v"
     store.close()
+
+
+def test_sqlite_a_database_made_before_errors_were_kept_gets_the_column(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE inbox (key TEXT PRIMARY KEY, appid TEXT NOT NULL, "
+                     "format TEXT NOT NULL, payload TEXT NOT NULL, answer TEXT NOT NULL, "
+                     "received_at REAL NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, "
+                     "owner TEXT, lease_until REAL, expires_at REAL NOT NULL)")
+        conn.execute("INSERT INTO inbox VALUES ('wx1:old', 'wx1', 'xml', '<xml/>', 'success', "
+                     "1.0, 'pending', 1, 'w1', 0, 1e12)")
+    conn.close()
+    store = SqliteStore(str(path))
+    [old] = store.inbox_list()
+    assert (old.key, old.error) == ("wx1:old", None)
+    [claimed] = store.inbox_claim(owner="w2", lease=10, limit=10, max_attempts=5)
+    assert store.inbox_dead(claimed.key, owner="w2", error="E")
+    assert store.inbox_list(state="dead")[0].error == "E"
+    store.close()
+    SqliteStore(str(path)).close()   # opened again: the column is there already
 
 
 def test_sqlite_writes_give_up_when_a_frozen_process_holds_the_turn(tmp_path) -> None:

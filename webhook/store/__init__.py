@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 import time
 
-from webhook.store.base import (OUTBOX_STATES, WAIT, InboxEntry, NewReply, OutboxRow, Store,
-                                ValueUpdate)
+from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry, NewReply,
+                                OutboxRow, Store, ValueUpdate)
 
-__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "ValueUpdate",
-           "open_store"]
+__all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "INBOX_STATES",
+           "ValueUpdate", "open_store"]
 
 
 def open_store(url: str, *, clock: Callable[[], float] = time.time,

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import fcntl
+import logging
 import mmap
 import os
 import re
@@ -37,10 +38,14 @@ import time
 import uuid
 import weakref
 
+from webhook.logsafe import Repeats
 from webhook.store.base import InboxEntry
 from webhook.store.files import private_directory, private_file
 
 __all__ = ["Journal", "Chunk"]
+
+log = logging.getLogger(__name__)
+_repeats = Repeats()   # an unreadable line is logged, once per interval
 
 SUFFIX = ".journal"
 MAX_BYTES = 4 << 20    # the size of a file: a writer moves to a new one when it is full
@@ -311,11 +316,14 @@ class Journal:
         entries = []
         # Split at newlines alone: a payload keeps its \r (splitlines would cut a message
         # typed with a line break into pieces that are not lines, and drop them).
+        start = position
         for line in mapped[position:whole - 1].split(b"\n"):
             try:
                 entries.append(_decode(line))
-            except ValueError:   # not a line this journal writes
-                continue
+            except ValueError:   # not a line this journal writes: no key to keep it under
+                _repeats.log(log, logging.ERROR, "unreadable line", "journal line unreadable, "
+                             "skipped file=%s offset=%d bytes=%d", name, start, len(line))
+            start += len(line) + 1
         return Chunk(name, whole, entries,
                      final=final and mapped.find(b"\n", whole, end) < 0)
 

@@ -30,8 +30,8 @@ import time
 from typing import Any, TypeVar
 
 from webhook.errors import StoreError
-from webhook.store.base import (OUTBOX_STATES, WAIT, InboxEntry, NewReply, OutboxRow, Store,
-                                ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
+                                NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 
@@ -59,10 +59,12 @@ CREATE TABLE IF NOT EXISTS locks (
 CREATE TABLE IF NOT EXISTS inbox (
     key TEXT PRIMARY KEY, appid TEXT NOT NULL, format TEXT NOT NULL, payload TEXT NOT NULL,
     answer TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL,
-    attempts INTEGER NOT NULL, owner TEXT, lease_until REAL, expires_at REAL NOT NULL
+    attempts INTEGER NOT NULL, owner TEXT, lease_until REAL, expires_at REAL NOT NULL,
+    error TEXT
 );
 CREATE INDEX IF NOT EXISTS inbox_lease ON inbox (lease_until) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_at);
+CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (received_at) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, appid TEXT NOT NULL, openid TEXT NOT NULL,
     body TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -77,7 +79,9 @@ CREATE INDEX IF NOT EXISTS outbox_finished ON outbox (updated_at) WHERE state IN
 """
 
 _USER_UNFINISHED = "appid = ? AND openid = ? AND state IN ('pending', 'sending')"
-_INBOX_COLS = "key, appid, format, payload, answer, received_at, state, attempts"
+_INBOX_COLS = "key, appid, format, payload, answer, received_at, state, attempts, error"
+# A dead entry is kept until purged: it never expires, and a retry of its push stays a duplicate.
+_NEVER = float("inf")
 _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, created_at, "
                 "updated_at, errcode, errmsg")
 
@@ -95,6 +99,18 @@ class _Pending:
     def __init__(self, fn: Write[Any], deadline: float) -> None:
         self.fn, self.deadline = fn, deadline
         self.done, self.result, self.error = False, None, None
+
+
+def _add_error_column(conn: sqlite3.Connection) -> None:
+    """A database made before the inbox kept errors gets the column (once: a process
+    opening it at the same moment may have added it first)."""
+    if "error" in {row[1] for row in conn.execute("PRAGMA table_info(inbox)")}:
+        return
+    try:
+        conn.execute("ALTER TABLE inbox ADD COLUMN error TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _inbox_entry(row: tuple) -> InboxEntry:
@@ -137,6 +153,7 @@ class SqliteStore(Store):
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
                     conn.executescript(_SCHEMA)
+                    _add_error_column(conn)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
@@ -461,7 +478,7 @@ class SqliteStore(Store):
             "format = excluded.format, payload = excluded.payload, "
             "answer = excluded.answer, received_at = excluded.received_at, "
             "state = 'pending', attempts = 1, owner = excluded.owner, "
-            "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
+            "lease_until = excluded.lease_until, expires_at = excluded.expires_at, error = NULL "
             "WHERE inbox.expires_at <= ?",
             (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
              entry.received_at, owner, lease_until, expires_at, now))
@@ -491,7 +508,7 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         if not chunks:
             return [], []
-        keyed = [[replace(entry, key=k) for entry in chunk.entries
+        keyed = [[replace(entry, key=k, attempts=1) for entry in chunk.entries
                   if (k := key(entry)) is not None] for chunk in chunks]
 
         def write(conn: sqlite3.Connection,
@@ -527,15 +544,66 @@ class SqliteStore(Store):
     def _journal_offset(self, name: str) -> int:
         return int(self.get(f"journal:{name}") or 0)
 
-    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
+    def inbox_claim(self, *, owner: str, lease: float, limit: int,
+                    max_attempts: int) -> list[InboxEntry]:
         if lease <= 0:
             raise ValueError("lease must be positive")
-        rows = self._write(lambda conn, now: conn.execute(
-            "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
-            "WHERE key IN (SELECT key FROM inbox WHERE state = 'pending' "
-            "AND lease_until <= ? AND expires_at > ? ORDER BY lease_until LIMIT ?) "
-            f"RETURNING {_INBOX_COLS}", (owner, now + lease, now, now, limit)).fetchall())
-        return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
+        due = ("SELECT key FROM inbox WHERE state = 'pending' AND lease_until <= ? "
+               "AND expires_at > ? AND attempts {} ? ORDER BY lease_until LIMIT ?")
+
+        def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
+            dead = conn.execute(
+                "UPDATE inbox SET state = 'dead', owner = NULL, lease_until = NULL, "
+                f"expires_at = ?, error = ? WHERE key IN ({due.format('>=')}) "
+                f"RETURNING {_INBOX_COLS}",
+                (_NEVER, DID_NOT_FINISH, now, now, max_attempts, limit)).fetchall()
+            return dead + conn.execute(
+                "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
+                f"WHERE key IN ({due.format('<')}) RETURNING {_INBOX_COLS}",
+                (owner, now + lease, now, now, max_attempts, limit)).fetchall()
+        return sorted((_inbox_entry(r) for r in self._write(write)), key=lambda e: e.received_at)
+
+    def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
+        return self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET owner = NULL, lease_until = ?, error = ? "
+            "WHERE key = ? AND owner = ? AND state = 'pending'",
+            (next_at, error, key, owner)).rowcount == 1)
+
+    def inbox_dead(self, key: str, *, owner: str, error: str) -> bool:
+        return self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET state = 'dead', owner = NULL, lease_until = NULL, expires_at = ?, "
+            "error = ? WHERE key = ? AND owner = ? AND state = 'pending'",
+            (_NEVER, error, key, owner)).rowcount == 1)
+
+    def inbox_stats(self) -> dict[str, int]:
+        with self._connection() as conn:
+            pending = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending' "
+                                   "AND expires_at > ?", (self.clock(),)).fetchone()[0]
+            dead = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'dead'").fetchone()[0]
+        return {"pending": pending, "dead": dead}
+
+    def inbox_list(self, *, state: str | None = None, limit: int = 100) -> list[InboxEntry]:
+        states = INBOX_STATES if state is None else (state,)
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_INBOX_COLS} FROM inbox WHERE state IN ({', '.join('?' * len(states))}) "
+                "AND expires_at > ? ORDER BY received_at DESC LIMIT ?",
+                (*states, self.clock(), limit)).fetchall()
+        return [_inbox_entry(r) for r in rows]
+
+    def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
+        def write(conn: sqlite3.Connection, now: float) -> int:
+            back = ("UPDATE inbox SET state = 'pending', attempts = 0, owner = NULL, "
+                    "lease_until = ?, expires_at = ? WHERE state = 'dead'")
+            if keys is None:
+                return conn.execute(back, (now, now + ttl)).rowcount
+            return sum(conn.execute(back + " AND key = ?", (now, now + ttl, key)).rowcount
+                       for key in keys)
+        return self._write(write)
+
+    def inbox_purge(self, *, before: float) -> int:
+        return self._write(lambda conn, now: conn.execute(
+            "DELETE FROM inbox WHERE state = 'dead' AND received_at < ?", (before,)).rowcount)
 
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
         return self._write(lambda conn, now: conn.execute(
