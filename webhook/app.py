@@ -24,7 +24,7 @@ from webhook.resource import HealthResource, WeChatResource, add_error_handlers
 from webhook.routing import Router
 from webhook.sender import Sender
 from webhook.settings import Settings, config_path, load
-from webhook.store import Store, open_store
+from webhook.store import Store, open_store, require_durable
 from webhook.supervisor import Heartbeat
 from webhook.tokens import TokenProvider
 from webhook.worker import Background
@@ -129,9 +129,14 @@ def load_router(settings: Settings) -> LiveRouter:
     return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
 
 
-def parts(settings: Settings) -> tuple[Store, WeChatAPI, LiveRouter]:
-    """The store, the WeChat API (client and shared token) and the live router of a process."""
+def parts(settings: Settings, *, allow_volatile: bool = False
+          ) -> tuple[Store, WeChatAPI, LiveRouter]:
+    """The store, the WeChat API (client and shared token) and the live router of a process
+    (a store that would lose answered pushes in a restart refused, unless ``allow_volatile``
+    or ``[server] allow_volatile_redis``)."""
     store = open_store(settings.server.store)
+    require_durable(store, settings.server.store,
+                    allow_volatile=allow_volatile or settings.server.allow_volatile_redis)
     client = WeChatClient(settings.server.api_base)
     tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
                            refresh_ahead=settings.server.token_refresh_ahead)
@@ -141,12 +146,14 @@ def parts(settings: Settings) -> tuple[Store, WeChatAPI, LiveRouter]:
 def get_app(config: str | None = None) -> WxpushApp:
     """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the
     environment. ``WXPUSH_DELIVERY=process`` (set by ``wxpush serve`` beside its delivery
-    process) leaves a journaled store's handling and sending to that process."""
+    process) leaves a journaled store's handling and sending to that process;
+    ``WXPUSH_ALLOW_VOLATILE_REDIS=1`` is ``wxpush serve --allow-volatile-redis``."""
     settings = load(config_path(config))
     for app in settings.apps.values():
         if app.mode == "plaintext":
             log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
                         "choose safe mode in the console", app.appid)
-    store, api, router = parts(settings)
+    store, api, router = parts(
+        settings, allow_volatile=os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1")
     delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
     return create_app(settings, store=store, api=api, router=router, delivers=delivers)

@@ -63,6 +63,7 @@ class ServerConfig:
     opendata_max_age: int = 0
     lease: int = 30
     stall_timeout: int = 60
+    allow_volatile_redis: bool = False
     retry_delay: float = 1.0
     routers: tuple[str, ...] = ()
 
@@ -99,6 +100,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
                     "seconds between 0 and 600 (first retry; doubles each time)"),
     "lease": (int, lambda v: 1 <= v <= 3600, "seconds between 1 and 3600"),
     "stall_timeout": (int, lambda v: 5 <= v <= 3600, "seconds between 5 and 3600"),
+    "allow_volatile_redis": (bool, lambda v: True, "true or false"),
     "routers": (list, lambda v: all(isinstance(x, str) and x for x in v),
                 'a list of "module:attribute" Python routers'),
 }
@@ -145,7 +147,8 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
             raise doc.error(f"unknown key (known: {', '.join(sorted(_SERVER_KEYS))})",
                             table="server", key=key)
         kind, check, what = _SERVER_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind) \
+                or not check(value):
             raise doc.error(f"must be {what}, got {value!r}", table="server", key=key)
         values[key] = value
     if "routers" in values:

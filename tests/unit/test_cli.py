@@ -164,3 +164,48 @@ def test_worker_runs_until_sigterm_and_stops_cleanly(config, tmp_path):
     assert "delivery started" in err and "delivery stopping" in err
     for secret in ("the-app-secret", "the-token", KEY):
         assert secret not in err
+
+
+@pytest.fixture
+def redis_config(tmp_path, redis_server) -> Path:
+    path = tmp_path / "redis.toml"
+    path.write_text(f'[server]\nstore = "{redis_server.url}"\n\n[[apps]]\nappid = "wx1"\n'
+                    f'token = "the-token"\nencoding_aes_key = "{KEY}"\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_redis_that_keeps_nothing_is_refused_in_one_line(redis_config, command):
+    """The tests' Redis runs with appendonly no and no snapshots: a restart of it would lose
+    pushes already answered."""
+    bind = ["--bind", "127.0.0.1:1"] if command == "serve" else []   # (were it to start)
+    result = subprocess.run([sys.executable, "-m", "webhook.cli", command, "--config",
+                             str(redis_config), *bind],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    err = result.stderr
+    assert err.count("\n") == 1 and err.startswith(f"wxpush {command}: the Redis at redis://")
+    assert "keeps nothing across a restart" in err and "--allow-volatile-redis" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_config, tmp_path,
+                                                                        how):
+    argv = [sys.executable, "-m", "webhook.cli", "worker", "--config", str(redis_config)]
+    if how == "flag":
+        argv.append("--allow-volatile-redis")
+    else:
+        redis_config.write_text(redis_config.read_text().replace(
+            "[server]\n", "[server]\nallow_volatile_redis = true\n"), encoding="utf-8")
+    process = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        assert process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "[WARNING] the Redis at redis://" in err and "running anyway" in err
+    assert "delivery started" in err

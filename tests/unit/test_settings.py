@@ -33,6 +33,13 @@ def test_defaults_and_relative_paths(tmp_path):
     assert settings.apps["wx1"].mode == "safe"
 
 
+def test_a_volatile_redis_is_allowed_only_when_said(tmp_path):
+    text = '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n'
+    assert load(write(tmp_path, text)).server.allow_volatile_redis is False
+    allowed = load(write(tmp_path, "[server]\nallow_volatile_redis = true\n" + text))
+    assert allowed.server.allow_volatile_redis is True
+
+
 def test_secrets_from_environment_never_in_repr(tmp_path):
     path = write(tmp_path, '[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
                            'encoding_aes_key_env = "K"\nformat = "json"\n')
@@ -57,6 +64,8 @@ def test_secrets_from_environment_never_in_repr(tmp_path):
      ":2: handle_attempts: must be a count between 1 and 100"),
     ('[server]\nstall_timeout = 2\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
      ":2: stall_timeout: must be seconds between 5 and 3600"),
+    ('[server]\nallow_volatile_redis = 1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: allow_volatile_redis: must be true or false"),
     ('[server\n', ":1: TOML syntax error"),
     ('[server]\n', ": apps: at least one [[apps]] table is required"),
 ])

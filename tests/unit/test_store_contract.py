@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -850,6 +851,49 @@ def test_redis_calls_give_up_after_the_timeout_when_redis_does_not_answer(redis_
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
     assert spent < 1.0
+    store.close()
+
+
+def test_redis_keeps_data_only_with_appendonly_or_snapshots(redis_server) -> None:
+    store = RedisStore.from_url(redis_server.url)
+    admin = redis_server.client()
+    assert store.keeps_data() is False                 # the tests' Redis: --save "" --appendonly no
+    try:
+        admin.config_set("save", "3600 1")
+        assert store.keeps_data() is True
+        admin.config_set("save", "")
+        admin.config_set("appendonly", "yes")
+        assert store.keeps_data() is True
+    finally:
+        admin.config_set("appendonly", "no")
+        admin.config_set("save", "")
+    user = f"limited-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"],
+                      commands=["+@all", "-config"])
+    try:                                                 # a managed Redis: no CONFIG
+        limited = RedisStore.from_url(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+        assert limited.keeps_data() is None
+        limited.close()
+    finally:
+        admin.acl_deluser(user)
+    admin.close()
+    store.close()
+
+
+def test_a_server_refuses_a_redis_that_keeps_nothing_unless_allowed(redis_server,
+                                                                   caplog) -> None:
+    from webhook.store import require_durable
+
+    store = RedisStore.from_url(redis_server.url)
+    url = f"redis://:hunter2@127.0.0.1:{redis_server.port}/0"
+    with pytest.raises(StoreError, match="keeps nothing across a restart") as refused:
+        require_durable(store, url, allow_volatile=False)
+    assert "appendonly yes" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+    with caplog.at_level(logging.WARNING, logger="webhook.store"):
+        require_durable(store, url, allow_volatile=True)
+    assert "keeps nothing across a restart" in caplog.text and "running anyway" in caplog.text
+    require_durable(SqliteStore(":memory:"), "sqlite:///:memory:", allow_volatile=False)
     store.close()
 
 

@@ -246,5 +246,10 @@ class Store(abc.ABC):
     def outbox_purge(self, *, before: float) -> int:
         """Delete sent and dead rows last updated before ``before``; the count."""
 
+    def keeps_data(self) -> bool | None:
+        """Whether what the store was told survives a restart of the server holding it (None:
+        it cannot tell). A file does; a Redis only with appendonly or snapshots."""
+        return True
+
     def close(self) -> None:
         """Release connections."""

@@ -124,6 +124,17 @@ class RedisStore(Store):
     def close(self) -> None:
         self.client.close()
 
+    @_store_errors
+    def keeps_data(self) -> bool | None:
+        """appendonly yes, or a ``save`` schedule; None where CONFIG is renamed away or not
+        allowed (managed Redis, an ACL without +config)."""
+        try:
+            appendonly = self.client.config_get("appendonly").get("appendonly")
+            save = self.client.config_get("save").get("save")
+        except redis.ResponseError:
+            return None
+        return appendonly == "yes" or bool(save and save.strip())
+
     def _run(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         return self._scripts[script](keys=keys, args=args)
 
