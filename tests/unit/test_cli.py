@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,20 +148,28 @@ def test_worker_with_a_bad_log_level_is_one_line_and_exit_2(config, capsys, monk
                                        "'loud'\n")
 
 
-def test_worker_runs_until_sigterm_and_stops_cleanly(config, tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "webhook.cli", "worker", "--config",
-                                str(config)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+def run_worker(*args: str, up: Callable[[], bool]) -> tuple[int, str]:
+    """``wxpush worker ARGS`` until ``up()``, then SIGTERM: its exit code and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "webhook.cli", "worker", *args], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not (tmp_path / "w.db-inbox" / "reader.lock").exists():   # ingesting: it is up
-            assert process.poll() is None and time.monotonic() < deadline
+        while not up():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0
+    return process.returncode, err
+
+
+def test_worker_runs_until_sigterm_and_stops_cleanly(config, tmp_path):
+    code, err = run_worker("--config", str(config),   # ingesting: it is up
+                           up=(tmp_path / "w.db-inbox" / "reader.lock").exists)
+    assert code == 0
     assert "delivery started" in err and "delivery stopping" in err
     for secret in ("the-app-secret", "the-token", KEY):
         assert secret not in err
@@ -189,23 +198,15 @@ def test_a_redis_that_keeps_nothing_is_refused_in_one_line(redis_config, command
 
 
 @pytest.mark.parametrize("how", ["flag", "config"])
-def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_config, tmp_path,
-                                                                        how):
-    argv = [sys.executable, "-m", "webhook.cli", "worker", "--config", str(redis_config)]
+def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_config, how):
+    args = ["--config", str(redis_config)]
     if how == "flag":
-        argv.append("--allow-volatile-redis")
+        args.append("--allow-volatile-redis")
     else:
         redis_config.write_text(redis_config.read_text().replace(
             "[server]\n", "[server]\nallow_volatile_redis = true\n"), encoding="utf-8")
-    process = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(2)
-        assert process.poll() is None, process.stderr.read()
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0
+    started = time.monotonic()
+    code, err = run_worker(*args, up=lambda: time.monotonic() - started > 2)
+    assert code == 0
     assert "[WARNING] the Redis at redis://" in err and "running anyway" in err
     assert "delivery started" in err

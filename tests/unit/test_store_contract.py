@@ -752,7 +752,7 @@ def test_sqlite_checkpoints_the_wal_into_the_database_file(tmp_path) -> None:
     """Checkpoints run outside the write turn, but they run: the main file keeps up."""
     import shutil
 
-    from webhook.store.sqlite import CHECKPOINT_EVERY
+    from webhook.store.sqlite_writes import CHECKPOINT_EVERY
 
     store = SqliteStore(str(tmp_path / "wal.db"))
     for i in range(2 * CHECKPOINT_EVERY):
@@ -769,7 +769,7 @@ def test_sqlite_wal_stays_bounded_while_readers_never_pause(tmp_path) -> None:
     never lets the WAL start over: unbounded, it grows by every write (here past 100 MiB) and
     keeps its size after the load is gone. Bounded, it is emptied at a checkpoint past the
     limit, or at one of the next few when readers were in the way."""
-    from webhook.store.sqlite import CHECKPOINT_EVERY
+    from webhook.store.sqlite_writes import CHECKPOINT_EVERY
 
     path = tmp_path / "busy.db"
     store = SqliteStore(str(path), wal_limit=1 << 20)

@@ -1,48 +1,36 @@
 """The SQLite store: one file in WAL mode, shared by every worker process of one host.
 
 Each thread of each process has its own connection (re-opened after a fork). Every write
-runs inside ``BEGIN IMMEDIATE``, so concurrent workers serialise on the file lock
-(``busy_timeout`` makes them wait instead of failing), and the writes of one process commit
-in groups: whichever thread finds no commit under way runs every write queued so far in one
-transaction. A commit costs far more than an insert, and under load the request threads,
-handlers and senders of a process write at once. Processes take turns on an ``flock`` of
-``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``, tried every 0.5 to 5 ms while another
-holds it (SQLite's busy handler sleeps 1, 2, 5, 10… ms), and every wait, for the turn or in
-SQLite, ends with StoreError after ``timeout`` seconds: a process frozen while it holds the
-turn (SIGSTOP, a stalled disk) must not freeze the request threads of every other.
-Pushes reach the inbox through a journal (``webhook.store.journal``): the request path
-appends, the background ingests in batches (``inbox_log`` / ``inbox_ingest``).
+runs inside ``BEGIN IMMEDIATE``, in groups, in this host's write turn, and no write or read
+waits past the store's ``timeout`` (``webhook.store.sqlite_writes``). Pushes reach the inbox
+through a journal (``webhook.store.journal``): the request path appends, the background
+ingests in batches (``inbox_log`` / ``inbox_ingest``).
 ``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests) and
 records pushes with ``inbox_add``.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-import fcntl
 import os
 import sqlite3
 import threading
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from webhook.errors import StoreError
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
                                 NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
+from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
 __all__ = ["SqliteStore"]
 
-NAP_FIRST, NAP_MOST = 0.0005, 0.005   # seconds between tries of a write turn another holds
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
-CHECKPOINT_EVERY = 256   # commits of one process between its WAL checkpoints
-WAL_LIMIT = 64 << 20     # bytes of WAL past which a checkpoint empties it (_checkpoint)
-TRUNCATE_WAIT_MS = 20    # ... if the readers of the moment are done by then; else next time
 
 # An outbox row is "unfinished" while pending or sending. For a sending row, next_at holds
 # its lease expiry: either way a row is due when next_at <= now. is_head marks each user's
@@ -87,18 +75,6 @@ _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, create
 
 
 T = TypeVar("T")
-Write = Callable[[sqlite3.Connection, float], T]   # runs inside a transaction, at store time
-
-
-class _Pending:
-    """One queued write and, once its group committed, its result or error. ``deadline``
-    (``time.monotonic``): when its caller stops waiting."""
-
-    __slots__ = ("fn", "deadline", "done", "result", "error")
-
-    def __init__(self, fn: Write[Any], deadline: float) -> None:
-        self.fn, self.deadline = fn, deadline
-        self.done, self.result, self.error = False, None, None
 
 
 def _add_error_column(conn: sqlite3.Connection) -> None:
@@ -129,7 +105,6 @@ class SqliteStore(Store):
         self.path = path
         self.clock = clock
         self.timeout = timeout
-        self._wal_limit = wal_limit
         self._local = threading.local()
         self._all: list[tuple[int, sqlite3.Connection]] = []   # (pid that opened it, conn)
         self._all_lock = threading.Lock()
@@ -137,12 +112,8 @@ class SqliteStore(Store):
         # ":memory:" is private to one connection: share it, one thread at a time.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
-        self._queue: deque[_Pending] = deque()
-        self._committing = threading.Lock()
-        self._queue_pid = os.getpid()
-        self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
-        self._lock_fd: int | None = None
-        self._commits = 0
+        self._writes = Writes(path, connection=self._connection, clock=lambda: self.clock(),
+                              timeout=timeout, wal_limit=wal_limit)
         self._journal: Journal | None = None
         try:
             if path == ":memory:":
@@ -195,13 +166,13 @@ class SqliteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self.timeout)
-        self._busy(conn, self.timeout)
+        busy(conn, self.timeout)
         # In WAL mode NORMAL loses no committed transaction when a process crashes (the
         # WAL is in the OS page cache); only a power loss can drop the last commits. We
         # promise durability against process crashes, so NORMAL is enough.
         conn.execute("PRAGMA synchronous=NORMAL")
         # SQLite would checkpoint inside COMMIT, while this host's write turn is held, and a
-        # checkpoint waits on fsync; _write runs them after the turn instead.
+        # checkpoint waits on fsync; Writes runs them after the turn instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._all_lock:
             self._all.append((os.getpid(), conn))
@@ -222,151 +193,9 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     def _write(self, fn: Write[T]) -> T:
-        """``fn(conn, now)`` inside a write transaction, committed before this returns, or
-        StoreError once the store's ``timeout`` has passed.
-
-        Group commit: the write is queued, then the thread waits for the commit lock. If its
-        write is not done by then, it leads: it runs every queued write in one transaction,
-        each in a savepoint so a failing one rolls back alone, and commits once. A leader
-        gives up when the oldest write of its group runs out of time, so no write waits past
-        its own deadline for a turn that a frozen process holds.
-        """
-        if self._queue_pid != os.getpid():   # forked: the parent's locks are not ours
-            self._queue, self._committing = deque(), threading.Lock()
-            self._queue_pid, self._lock_fd = os.getpid(), None
-        pending = _Pending(fn, time.monotonic() + self.timeout)
-        self._queue.append(pending)
-        checkpoint = False
-        if not self._committing.acquire(timeout=self.timeout):
-            try:   # the leader waits for a turn another process holds
-                self._queue.remove(pending)
-            except ValueError:   # ... and took this write just now: it ends by its deadline
-                self._committing.acquire()
-            else:
-                raise self._busy_error()
-        try:
-            if not pending.done:
-                batch = []
-                while self._queue:
-                    batch.append(self._queue.popleft())
-                self._commit(batch)
-                self._commits += 1
-                checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
-        finally:
-            self._committing.release()
-        if checkpoint:
-            self._checkpoint()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
-
-    def _busy_error(self) -> StoreError:
-        return StoreError(f"sqlite store {self.path}: no write turn within {self.timeout:g} s "
-                          "(another process holds the store's lock)")
-
-    @staticmethod
-    def _busy(conn: sqlite3.Connection, seconds: float) -> None:
-        """How long SQLite's own waits (a lock of the file, a checkpoint) may last."""
-        conn.execute(f"PRAGMA busy_timeout={max(1, round(seconds * 1000))}")
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database file, and keep the WAL from growing without end.
-
-        PASSIVE copies what no reader still needs and never blocks a writer. But under steady
-        load some reader always needs the newest frames, so the WAL never starts over from
-        its beginning and grows by every write (1.3 GB in six seconds of pushes, beside a
-        25 MB database), and keeps that size when the load is gone. Past ``wal_limit``
-        bytes, TRUNCATE waits for the readers of the moment (each read here is one short
-        statement), copies it all and empties the file. Writers wait meanwhile, so it gives
-        up after ``TRUNCATE_WAIT_MS`` and tries again at the next checkpoint; they are
-        background writers only (the request path appends to the journal).
-        """
-        try:
-            large = os.path.getsize(f"{self.path}-wal") > self._wal_limit
-            with self._connection() as conn:
-                if not large:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    return
-                self._busy(conn, TRUNCATE_WAIT_MS / 1000)
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    self._busy(conn, self.timeout)
-        except (StoreError, OSError):
-            pass   # the write itself committed; the next checkpoint catches up
-
-    @contextmanager
-    def _host_lock(self, deadline: float) -> Iterator[bool]:
-        """This host's write turn: an exclusive ``flock``, held by one process at a time;
-        whether it had to wait for it. StoreError at ``deadline`` (``time.monotonic``): a
-        process stopped while it holds the turn must not stop every other with it. Linux
-        has no flock with a timeout, so a turn another holds is tried again after a nap."""
-        if self._lock_path is None:
-            yield False
-            return
-        if self._lock_fd is None:   # per process: a forked child's copy would share the lock
-            self._lock_fd = private_file(self._lock_path)
-        nap, waited = NAP_FIRST, False
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._busy_error() from None
-                time.sleep(min(nap, left))
-                nap, waited = min(nap * 2, NAP_MOST), True
-        try:
-            yield waited
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        deadline = min(pending.deadline for pending in batch)
-        try:
-            with self._host_lock(deadline) as waited, self._connection() as conn:
-                if waited:   # SQLite's own waits get what is left of the deadline
-                    self._busy(conn, deadline - time.monotonic())
-                try:
-                    self._transaction(conn, batch)
-                finally:
-                    if waited:
-                        self._busy(conn, self.timeout)
-        except BaseException as exc:   # nothing of the batch committed
-            error = self._error(exc)
-            for pending in batch:
-                pending.error = pending.error or error
-                pending.result = None
-        finally:
-            for pending in batch:
-                pending.done = True
-
-    def _transaction(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        now = self.clock()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if len(batch) == 1:
-                batch[0].result = batch[0].fn(conn, now)
-            else:
-                for pending in batch:
-                    conn.execute("SAVEPOINT one")
-                    try:
-                        pending.result = pending.fn(conn, now)
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO one")
-                        pending.error = self._error(exc)
-                    conn.execute("RELEASE one")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _error(self, exc: BaseException) -> Exception:
-        if isinstance(exc, (sqlite3.Error, OSError)):
-            return StoreError(f"sqlite store {self.path}: {exc}")
-        return exc if isinstance(exc, Exception) else StoreError(f"write interrupted: {exc!r}")
+        """``fn(conn, now)`` inside a write transaction, committed before this returns
+        (``Writes.write``)."""
+        return self._writes.write(fn)
 
     def _maybe_sweep(self, conn: sqlite3.Connection, now: float) -> None:
         """Delete a batch of expired values and inbox keys, at most once a minute."""
@@ -388,10 +217,7 @@ class SqliteStore(Store):
         for conn in mine:
             conn.close()
         self._local = threading.local()
-        if self._queue_pid == pid and self._lock_fd is not None:
-            with self._committing:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        self._writes.close()
         if self._journal is not None:
             self._journal.close()
 
