@@ -204,7 +204,7 @@ class Background:
         def key(entry: InboxEntry) -> str:
             try:
                 message = read_recorded(entry)
-            except MalformedRequest as exc:
+            except Exception as exc:   # (a parser bug too: one push must not stop the rest)
                 keyed = unreadable_key(entry)
                 unreadable[keyed] = failure(exc)
                 return keyed
