@@ -24,7 +24,8 @@ from webhook.resource import HealthResource, WeChatResource, add_error_handlers
 from webhook.routing import Router
 from webhook.sender import Sender
 from webhook.settings import Settings, config_path, load
-from webhook.store import Store, open_store
+from webhook.store import Store, open_store, require_durable
+from webhook.supervisor import Heartbeat
 from webhook.tokens import TokenProvider
 from webhook.worker import Background
 
@@ -76,8 +77,10 @@ def _current(router: Router | LiveRouter) -> Callable[[], Router]:
 
 def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                       router: Router | LiveRouter, clock: Callable[[], float] = time.time,
-                      rng: random.Random | None = None, owner: str | None = None) -> Background:
-    """The work done after the answer: ingest, handlers, senders, the inbox sweeper."""
+                      rng: random.Random | None = None, owner: str | None = None,
+                      heartbeat: Heartbeat | None = None) -> Background:
+    """The work done after the answer: ingest, handlers, senders, the inbox sweeper
+    (``heartbeat``: in a delivery process, told of its progress)."""
     rng = rng or random.SystemRandom()
     owner = owner or _owner()
     server = settings.server
@@ -88,7 +91,8 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     return Background(store=store, handler=handler, sender=sender, owner=owner, lease=lease,
                       dedupe_ttl=server.dedupe_ttl, senders=server.senders,
-                      handler_threads=server.handler_threads)
+                      handler_threads=server.handler_threads,
+                      handle_attempts=server.handle_attempts, heartbeat=heartbeat)
 
 
 def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
@@ -129,9 +133,14 @@ def load_router(settings: Settings) -> LiveRouter:
     return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
 
 
-def parts(settings: Settings) -> tuple[Store, WeChatAPI, LiveRouter]:
-    """The store, the WeChat API (client and shared token) and the live router of a process."""
+def parts(settings: Settings, *, allow_volatile: bool = False
+          ) -> tuple[Store, WeChatAPI, LiveRouter]:
+    """The store, the WeChat API (client and shared token) and the live router of a process
+    (a store that would lose answered pushes in a restart refused, unless ``allow_volatile``
+    or ``[server] allow_volatile_redis``)."""
     store = open_store(settings.server.store)
+    require_durable(store, settings.server.store,
+                    allow_volatile=allow_volatile or settings.server.allow_volatile_redis)
     client = WeChatClient(settings.server.api_base)
     tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
                            refresh_ahead=settings.server.token_refresh_ahead)
@@ -141,12 +150,14 @@ def parts(settings: Settings) -> tuple[Store, WeChatAPI, LiveRouter]:
 def get_app(config: str | None = None) -> WxpushApp:
     """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the
     environment. ``WXPUSH_DELIVERY=process`` (set by ``wxpush serve`` beside its delivery
-    process) leaves a journaled store's handling and sending to that process."""
+    process) leaves a journaled store's handling and sending to that process;
+    ``WXPUSH_ALLOW_VOLATILE_REDIS=1`` is ``wxpush serve --allow-volatile-redis``."""
     settings = load(config_path(config))
     for app in settings.apps.values():
         if app.mode == "plaintext":
             log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
                         "choose safe mode in the console", app.appid)
-    store, api, router = parts(settings)
+    store, api, router = parts(
+        settings, allow_volatile=os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1")
     delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
     return create_app(settings, store=store, api=api, router=router, delivers=delivers)

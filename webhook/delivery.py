@@ -15,18 +15,23 @@ a hand-off the answer is ``success``; only the rest are parsed and routed before
 ``Handler.handle`` runs in the background, from the recorded row, so a crash after the answer
 loses nothing: the row's lease runs out and another worker claims it. A push recorded with
 ``inbox_add`` is handed to its handler with the message and route the request path already
-has; an ingested or reclaimed row is parsed and routed again from its stored copy.
+has; an ingested or reclaimed row is parsed and routed again from its stored copy. A push
+whose handling keeps failing is set aside as dead with its error (``failure``), and so is
+one logged that cannot be parsed (under ``unreadable_key``), to be seen and retried with
+``wxpush inbox``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import traceback
 from collections.abc import Callable
 from functools import partial
 
-from webhook.errors import MalformedRequest
+from webhook.errors import RequestRejected
 from webhook.logsafe import shown
 from webhook.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.parsing import peek, read_message, transfer_fields
@@ -36,7 +41,8 @@ from webhook.routing import Route, Router
 from webhook.settings import AppConfig
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 
-__all__ = ["Intake", "Handler", "inbox_key", "read_recorded", "log_duplicate"]
+__all__ = ["Intake", "Handler", "inbox_key", "read_recorded", "unreadable_key", "failure",
+           "log_duplicate"]
 
 log = logging.getLogger(__name__)
 SUCCESS = "success"
@@ -75,7 +81,8 @@ class Intake:
         route = router.route(message, appid=app.appid)
         answer = self._answer(app, push, route, now)
         entry = InboxEntry(key=inbox_key(app.appid, message), appid=app.appid, format=app.format,
-                           payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now)
+                           payload=push.plaintext.decode("utf-8"), answer=answer, received_at=now,
+                           attempts=1)   # as recorded: leased to this process's handler
         existing = self._store.inbox_add(entry, owner=self._owner, lease=self._lease,
                                          ttl=self._ttl)
         if existing is not None:
@@ -100,19 +107,28 @@ class Intake:
                       shown(getattr(message, "event", message.msg_type)), hashed(message.openid))
 
 
-def read_recorded(entry: InboxEntry) -> Message | None:
+def read_recorded(entry: InboxEntry) -> Message:
     """The message of a push logged without a key (``Store.inbox_ingest`` keys it with
-    ``inbox_key``); None, with a log line, for one that cannot be read: it was answered,
-    but nothing can handle it."""
-    try:
-        return _message_of(entry)
-    except MalformedRequest as exc:
-        log.error("push unreadable, dropped appid=%s reason=%s", entry.appid, shown(exc.reason))
-        return None
-
-
-def _message_of(entry: InboxEntry) -> Message:
+    ``inbox_key``); MalformedRequest for one that cannot be read: it was answered, but no
+    handler can take it."""
     return read_message(entry.payload.encode("utf-8"), entry.format)
+
+
+def unreadable_key(entry: InboxEntry) -> str:
+    """The key of a logged push that cannot be parsed, so that it can be set aside (and a
+    retry of it, the same payload, found): its payload's digest."""
+    digest = hashlib.sha256(entry.payload.encode("utf-8")).hexdigest()[:24]
+    return f"{entry.appid}:unreadable-{digest}"
+
+
+def failure(exc: BaseException) -> str:
+    """Why a handling failed, to keep with the push: the error's type and our own reason,
+    or where it was raised; never the exception's text, which may quote the message."""
+    if isinstance(exc, RequestRejected):
+        return f"{type(exc).__name__}: {shown(exc.reason)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rpartition('/')[2]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"
 
 
 def log_duplicate(existing: InboxEntry) -> None:
@@ -134,7 +150,7 @@ class Handler:
         """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
         request path, if this process recorded it); returns how many replies were queued."""
         if message is None:
-            message = _message_of(entry)
+            message = read_recorded(entry)
         if route is None:
             route = self._router().route(message, appid=entry.appid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,

@@ -14,6 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from webhook.backoff import Loop
 from webhook.errors import ConfigError
 from webhook.routing import Router
 
@@ -109,8 +110,11 @@ class LiveRouter:
         self._pid = 0
 
     def _poll(self) -> None:
-        while not self._stop.wait(self._interval):
+        def step() -> float:
             self.check()
+            return self._interval
+        Loop("rules reload", step, stop=self._stop, base=self._interval,
+             cap=max(self._interval, 60.0), logger=self._log).run()
 
 
 # This process's live routers; a forked child polls again, as the parent did.

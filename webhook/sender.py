@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
+from webhook.backoff import backoff
 from webhook.errors import Permanent, WeChatAPIError
 from webhook.messages import hashed
 from webhook.quota import WINDOW_TTL, quota_key, take, verdict
@@ -39,11 +40,14 @@ class Sender:
         self._clock, self._rng, self._lease = clock, rng, lease
         self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
 
-    def run_once(self, limit: int = 16) -> int:
-        """Claim up to ``limit`` due rows and deliver them; how many were claimed."""
+    def run_once(self, limit: int = 16, progress: Callable[[], None] | None = None) -> int:
+        """Claim up to ``limit`` due rows and deliver them (calling ``progress`` after each);
+        how many were claimed."""
         rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=limit)
         for row in rows:
             self.deliver(row)
+            if progress is not None:
+                progress()
         return len(rows)
 
     def deliver(self, row: OutboxRow) -> None:
@@ -75,7 +79,7 @@ class Sender:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=errcode, errmsg=errmsg)
             self._log(row, "dead", f"errcode={errcode} after {attempts} attempts")
             return
-        delay = min(self._max, self._base * 2 ** row.attempts) * (0.5 + self._rng.random())
+        delay = backoff(row.attempts, base=self._base, cap=self._max, rng=self._rng)
         self._store.outbox_retry(row.id, owner=self._owner, next_at=self._clock() + delay,
                                  errcode=errcode, errmsg=errmsg)
         self._log(row, "retry", f"errcode={errcode} in {delay:.1f}s")

@@ -59,9 +59,12 @@ class ServerConfig:
     senders: int = 2
     handler_threads: int = 2
     send_attempts: int = 8
+    handle_attempts: int = 5
     session_ttl: int = 7 * 86400
     opendata_max_age: int = 0
     lease: int = 30
+    stall_timeout: int = 60
+    allow_volatile_redis: bool = False
     retry_delay: float = 1.0
     routers: tuple[str, ...] = ()
     # /apps/{appid}/... relay requests to WeChat: per client address (and app), and per app
@@ -98,11 +101,14 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "senders": (int, lambda v: 0 <= v <= 64, "a thread count between 0 and 64"),
     "handler_threads": (int, lambda v: 1 <= v <= 64, "a thread count between 1 and 64"),
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
+    "handle_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "session_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "opendata_max_age": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the check off)"),
     "retry_delay": ((int, float), lambda v: 0 < v <= 600,
                     "seconds between 0 and 600 (first retry; doubles each time)"),
     "lease": (int, lambda v: 1 <= v <= 3600, "seconds between 1 and 3600"),
+    "stall_timeout": (int, lambda v: 5 <= v <= 3600, "seconds between 5 and 3600"),
+    "allow_volatile_redis": (bool, lambda v: True, "true or false"),
     "routers": (list, lambda v: all(isinstance(x, str) and x for x in v),
                 'a list of "module:attribute" Python routers'),
     "rate_per_client": ((int, float), lambda v: 0 < v <= 100_000,
@@ -157,7 +163,8 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
             raise doc.error(f"unknown key (known: {', '.join(sorted(_SERVER_KEYS))})",
                             table="server", key=key)
         kind, check, what = _SERVER_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind) \
+                or not check(value):
             raise doc.error(f"must be {what}, got {value!r}", table="server", key=key)
         values[key] = value
     for key in ("routers", "trusted_proxies"):

@@ -8,19 +8,24 @@ then parks a thread that holds the GIL). Apart, the request workers run the requ
 alone and the delivery process, at a lower priority, catches up when the answers are out.
 A delivery process that dies is started again, soon if it had been running a while, later
 (up to ``max_delay``) if it keeps dying; what it had in hand is leased in the store and taken
-up again when the lease runs out.
+up again when the lease runs out. One that stops making progress (stopped by a signal, stuck
+on a lock or a disk) is killed and started again: its loops report each round through a
+pipe (``Heartbeat``), and ``stall`` seconds of silence is the end of it. The loops write it
+themselves, so a loop that hangs goes silent even if its process's other threads go on.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "Heartbeat"]
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +38,23 @@ FORWARD = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal
 class Supervisor:
     """``server``: gunicorn's command line; ``delivery``: the delivery process's, or None
     (Redis: every gunicorn worker delivers). ``graceful``: seconds the delivery process gets
-    to finish its in-flight work once asked to stop, before it is killed."""
+    to finish its in-flight work once asked to stop, before it is killed. ``stall``: seconds
+    without a heartbeat after which the delivery process is killed and started again (None:
+    not watched); its command line gets ``--heartbeat-fd N``."""
 
     def __init__(self, server: Sequence[str], delivery: Sequence[str] | None, *,
                  graceful: float, env: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 0.1,
-                 first_delay: float = 0.1, max_delay: float = 10.0, steady: float = 10.0) -> None:
+                 first_delay: float = 0.1, max_delay: float = 10.0, steady: float = 10.0,
+                 stall: float | None = None) -> None:
         self._server_argv, self._delivery_argv = list(server), delivery and list(delivery)
         self._graceful, self._env, self._clock, self._poll = graceful, env, clock, poll
         self._first_delay, self._max_delay, self._steady = first_delay, max_delay, steady
+        self._stall = stall
         self._server: subprocess.Popen[bytes] | None = None
         self._delivery: subprocess.Popen[bytes] | None = None
+        self._beats: int | None = None          # the heartbeat pipe's read end
+        self._heard = 0.0                       # when the delivery process last gave a sign
         self._started_at = 0.0
         self._delay = first_delay
         self._restart_at: float | None = None
@@ -70,17 +81,51 @@ class Supervisor:
                 if self._delivery is not None and pid == self._delivery.pid:
                     self._delivery.returncode = code
                     self._delivery = None
+                    self._close_beats()
                     self._schedule_restart(code)
             if self._restart_at is not None and self._clock() >= self._restart_at:
                 self._start_delivery()
+            self._watch_progress()
             time.sleep(self._poll)
 
     def _start_delivery(self) -> None:
         self._restart_at = None
         if self._stopping:
             return
-        self._delivery = subprocess.Popen(self._delivery_argv, env=self._env)
-        self._started_at = self._clock()
+        if self._stall is None:
+            self._delivery = subprocess.Popen(self._delivery_argv, env=self._env)
+        else:
+            self._beats, write = os.pipe()
+            os.set_blocking(self._beats, False)
+            try:
+                self._delivery = subprocess.Popen(
+                    [*self._delivery_argv, "--heartbeat-fd", str(write)], env=self._env,
+                    pass_fds=(write,))
+            finally:
+                os.close(write)   # the child's copy is the only one: EOF when it is gone
+        self._started_at = self._heard = self._clock()
+
+    def _watch_progress(self) -> None:
+        """Note the delivery process's heartbeats; kill it once silent past ``stall`` (the
+        exit is then reaped and it is started again as after any other death)."""
+        if self._beats is None or self._delivery is None:
+            return
+        try:
+            while os.read(self._beats, 4096):
+                self._heard = self._clock()
+        except BlockingIOError:
+            pass
+        silent = self._clock() - self._heard
+        if self._stall is not None and silent > self._stall:
+            log.error("delivery process pid=%d made no progress for %.0f s: killed",
+                      self._delivery.pid, silent)
+            _signal(self._delivery, signal.SIGKILL)   # works on a stopped process too
+            self._heard = math.inf                    # once: its exit is reaped next
+
+    def _close_beats(self) -> None:
+        if self._beats is not None:
+            os.close(self._beats)
+            self._beats = None
 
     def _schedule_restart(self, code: int) -> None:
         if self._stopping:
@@ -96,6 +141,7 @@ class Supervisor:
         """Ask the delivery process to finish its in-flight work; kill it past the grace."""
         self._stopping = True
         delivery, self._delivery = self._delivery, None
+        self._close_beats()
         if delivery is None:
             return
         if delivery.pid != self._told:
@@ -141,4 +187,37 @@ def _signal(process: subprocess.Popen[bytes] | None, signum: int) -> None:
         try:
             os.kill(process.pid, signum)
         except ProcessLookupError:
+            pass
+
+
+class Heartbeat:
+    """The delivery process's side of ``stall``: each of the ``watch``-ed loops calls
+    ``beat(loop)`` as it goes round, and once every one of them has since the last sign (and
+    ``every`` seconds have passed) one byte goes down the supervisor's pipe. A loop that
+    hangs withholds the sign, whatever the process's other threads do."""
+
+    def __init__(self, fd: int, *, every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._fd, self._every, self._clock = fd, every, clock
+        os.set_blocking(fd, False)   # a loop never waits on its supervisor
+        self._lock = threading.Lock()
+        self._loops: frozenset[str] = frozenset()
+        self._waiting: set[str] = set()   # loops not heard from since the last sign
+        self._next = 0.0
+
+    def watch(self, loops: Iterable[str]) -> None:
+        with self._lock:
+            self._loops = frozenset(loops)
+            self._waiting = set(self._loops)
+
+    def beat(self, loop: str) -> None:
+        with self._lock:
+            self._waiting.discard(loop)
+            now = self._clock()
+            if self._waiting or now < self._next or not self._loops:
+                return
+            self._waiting, self._next = set(self._loops), now + self._every
+        try:
+            os.write(self._fd, b".")
+        except (BlockingIOError, BrokenPipeError):   # a full pipe says enough; no supervisor
             pass

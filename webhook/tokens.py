@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from webhook.backoff import backoff
 from webhook.client import TokenGrant, WeChatClient
 from webhook.errors import (Permanent, Retryable, TokenInvalid, UnknownApp, WeChatAPIError,
                             api_error)
@@ -276,8 +277,7 @@ class TokenProvider:
 
     def _note_failure(self, appid: str, exc: WeChatAPIError, previous: _Backoff | None) -> None:
         failures = (previous.failures if previous else 0) + 1
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1))
-        delay *= 0.5 + self._random.random() / 2
+        delay = backoff(failures - 1, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=self._random)
         record = {"failures": failures, "next_at": self._clock() + delay,
                   "errcode": exc.errcode, "errmsg": exc.errmsg}
         self.store.put(f"token-backoff:{appid}", json.dumps(record), ttl=delay + 3600)

@@ -8,6 +8,9 @@ ingester has moved them from the journals into the inbox, a few ms later, which 
 retries are dropped); pushes whose handler died elsewhere are claimed when their lease runs
 out; senders wake when this process queues a reply and otherwise poll, so replies queued by
 other processes or hosts go out too. All of it runs below the request threads' CPU priority.
+A push whose handling fails is tried again later, and set aside as dead with its error once
+it has been tried ``handle_attempts`` times (a handler that died counts as a try); a loop
+whose store fails tries again less and less often (``webhook.backoff.Loop``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from webhook.delivery import Handler, inbox_key, log_duplicate, read_recorded
-from webhook.logsafe import shown
+from webhook.backoff import Loop, backoff
+from webhook.delivery import (Handler, failure, inbox_key, log_duplicate, read_recorded,
+                              unreadable_key)
+from webhook.errors import MalformedRequest, StoreError
+from webhook.logsafe import Repeats, shown
 from webhook.messages import Message
 from webhook.routing import Route
 from webhook.sender import Sender
 from webhook.store import InboxEntry, Store
+from webhook.supervisor import Heartbeat
 
 __all__ = ["Background"]
 
@@ -46,13 +53,25 @@ def _lower_priority() -> None:
 
 
 class Background:
+    """``handle_attempts``: how many times a push is handled before it is set aside as
+    dead (the first retry ``handle_retry`` seconds after a failure, then twice as long each
+    time, at most a lease); ``retry_base`` / ``retry_cap``: the backoff of a loop whose
+    step keeps failing; ``repeats``: how often a repeated error is logged; ``heartbeat``:
+    told as each loop goes round (and each reply is delivered), for the supervisor of a
+    delivery process."""
+
     def __init__(self, *, store: Store, handler: Handler, sender: Sender, owner: str,
                  lease: float, dedupe_ttl: float, senders: int = 2, handler_threads: int = 2,
-                 poll: float = 0.1, ingest_poll: float = 0.005) -> None:
+                 handle_attempts: int = 5, handle_retry: float = 1.0, poll: float = 0.1,
+                 ingest_poll: float = 0.005, retry_base: float = 0.05, retry_cap: float = 10.0,
+                 repeats: Repeats | None = None, heartbeat: Heartbeat | None = None) -> None:
         self._store, self._handler, self._sender = store, handler, sender
         self._owner, self._lease, self._senders = owner, lease, senders
+        self._attempts, self._handle_retry = handle_attempts, handle_retry
         self._ttl, self._pool_size = dedupe_ttl, handler_threads
         self._poll, self._ingest_poll = poll, ingest_poll
+        self._retry_base, self._retry_cap = retry_base, retry_cap
+        self._repeats, self._heartbeat = repeats or Repeats(), heartbeat
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -79,13 +98,22 @@ class Background:
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler",
                                         initializer=_lower_priority)
-        loops = [self._sweep, *([self._ingest] if self._store.journaled else []),
-                 *[self._send] * self._senders]
-        self._threads = [threading.Thread(target=self._run, args=(loop,), daemon=True,
-                                          name=f"wxpush-{loop.__name__[1:]}-{i}")
-                         for i, loop in enumerate(loops)]
+        steps = [("inbox sweep", self._sweep),
+                 *([("inbox ingest", self._ingest)] if self._store.journaled else []),
+                 *[("outbox send", self._send)] * self._senders]
+        names = [f"wxpush-{name.split()[1]}-{i}" for i, (name, _) in enumerate(steps)]
+        if self._heartbeat is not None:
+            self._heartbeat.watch(names)
+        self._threads = [threading.Thread(target=self._run, args=(name, step), daemon=True,
+                                          name=thread)
+                         for thread, (name, step) in zip(names, steps)]
         for thread in self._threads:
             thread.start()
+
+    def _beat(self) -> None:
+        """This thread's loop went round (a heartbeat names the loop by its thread)."""
+        if self._heartbeat is not None:
+            self._heartbeat.beat(threading.current_thread().name)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running handlers and in-flight sends."""
@@ -97,10 +125,11 @@ class Background:
             thread.join(timeout)
         self._pool, self._threads = None, []
 
-    @staticmethod
-    def _run(loop: Callable[[], None]) -> None:
+    def _run(self, name: str, step: Callable[[], float]) -> None:
         _lower_priority()
-        loop()
+        Loop(name, step, stop=self._stopping, wait=self._idle if name == "outbox send" else None,
+             base=self._retry_base, cap=self._retry_cap, repeats=self._repeats,
+             beat=self._beat, logger=log).run()
 
     def _handle(self, entry: InboxEntry, message: Message | None, route: Route | None) -> None:
         with self._inflight_lock:
@@ -109,66 +138,99 @@ class Background:
         try:
             if self._handler.handle(entry, message, route):
                 self._wake.set()
-        except Exception:
-            # The row stays pending; its lease runs out and a sweeper tries again.
-            log.exception("handling failed key=%s", shown(entry.key))
+        except Exception as exc:
+            self._failed(entry, exc)
         finally:
             with self._inflight_lock:
                 self._inflight.discard(entry.key)
 
-    def _sweep(self) -> None:
-        """Renew the leases of running handlers, then claim pushes whose handler died."""
-        interval = max(0.2, min(5.0, self._lease / 4))
-        while not self._stopping.wait(interval):
-            try:
-                with self._inflight_lock:
-                    running = list(self._inflight)
-                for key in running:
-                    self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
-                for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease,
-                                                     limit=64):
-                    log.info("push reclaimed key=%s attempts=%d", shown(entry.key), entry.attempts)
-                    self.submit(entry)
-            except Exception:
-                log.exception("inbox sweep failed")
+    def _failed(self, entry: InboxEntry, exc: Exception) -> None:
+        """Try a push again later, or set it aside once it has had its attempts (at once
+        if it cannot be parsed: that will not change). A store that fails is no fault of
+        the push: it is left to its lease, and a sweeper takes it up again."""
+        error = failure(exc)
+        # The traceback may quote the message: DEBUG only, like a handler's own failure.
+        log.debug("handling failed key=%s", shown(entry.key), exc_info=exc)
+        try:
+            if isinstance(exc, StoreError):
+                self._repeats.log(log, logging.ERROR, "handling store", "handling failed "
+                                  "key=%s error=%s: %s; tried again when its lease runs out",
+                                  shown(entry.key), error, shown(exc, 200))
+            elif entry.attempts >= self._attempts or isinstance(exc, MalformedRequest):
+                if self._store.inbox_dead(entry.key, owner=self._owner, error=error):
+                    self._set_aside(entry.key, entry.attempts, error)
+            else:
+                delay = backoff(entry.attempts - 1, base=self._handle_retry, cap=self._lease)
+                self._store.inbox_retry(entry.key, owner=self._owner, error=error,
+                                        next_at=self._store.clock() + delay)
+                self._repeats.log(log, logging.ERROR, f"handling {error}",
+                                  "handling failed key=%s attempts=%d/%d error=%s; "
+                                  "tried again in %.2f s", shown(entry.key), entry.attempts,
+                                  self._attempts, error, delay)
+        except StoreError as noted:   # its lease runs out and a sweeper tries again
+            self._repeats.log(log, logging.ERROR, "handling store", "handling failed key=%s "
+                              "error=%s, not noted: %s", shown(entry.key), error, shown(noted, 200))
 
-    def _ingest(self) -> None:
+    def _set_aside(self, key: str, attempts: int, error: str) -> None:
+        self._repeats.log(log, logging.WARNING, "set aside", "push set aside key=%s "
+                          "attempts=%d error=%s (wxpush inbox list --state dead)", shown(key),
+                          attempts, error)
+
+    def _sweep(self) -> float:
+        """Renew the leases of running handlers, then claim pushes whose handler died."""
+        with self._inflight_lock:
+            running = list(self._inflight)
+        for key in running:
+            self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
+        for entry in self._store.inbox_claim(owner=self._owner, lease=self._lease, limit=64,
+                                             max_attempts=self._attempts):
+            if entry.state == "dead":
+                self._set_aside(entry.key, entry.attempts, entry.error or "")
+                continue
+            log.info("push reclaimed key=%s attempts=%d", shown(entry.key), entry.attempts)
+            self.submit(entry)
+        return max(0.2, min(5.0, self._lease / 4))
+
+    def _ingest(self) -> float:
         """Move logged pushes into the inbox in batches, handling the new ones. Ingesting
         leases a push, so under a burst the rest waits in the journal, not leased in a queue
         longer than the lease. The queue is refilled to ``AHEAD`` once half of it is taken:
         a batch at a time, where topping it up would commit a few pushes per poll."""
-        while not self._stopping.wait(self._ingest_poll):
-            if self._queued > AHEAD // 2:
-                continue
-            parsed: dict[str, Message] = {}   # read once, to key it and to handle it
+        if self._queued > AHEAD // 2:
+            return self._ingest_poll
+        parsed: dict[str, Message] = {}   # read once, to key it and to handle it
+        unreadable: dict[str, str] = {}   # key -> why it cannot be
 
-            def key(entry: InboxEntry) -> str | None:
+        def key(entry: InboxEntry) -> str:
+            try:
                 message = read_recorded(entry)
-                if message is None:
-                    return None
-                keyed = inbox_key(entry.appid, message)
-                parsed[keyed] = message
+            except Exception as exc:   # (a parser bug too: one push must not stop the rest)
+                keyed = unreadable_key(entry)
+                unreadable[keyed] = failure(exc)
                 return keyed
+            keyed = inbox_key(entry.appid, message)
+            parsed[keyed] = message
+            return keyed
 
-            try:
-                new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
-                                                     ttl=self._ttl, key=key,
-                                                     limit=AHEAD - self._queued)
-            except Exception:
-                log.exception("inbox ingest failed")
-                continue
-            for entry in seen:
-                log_duplicate(entry)
-            for entry in new:
+        new, seen = self._store.inbox_ingest(owner=self._owner, lease=self._lease,
+                                             ttl=self._ttl, key=key,
+                                             limit=AHEAD - self._queued)
+        for entry in seen:
+            log_duplicate(entry)
+        for entry in new:
+            if entry.key in unreadable:   # answered, but no handler can take it
+                if self._store.inbox_dead(entry.key, owner=self._owner,
+                                          error=unreadable[entry.key]):
+                    self._set_aside(entry.key, entry.attempts, unreadable[entry.key])
+            else:
                 self.submit(entry, parsed.get(entry.key))
+        return self._ingest_poll
 
-    def _send(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                busy = self._sender.run_once()
-            except Exception:
-                log.exception("outbox claim failed")
-                busy = 0
-            if not busy:
-                self._wake.wait(self._poll)
-                self._wake.clear()
+    def _send(self) -> float:
+        """Deliver due replies (a send may take seconds: each is a sign of progress); when
+        there were none, wait for a wake-up or the next poll."""
+        return 0.0 if self._sender.run_once(progress=self._beat) else self._poll
+
+    def _idle(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()

@@ -1,5 +1,6 @@
 """A Python router for the delivery tests: notes every handler start and end in a file
-(``COUNTBOT_LOG``) and echoes the text; ``slow N`` sleeps N seconds first."""
+(``COUNTBOT_LOG``) and echoes the text; ``slow N`` sleeps N seconds first, ``crash`` ends
+its process on the spot."""
 
 import os
 import time
@@ -21,5 +22,7 @@ def count(message, ctx):
     words = message.content.split()
     if words[0] == "slow":
         time.sleep(float(words[1]))
+    if words[0] == "crash":
+        os._exit(70)   # (3 would tell gunicorn its worker cannot boot)
     _note("end", message.msg_id)
     return TextReply(f"echo {message.content}")

@@ -7,6 +7,8 @@ import itertools
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ import requests
 from webhook.store import open_store
 from webhook.testing import PushBuilder
 
-from harness import AES_KEY, APPID, TOKEN, ServerProcess, wait_for
+from harness import AES_KEY, APPID, ROOT, TOKEN, ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
@@ -197,3 +199,28 @@ def test_messages_of_one_second_each_reopen_the_send_window(servers, emulator, t
     assert [p["text"]["content"] for _, _, p in emulator.emulator.sent(APPID)] == \
         [f"echo m{n}" for n in range(8)]
     assert [c.errcode for c in emulator.emulator.calls("/cgi-bin/message/custom/send")] == [0] * 8
+
+
+def test_a_push_that_crashes_its_handler_is_set_aside_after_its_attempts(servers, emulator,
+                                                                          tmp_path, store_url):
+    """Its handler's process dies every time; once the push has had its attempts it is set
+    aside, listed by ``wxpush inbox``, and the server goes on handling the others."""
+    server = start(servers, emulator, tmp_path, store_url,
+                   server="lease = 2\nhandle_attempts = 2\n")
+    session = requests.Session()
+    crash = text_push(emulator, "u-crash", 66, "crash")
+    # With Redis the handler runs in the request worker, and may take it down before the
+    # answer is out; WeChat then delivers the push again (a duplicate, answered as such).
+    assert wait_for(lambda: _try(session, server, crash), timeout=20).ok
+    store = open_store(store_url)
+    assert wait_for(lambda: store.inbox_stats()["dead"] == 1, timeout=60), store.inbox_stats()
+    assert handler_log(tmp_path)[("start", "66")] == 2
+    assert f"push set aside key={APPID}:msg:66 attempts=2 error=LeaseExpired" in server.logs()
+    listed = subprocess.run([sys.executable, "-m", "webhook.cli", "inbox", "--config",
+                             str(server.config), "list", "--state", "dead"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and listed.stdout.startswith(f"{APPID}:msg:66  dead"), listed
+    assert deliver(session, server, text_push(emulator, "u-after", 67, "hello")).ok
+    assert wait_for(lambda: [p for _, to, p in emulator.emulator.sent(APPID) if to == "u-after"],
+                    timeout=30)
+    assert handler_log(tmp_path)[("start", "66")] == 2          # never tried again

@@ -3,11 +3,13 @@ behind it, pushes over HTTP exactly as WeChat sends them."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -347,3 +349,91 @@ def test_a_mini_program_call_waiting_on_wechat_holds_up_no_push(servers, emulato
         assert login.result(timeout=10).status_code < 500     # answered, after WeChat's 3 s
         assert time.monotonic() - started >= 3.0
 
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def _holds_flock(pid: int, path: Path) -> bool:
+    """Whether ``pid`` holds an flock on ``path`` (its line in /proc/locks; a waiter's line
+    has an arrow)."""
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "FLOCK" and int(fields[4]) == pid \
+                and int(fields[5].rpartition(":")[2]) == inode:
+            return True
+    return False
+
+
+def test_a_delivery_process_frozen_holding_the_store_lock_holds_up_nothing_for_long(
+        servers, emulator, tmp_path):
+    """SIGSTOP the delivery process while it holds the store's lock file: logins get 503
+    within the store's 2 s, not a hang that uses up the request threads; pushes are
+    recorded and answered; the supervisor replaces the frozen process once it has been
+    silent ``stall_timeout`` seconds, and the pushes recorded meanwhile are answered."""
+    server = start(servers, emulator, tmp_path, rules=RULES, server="stall_timeout = 6")
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
+    endpoint = f"{server.url}/wechat/{APPID}"
+    frozen = wait_for(server.delivery_pids, timeout=20)[0]
+
+    def push(openid: str, msg_id: int, session: requests.Session | None = None):
+        fields = fresh_text("营业时间?", openid, msg_id)
+        emulator.emulator.notify_push(APPID, fields)
+        built = builder.build(fields)
+        return (session or requests).post(endpoint, params=built.query, data=built.body,
+                                          timeout=10)
+
+    stop = threading.Event()
+
+    def keep_it_writing() -> None:   # every push is ingested, handled and sent: writes
+        with requests.Session() as session:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                assert push(f"o-stream-{i}", 100_000 + i, session).status_code == 200
+
+    lock = tmp_path / "wxpush.db-wxpush.lock"
+    with ThreadPoolExecutor(1) as writer:
+        streaming = writer.submit(keep_it_writing)
+        try:
+            for _ in range(500):
+                os.kill(frozen, signal.SIGSTOP)
+                assert wait_for(lambda: _state(frozen) == "T", timeout=5)
+                if _holds_flock(frozen, lock):
+                    break
+                os.kill(frozen, signal.SIGCONT)
+                time.sleep(0.005)
+            else:
+                pytest.fail("the delivery process never held the lock when stopped")
+        finally:
+            stop.set()
+            streaming.result(timeout=30)
+
+    def log_in(i: int) -> tuple[int, float]:
+        code = emulator.emulator.login_code(APPID, f"o-login-{i}")
+        started = time.monotonic()
+        answer = requests.post(f"{server.url}/apps/{APPID}/login", json={"code": code},
+                               timeout=30)
+        return answer.status_code, time.monotonic() - started
+
+    with ThreadPoolExecutor(12) as front_ends:   # more than the workers' 2 x 4 threads
+        logins = [front_ends.submit(log_in, i) for i in range(12)]
+        time.sleep(0.2)
+        for i in range(5):                       # each on a new connection
+            started = time.monotonic()
+            answer = push(f"o-frozen-{i}", 200_000 + i)
+            assert (answer.status_code, answer.text) == (200, "success")
+            assert time.monotonic() - started < 5.0
+        answers = [login.result() for login in logins]
+    assert {status for status, _ in answers} == {503}
+    assert max(spent for _, spent in answers) < 6.0, answers
+
+    assert wait_for(lambda: [p for p in server.delivery_pids() if p != frozen], timeout=30)
+    assert not Path(f"/proc/{frozen}").exists() or _state(frozen) == "Z"
+    assert f"delivery process pid={frozen} made no progress" in server.logs()
+    users = {f"o-frozen-{i}" for i in range(5)}
+    assert wait_for(lambda: users <= {to for _, to, _ in emulator.emulator.sent(APPID)},
+                    timeout=60)
+    assert log_in(99)[0] == 200

@@ -186,21 +186,34 @@ def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
     assert app.store.outbox_stats()["sent"] == 1
 
 
-def test_a_logged_push_that_cannot_be_read_is_dropped_with_a_log_line(tmp_path, emulator, caplog):
+def test_a_logged_push_that_cannot_be_read_is_set_aside_with_a_log_line(tmp_path, emulator,
+                                                                        caplog):
+    """It was answered, so it must not vanish: it is set aside as dead under its payload's
+    digest, and WeChat's retry of it (the same payload) is a duplicate of it."""
     app, client, builder = build(tmp_path, emulator)
-    app.store.inbox_log(APPID, "xml", b"<xml><MsgType>text</MsgType></xml>", "success", 1.0)
+    unreadable = b"<xml><MsgType>text</MsgType></xml>"
+    app.store.inbox_log(APPID, "xml", unreadable, "success", 1.0)
     push = builder.build(make_text("hello", msg_id=9003, create_time=int(time.time())))
     assert post(client, push).text == "success"
     with caplog.at_level(logging.INFO):
         app.start()
         try:
             deadline = time.monotonic() + 10
-            while inbox_states(tmp_path) != {"done": 1}:
-                assert time.monotonic() < deadline, "the readable push was not handled"
+            while inbox_states(tmp_path) != {"done": 1, "dead": 1}:
+                assert time.monotonic() < deadline, inbox_states(tmp_path)
+                time.sleep(0.02)
+            app.store.inbox_log(APPID, "xml", unreadable, "success", 2.0)   # WeChat's retry
+            while "state=dead" not in caplog.text:
+                assert time.monotonic() < deadline, "the retry was not found a duplicate"
                 time.sleep(0.02)
         finally:
             app.stop()
-    assert f"push unreadable, dropped appid={APPID} reason=ToUserName is missing" in caplog.text
+    assert inbox_states(tmp_path) == {"done": 1, "dead": 1}
+    [dead] = app.store.inbox_list(state="dead")
+    assert dead.key.startswith(f"{APPID}:unreadable-") and dead.payload == unreadable.decode()
+    assert dead.error == "MalformedRequest: ToUserName is missing"
+    assert (f"push set aside key={dead.key} attempts=1 error=MalformedRequest: ToUserName is "
+            "missing" in caplog.text)
 
 
 def inbox_states(tmp_path: Path) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import time
@@ -55,7 +56,7 @@ def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
     store.inbox_finish("wx1:a", [], owner="w1")
     store.inbox_log(*entry("wx1:a"))   # a retry after the first was handled
     assert ingest(store) == ([], [("wx1:a", "done")])
-    new = store.inbox_claim(owner="w2", lease=30, limit=10)
+    new = store.inbox_claim(owner="w2", lease=30, limit=10, max_attempts=5)
     assert new == []                  # ingested rows are leased to the ingester
     store.close()
 
@@ -66,7 +67,8 @@ def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
     store.inbox_log("wx1", "json", payload.encode(), "<xml>\n\t\\n</xml>", 1714112445.25)
     new, _ = store.inbox_ingest(owner="w1", lease=30, ttl=600, key=lambda e: "wx1:z")
     assert new == [InboxEntry(key="wx1:z", appid="wx1", format="json", payload=payload,
-                              answer="<xml>\n\t\\n</xml>", received_at=1714112445.25)]
+                              answer="<xml>\n\t\\n</xml>", received_at=1714112445.25,
+                              attempts=1)]   # as recorded: leased to the ingester
     store.close()
 
 
@@ -125,6 +127,22 @@ def test_a_push_without_a_key_is_dropped(tmp_path) -> None:
         store.inbox_log(*entry(key))
     assert ingest(store) == (["wx1:a", "wx1:b"], [])
     assert ingest(store) == ([], [])
+    store.close()
+
+
+def test_a_line_that_cannot_be_decoded_is_skipped_with_a_log_line(tmp_path, caplog) -> None:
+    """Its payload is not UTF-8: no key can be had, but it does not vanish unseen."""
+    store = SqliteStore(str(tmp_path / "w.db"))
+    store.inbox_log(*entry("wx1:a"))
+    store.inbox_log("wx1", "xml", b"<xml>\xff\xfe</xml>", "success", 1.5)
+    store.inbox_log(*entry("wx1:b"))
+    first, bad = len(_encode(*entry("wx1:a"))), _encode("wx1", "xml", b"<xml>\xff\xfe</xml>",
+                                                        "success", 1.5)
+    with caplog.at_level(logging.WARNING, logger="webhook.store"):
+        assert ingest(store) == (["wx1:a", "wx1:b"], [])
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("journal line unreadable, skipped file=")
+    assert line.endswith(f".journal offset={first} bytes={len(bad) - 1}")
     store.close()
 
 

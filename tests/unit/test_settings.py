@@ -45,6 +45,13 @@ def test_rate_limits_and_trusted_proxies(tmp_path):
     assert server.trusted_proxies == ("10.0.0.0/8", "fd00::1")
 
 
+def test_a_volatile_redis_is_allowed_only_when_said(tmp_path):
+    text = '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n'
+    assert load(write(tmp_path, text)).server.allow_volatile_redis is False
+    allowed = load(write(tmp_path, "[server]\nallow_volatile_redis = true\n" + text))
+    assert allowed.server.allow_volatile_redis is True
+
+
 def test_secrets_from_environment_never_in_repr(tmp_path):
     path = write(tmp_path, '[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
                            'encoding_aes_key_env = "K"\nformat = "json"\n')
@@ -65,6 +72,12 @@ def test_secrets_from_environment_never_in_repr(tmp_path):
     ('[[apps]]\nappid="wx1"\ntoken_env="NOPE"\nmode="plaintext"\n', ":3: token_env: environment variable NOPE is not set"),
     ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
      ":6: appid: appid 'wx1' is configured twice"),
+    ('[server]\nhandle_attempts = 0\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: handle_attempts: must be a count between 1 and 100"),
+    ('[server]\nstall_timeout = 2\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: stall_timeout: must be seconds between 5 and 3600"),
+    ('[server]\nallow_volatile_redis = 1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: allow_volatile_redis: must be true or false"),
     ('[server\n', ":1: TOML syntax error"),
     ('[server]\nstore = "sqlite:///x.db"\nrate_per_client = 0\n[[apps]]\nappid="wx1"\ntoken="t"\n'
      'mode="plaintext"\n', ":3: rate_per_client: must be requests a second, above 0"),

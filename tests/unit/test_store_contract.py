@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -17,9 +19,15 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import open_store
-from webhook.store.base import OUTBOX_STATES, InboxEntry, NewReply, Store
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, InboxEntry,
+                                NewReply, Store)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
+
+
+def claim(store: Store, owner: str, *, lease: float = 30, limit: int = 10,
+          max_attempts: int = 5) -> list[InboxEntry]:
+    return store.inbox_claim(owner=owner, lease=lease, limit=limit, max_attempts=max_attempts)
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -173,13 +181,13 @@ def test_inbox_claim_returns_only_entries_whose_lease_ran_out(store: Store, cloc
     store.inbox_add(entry("wx1:b", received_at=2.0), owner="w1", lease=10, ttl=600)
     store.inbox_add(entry("wx1:c", received_at=3.0), owner="w1", lease=10, ttl=600)
     store.inbox_finish("wx1:c", [], owner="w1")
-    assert store.inbox_claim(owner="w2", lease=30, limit=10) == []
+    assert claim(store, "w2", lease=30, limit=10) == []
     clock.advance(5)   # a's lease ran out; b's has 5 s left; c is done
-    claimed = store.inbox_claim(owner="w2", lease=30, limit=10)
+    claimed = claim(store, "w2", lease=30, limit=10)
     assert [(e.key, e.attempts) for e in claimed] == [("wx1:a", 2)]
-    assert store.inbox_claim(owner="w3", lease=30, limit=10) == []   # w2 holds a now
+    assert claim(store, "w3", lease=30, limit=10) == []   # w2 holds a now
     clock.advance(5)
-    assert [e.key for e in store.inbox_claim(owner="w3", lease=30, limit=10)] == ["wx1:b"]
+    assert [e.key for e in claim(store, "w3", lease=30, limit=10)] == ["wx1:b"]
 
 
 def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
@@ -187,10 +195,10 @@ def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
     for _ in range(3):
         clock.advance(8)
         assert store.inbox_renew("wx1:slow", owner="w1", lease=10)
-        assert store.inbox_claim(owner="w2", lease=10, limit=10) == []
+        assert claim(store, "w2", lease=10, limit=10) == []
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # only the holder
     clock.advance(11)
-    assert [e.key for e in store.inbox_claim(owner="w2", lease=10, limit=10)] == ["wx1:slow"]
+    assert [e.key for e in claim(store, "w2", lease=10, limit=10)] == ["wx1:slow"]
     assert not store.inbox_renew("wx1:slow", owner="w1", lease=10)   # lost it
     store.inbox_finish("wx1:slow", [], owner="w2")
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # done
@@ -200,12 +208,12 @@ def test_inbox_claim_respects_limit_and_skips_expired_keys(store: Store, clock) 
     for i in range(5):
         store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=1, ttl=60)
     clock.advance(1)
-    first = store.inbox_claim(owner="w2", lease=100, limit=3)
-    rest = store.inbox_claim(owner="w3", lease=100, limit=10)
+    first = claim(store, "w2", lease=100, limit=3)
+    rest = claim(store, "w3", lease=100, limit=10)
     assert (len(first), len(rest)) == (3, 2)
     assert sorted(e.key for e in first + rest) == [f"wx1:{i}" for i in range(5)]
     clock.advance(100)   # every lease ran out, but so did every key's ttl
-    assert store.inbox_claim(owner="w4", lease=10, limit=10) == []
+    assert claim(store, "w4", lease=10, limit=10) == []
 
 
 def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
@@ -223,7 +231,7 @@ def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
     assert store.outbox_stats()["pending"] == 2
     assert store.inbox_add(entry(), owner="w3", lease=10, ttl=600).state == "done"
     clock.advance(10)
-    assert store.inbox_claim(owner="w3", lease=10, limit=10) == []   # done: never reclaimed
+    assert claim(store, "w3", lease=10, limit=10) == []   # done: never reclaimed
 
 
 def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
@@ -239,6 +247,84 @@ def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
 def test_inbox_finish_of_an_unknown_key_is_a_no_op(store: Store) -> None:
     assert store.inbox_finish("wx1:nope", [reply()], owner="w1") == []
     assert store.outbox_stats()["pending"] == 0
+
+
+def test_inbox_retry_waits_until_next_at_and_keeps_the_error(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:r"), owner="w1", lease=30, ttl=600)
+    assert not store.inbox_retry("wx1:r", owner="w2", next_at=clock.now + 5, error="E")
+    assert store.inbox_retry("wx1:r", owner="w1", next_at=clock.now + 5, error="KeyError")
+    assert not store.inbox_renew("wx1:r", owner="w1", lease=30)   # no longer w1's
+    clock.advance(4.9)
+    assert claim(store, "w2") == []
+    clock.advance(0.1)
+    [again] = claim(store, "w2")
+    assert (again.key, again.state, again.attempts, again.error) == (
+        "wx1:r", "pending", 2, "KeyError")
+    assert store.inbox_finish("wx1:r", [reply()], owner="w2")   # handled at last
+
+
+def test_inbox_claim_sets_aside_an_entry_that_used_up_its_attempts(store: Store, clock) -> None:
+    """Its handler dies every time (a push that crashes its process): after
+    ``max_attempts`` claims it is set aside, not handed out forever."""
+    store.inbox_add(entry("wx1:poison", received_at=7.0), owner="w1", lease=10, ttl=600)
+    clock.advance(10)
+    assert [e.attempts for e in claim(store, "w2", lease=10, max_attempts=2)] == [2]
+    clock.advance(10)
+    [dead] = claim(store, "w3", lease=10, max_attempts=2)
+    assert (dead.key, dead.state, dead.attempts, dead.error) == (
+        "wx1:poison", "dead", 2, DID_NOT_FINISH)
+    clock.advance(10)
+    assert claim(store, "w4", max_attempts=2) == []
+    assert not store.inbox_renew("wx1:poison", owner="w3", lease=10)
+    assert store.inbox_finish("wx1:poison", [reply()], owner="w2") == []
+    assert store.inbox_stats() == {"pending": 0, "dead": 1}
+
+
+def test_a_dead_entry_keeps_its_key_past_its_ttl_until_purged(store: Store, clock) -> None:
+    store.inbox_add(entry("wx1:d", received_at=100.0), owner="w1", lease=10, ttl=60)
+    assert not store.inbox_dead("wx1:d", owner="w2", error="E")   # only its holder
+    assert store.inbox_dead("wx1:d", owner="w1", error="ValueError at bot.py:12")
+    assert not store.inbox_dead("wx1:d", owner="w1", error="again")
+    clock.advance(3600)                                     # long past the key's ttl
+    again = store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60)
+    assert again is not None and (again.state, again.error) == ("dead", "ValueError at bot.py:12")
+    assert claim(store, "w2") == []
+    assert [e.key for e in store.inbox_list(state="dead")] == ["wx1:d"]
+    assert store.inbox_purge(before=100.0) == 0             # received at 100: not before
+    assert store.inbox_purge(before=100.5) == 1
+    assert store.inbox_list() == [] and store.inbox_stats() == {"pending": 0, "dead": 0}
+    assert store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60) is None
+
+
+def test_inbox_requeue_brings_dead_entries_back(store: Store, clock) -> None:
+    for key in ("wx1:x", "wx1:y", "wx1:z"):
+        store.inbox_add(entry(key), owner="w1", lease=10, ttl=60)
+        store.inbox_dead(key, owner="w1", error="E")
+    clock.advance(3600)
+    assert store.inbox_requeue(["wx1:x", "wx1:nope"], ttl=600) == 1
+    assert store.inbox_requeue(["wx1:x"], ttl=600) == 0          # no longer dead
+    [back] = claim(store, "w2", max_attempts=1)                  # its attempts start over
+    assert (back.key, back.state, back.attempts) == ("wx1:x", "pending", 1)
+    assert store.inbox_finish("wx1:x", [reply()], owner="w2")
+    assert store.inbox_requeue(ttl=600) == 2
+    assert store.inbox_stats() == {"pending": 2, "dead": 0}
+    clock.advance(600)                                           # the new ttl ran out too
+    assert claim(store, "w3") == []
+
+
+def test_inbox_stats_and_list_by_state_newest_first(store: Store, clock) -> None:
+    for i in range(4):
+        store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=10, ttl=600)
+    store.inbox_dead("wx1:0", owner="w1", error="E0")
+    store.inbox_dead("wx1:2", owner="w1", error="E2")
+    store.inbox_finish("wx1:3", [], owner="w1")
+    assert store.inbox_stats() == {state: 2 if state == "dead" else 1 for state in INBOX_STATES}
+    assert [(e.key, e.error) for e in store.inbox_list(state="dead")] == [
+        ("wx1:2", "E2"), ("wx1:0", "E0")]
+    assert [e.key for e in store.inbox_list(state="pending")] == ["wx1:1"]
+    assert [e.key for e in store.inbox_list()] == ["wx1:2", "wx1:1", "wx1:0"]
+    assert [e.key for e in store.inbox_list(limit=1)] == ["wx1:2"]
+    assert store.inbox_list(state="dead")[0].payload == "<xml>wx1:2</xml>"
 
 
 # -- outbox ---------------------------------------------------------------------------------
@@ -378,7 +464,7 @@ def test_claims_need_a_positive_lease(store: Store) -> None:
     with pytest.raises(ValueError):
         store.outbox_claim(owner="s1", lease=0, limit=10)
     with pytest.raises(ValueError):
-        store.inbox_claim(owner="w1", lease=0, limit=10)
+        claim(store, "w1", lease=0, limit=10)
 
 
 def test_outbox_purge_deletes_old_sent_and_dead_rows(store: Store, clock) -> None:
@@ -577,7 +663,8 @@ def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> N
 
 
 def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
-    """Writers wait on the flock beside the file (woken at once), not in SQLite's sleeps."""
+    """Writers wait for the flock beside the file, tried every few ms, not in SQLite's
+    sleeps."""
     import fcntl
 
     store = SqliteStore(str(tmp_path / "turns.db"))
@@ -594,11 +681,78 @@ def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
     store.close()
 
 
+def test_sqlite_a_database_made_before_errors_were_kept_gets_the_column(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE inbox (key TEXT PRIMARY KEY, appid TEXT NOT NULL, "
+                     "format TEXT NOT NULL, payload TEXT NOT NULL, answer TEXT NOT NULL, "
+                     "received_at REAL NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, "
+                     "owner TEXT, lease_until REAL, expires_at REAL NOT NULL)")
+        conn.execute("INSERT INTO inbox VALUES ('wx1:old', 'wx1', 'xml', '<xml/>', 'success', "
+                     "1.0, 'pending', 1, 'w1', 0, 1e12)")
+    conn.close()
+    store = SqliteStore(str(path))
+    [old] = store.inbox_list()
+    assert (old.key, old.error) == ("wx1:old", None)
+    [claimed] = store.inbox_claim(owner="w2", lease=10, limit=10, max_attempts=5)
+    assert store.inbox_dead(claimed.key, owner="w2", error="E")
+    assert store.inbox_list(state="dead")[0].error == "E"
+    store.close()
+    SqliteStore(str(path)).close()   # opened again: the column is there already
+
+
+def test_sqlite_writes_give_up_when_a_frozen_process_holds_the_turn(tmp_path) -> None:
+    """A process stopped while it holds the lock file (SIGSTOP, a stalled disk) costs every
+    writer of every other process ``timeout`` seconds and a StoreError, not a hang: the
+    request path answers 503 and its threads stay free. Reads go on meanwhile."""
+    import fcntl
+
+    store = SqliteStore(str(tmp_path / "frozen.db"), timeout=0.3)
+    store.put("k", "before")
+    failed: list[float] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="no write turn within 0.3 s"):
+            store.put("k", "during")
+        failed.append(time.monotonic() - started)
+
+    with open(tmp_path / "frozen.db-wxpush.lock", "a+") as frozen:
+        fcntl.flock(frozen, fcntl.LOCK_EX)
+        writers = [threading.Thread(target=write) for _ in range(8)]
+        for writer in writers:          # one leads the group commit, the rest queue behind
+            writer.start()
+            time.sleep(0.05)
+        for writer in writers:
+            writer.join(5)
+        assert store.get("k") == "before"
+    # The first waited the whole timeout; those queued behind it give up with it, no later.
+    assert len(failed) == 8 and 0.3 <= max(failed) < 0.8, failed
+    store.put("k", "after")              # the turn is free again
+    assert store.get("k") == "after"
+    store.close()
+
+
+def test_sqlite_waits_inside_sqlite_are_bounded_too(tmp_path) -> None:
+    """A writer that does not take the lock file (the sqlite3 shell, a stopped checkpoint)
+    holds SQLite's own lock: SQLite's busy wait ends at the store's timeout as well."""
+    store = SqliteStore(str(tmp_path / "shell.db"), timeout=0.3)
+    shell = sqlite3.connect(tmp_path / "shell.db", isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="locked"):
+        store.put("k", "v")
+    assert time.monotonic() - started < 1.0
+    shell.execute("ROLLBACK")
+    shell.close()
+    store.close()
+
+
 def test_sqlite_checkpoints_the_wal_into_the_database_file(tmp_path) -> None:
     """Checkpoints run outside the write turn, but they run: the main file keeps up."""
     import shutil
 
-    from webhook.store.sqlite import CHECKPOINT_EVERY
+    from webhook.store.sqlite_writes import CHECKPOINT_EVERY
 
     store = SqliteStore(str(tmp_path / "wal.db"))
     for i in range(2 * CHECKPOINT_EVERY):
@@ -615,7 +769,7 @@ def test_sqlite_wal_stays_bounded_while_readers_never_pause(tmp_path) -> None:
     never lets the WAL start over: unbounded, it grows by every write (here past 100 MiB) and
     keeps its size after the load is gone. Bounded, it is emptied at a checkpoint past the
     limit, or at one of the next few when readers were in the way."""
-    from webhook.store.sqlite import CHECKPOINT_EVERY
+    from webhook.store.sqlite_writes import CHECKPOINT_EVERY
 
     path = tmp_path / "busy.db"
     store = SqliteStore(str(path), wal_limit=1 << 20)
@@ -681,6 +835,65 @@ def test_redis_errors_become_store_errors() -> None:
     store = RedisStore(client)
     with pytest.raises(StoreError, match="redis store"):
         store.get("k")
+    store.close()
+
+
+def test_redis_calls_give_up_after_the_timeout_when_redis_does_not_answer(redis_server) -> None:
+    """redis-py waited 10 s for an answer; a request path waits at most the timeout."""
+    store = RedisStore.from_url(redis_server.url, prefix=f"test:{uuid.uuid4().hex}:",
+                                timeout=0.3)
+    os.kill(redis_server.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="redis store: TimeoutError"):
+            store.put("k", "v")
+        spent = time.monotonic() - started
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+    assert spent < 1.0
+    store.close()
+
+
+def test_redis_keeps_data_only_with_appendonly_or_snapshots(redis_server) -> None:
+    store = RedisStore.from_url(redis_server.url)
+    admin = redis_server.client()
+    assert store.keeps_data() is False                 # the tests' Redis: --save "" --appendonly no
+    try:
+        admin.config_set("save", "3600 1")
+        assert store.keeps_data() is True
+        admin.config_set("save", "")
+        admin.config_set("appendonly", "yes")
+        assert store.keeps_data() is True
+    finally:
+        admin.config_set("appendonly", "no")
+        admin.config_set("save", "")
+    user = f"limited-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"],
+                      commands=["+@all", "-config"])
+    try:                                                 # a managed Redis: no CONFIG
+        limited = RedisStore.from_url(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+        assert limited.keeps_data() is None
+        limited.close()
+    finally:
+        admin.acl_deluser(user)
+    admin.close()
+    store.close()
+
+
+def test_a_server_refuses_a_redis_that_keeps_nothing_unless_allowed(redis_server,
+                                                                   caplog) -> None:
+    from webhook.store import require_durable
+
+    store = RedisStore.from_url(redis_server.url)
+    url = f"redis://:hunter2@127.0.0.1:{redis_server.port}/0"
+    with pytest.raises(StoreError, match="keeps nothing across a restart") as refused:
+        require_durable(store, url, allow_volatile=False)
+    assert "appendonly yes" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+    with caplog.at_level(logging.WARNING, logger="webhook.store"):
+        require_durable(store, url, allow_volatile=True)
+    assert "keeps nothing across a restart" in caplog.text and "running anyway" in caplog.text
+    require_durable(SqliteStore(":memory:"), "sqlite:///:memory:", allow_volatile=False)
     store.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,9 +30,12 @@ def on(signum, _):
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, on)
 note("start")
+beats = int(sys.argv[-1]) if sys.argv[-2] == "--heartbeat-fd" else None
 end = time.monotonic() + life
 while time.monotonic() < end:
-    time.sleep(0.01)
+    if beats is not None:
+        os.write(beats, b".")
+    time.sleep(0.05)
 sys.exit(code)
 """
 
@@ -40,14 +44,15 @@ import json, sys
 from webhook.supervisor import Supervisor
 a = json.loads(sys.argv[1])
 sys.exit(Supervisor(a["server"], a["delivery"], graceful=a["graceful"], poll=0.02,
-                    first_delay=a["first_delay"]).run())
+                    first_delay=a["first_delay"], stall=a["stall"]).run())
 """
 
 
 class Run:
     def __init__(self, tmp_path: Path, *, server_life: float = 60, server_code: int = 0,
                  delivery_life: float = 60, delivery_code: int = 0, ignore_term: bool = False,
-                 graceful: float = 5.0, first_delay: float = 0.05) -> None:
+                 graceful: float = 5.0, first_delay: float = 0.05,
+                 stall: float | None = None) -> None:
         fake = tmp_path / "fake.py"
         fake.write_text(FAKE, encoding="utf-8")
         self.server_log, self.delivery_log = tmp_path / "server.log", tmp_path / "delivery.log"
@@ -55,7 +60,7 @@ class Run:
                            str(server_life), "0"],
                 "delivery": [sys.executable, str(fake), str(self.delivery_log),
                              str(delivery_code), str(delivery_life), "1" if ignore_term else "0"],
-                "graceful": graceful, "first_delay": first_delay}
+                "graceful": graceful, "first_delay": first_delay, "stall": stall}
         self.process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(argv)],
                                         cwd=ROOT, stderr=subprocess.PIPE, text=True)
 
@@ -157,3 +162,56 @@ def test_a_delivery_process_that_ignores_sigterm_is_killed_after_the_grace(tmp_p
     assert run.wait(run.delivery_log, "SIGTERM") == [delivery]
     assert not alive(delivery)
     assert "did not stop in time: killed" in err
+
+
+def test_a_delivery_process_that_stops_making_progress_is_killed_and_started_again(tmp_path):
+    """One that beats is left alone past the limit; one stopped (SIGSTOP: it still exists,
+    but its loops go nowhere) is killed once silent for ``stall`` seconds, and replaced."""
+    run = Run(tmp_path, stall=1.0)
+    first = run.wait(run.delivery_log, "start")[0]
+    time.sleep(2.0)
+    assert alive(first)                                   # heartbeats: left alone
+    os.kill(first, signal.SIGSTOP)
+    stopped = time.monotonic()
+    second = run.wait(run.delivery_log, "start", 2)[1]
+    assert second != first and time.monotonic() - stopped >= 1.0
+    assert not alive(first)
+    run.process.send_signal(signal.SIGTERM)
+    code, err = run.finish()
+    assert code == 0
+    assert re.search(rf"delivery process pid={first} made no progress for \d+ s: killed", err)
+    assert "delivery process exited code=-9" in err
+
+
+def test_a_heartbeat_needs_every_loop_to_go_round():
+    """A hung loop withholds the sign, however busy the process's other loops are."""
+    from webhook.supervisor import Heartbeat
+    from webhook.testing.clock import FakeClock
+
+    clock = FakeClock(0)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    heartbeat = Heartbeat(write, every=1.0, clock=clock)
+    heartbeat.watch(["ingest", "send"])
+
+    def signs() -> int:
+        try:
+            return len(os.read(read, 100))
+        except BlockingIOError:
+            return 0
+
+    for _ in range(50):                      # ingest goes round, send hangs
+        heartbeat.beat("ingest")
+        clock.advance(0.1)
+    assert signs() == 0
+    heartbeat.beat("send")
+    assert signs() == 1
+    heartbeat.beat("ingest")
+    heartbeat.beat("send")
+    assert signs() == 0                      # at most one sign a second
+    clock.advance(1.0)
+    heartbeat.beat("send")
+    heartbeat.beat("ingest")
+    assert signs() == 1
+    os.close(read)
+    os.close(write)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Each module exposes ``register(subparsers)``; a sub-command's handler returns an exit code.
-COMMANDS = ("serve", "worker", "check_config", "rules", "token", "push", "emulator", "outbox",
-            "demo")
+COMMANDS = ("serve", "worker", "check_config", "rules", "token", "push", "emulator", "inbox",
+            "outbox", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from webhook.cli.logs import configure_logging
 from webhook.cli.worker import graceful_timeout
 from webhook.errors import ConfigError, WxpushError
 from webhook.settings import config_path, load
-from webhook.store import open_store
+from webhook.store import open_store, require_durable
 from webhook.supervisor import Supervisor
 
 __all__ = ["register", "gunicorn_config", "check_free"]
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
+    parser.add_argument("--allow-volatile-redis", action="store_true",
+                        help="run on a Redis that keeps nothing across a restart (tests only)")
     parser.set_defaults(handler=serve)
 
 
@@ -62,6 +64,7 @@ def check_free(bind: str) -> None:
 def serve(args: argparse.Namespace) -> int:
     path = os.path.abspath(config_path(args.config))
     settings = load(path)          # a bad config is one line here, not a worker boot loop
+    configure_logging()
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     conf = str(gunicorn_config())
@@ -70,21 +73,24 @@ def serve(args: argparse.Namespace) -> int:
         env["WXPUSH_BIND"] = args.bind
     check_free(env.get("WXPUSH_BIND") or _default_bind(conf))
     store = open_store(settings.server.store)
+    require_durable(store, settings.server.store, allow_volatile=args.allow_volatile_redis
+                    or settings.server.allow_volatile_redis)
     journaled = store.journaled
     store.close()
     from handlers import build_router
     build_router(settings.server.rules, settings.server.routers)   # rules and router imports
-    configure_logging()
     timeout = graceful_timeout()
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
+    if args.allow_volatile_redis:
+        env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
     delivery = None
     if journaled:   # the request workers leave handling and sending to the delivery process
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "worker", "--config", path]
     sys.stdout.flush()
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
-                      graceful=timeout, env=env).run()
+                      graceful=timeout, env=env, stall=settings.server.stall_timeout).run()
 
 
 def _default_bind(conf: str) -> str:

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("worker", help="handle recorded pushes and send replies, "
                                            "without serving HTTP")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
+    parser.add_argument("--allow-volatile-redis", action="store_true",
+                        help="run on a Redis that keeps nothing across a restart (tests only)")
+    # wxpush serve's supervisor: the pipe to tell it of progress on (webhook.supervisor).
+    parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=work)
 
 
@@ -43,6 +47,7 @@ def graceful_timeout() -> float:
 
 def work(args: argparse.Namespace) -> int:
     from webhook.app import create_background, parts
+    from webhook.supervisor import Heartbeat
 
     settings = load(config_path(args.config))
     configure_logging()
@@ -50,8 +55,10 @@ def work(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    store, api, router = parts(settings)
-    background = create_background(settings, store=store, api=api, router=router)
+    store, api, router = parts(settings, allow_volatile=args.allow_volatile_redis)
+    heartbeat = None if args.heartbeat_fd is None else Heartbeat(args.heartbeat_fd)
+    background = create_background(settings, store=store, api=api, router=router,
+                                   heartbeat=heartbeat)
     router.start()
     background.start()
     log.info("delivery started pid=%d", os.getpid())

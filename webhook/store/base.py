@@ -5,10 +5,13 @@ Four concerns, all keyed so several apps share one store:
 - values with a TTL: cached access_tokens, login sessions, uploaded media ids, quota state;
 - a lease lock: ``SET NX PX`` semantics, released only by its holder (token single-flight);
 - the inbox: one row per push, keyed by its dedupe key; a retry of the push finds the row;
+  one whose handling keeps failing is set aside ("dead") with its error, until requeued;
 - the outbox: one row per reply, claimed with a lease, delivered in order per user.
 
 Time comes from the clock the store was built with (``clock() -> float`` unix seconds), so
-tests can drive expiry without sleeping.
+tests can drive expiry without sleeping. No call waits on the store for longer than the
+store's ``timeout`` (``WAIT`` unless told): past it, StoreError, which the request path
+answers with 503 (WeChat delivers the push again) rather than holding a request thread.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES"]
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES",
+           "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
+# The inbox's states worth counting and listing; a done entry only keeps its key till expiry.
+INBOX_STATES = ("pending", "dead")
+# The error of an entry set aside by ``inbox_claim``: its last handling never ended.
+DID_NOT_FINISH = "LeaseExpired: its handler did not finish (its process died or hung)"
+WAIT = 2.0   # seconds: well inside WeChat's 5 s for an answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +42,9 @@ class InboxEntry:
     payload: str
     answer: str
     received_at: float
-    state: str = "pending"   # pending | done
+    state: str = "pending"   # pending | done | dead
     attempts: int = 0        # how many times handling was claimed
+    error: str | None = None  # why the last handling failed: error type and a short reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +156,23 @@ class Store(abc.ABC):
         return 0
 
     @abc.abstractmethod
-    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
-        """Lease pending entries whose previous lease ran out (their handler died)."""
+    def inbox_claim(self, *, owner: str, lease: float, limit: int,
+                    max_attempts: int) -> list[InboxEntry]:
+        """Lease pending entries whose previous lease ran out (their handler died, or failed
+        and waited for ``inbox_retry``'s ``next_at``). One already claimed ``max_attempts``
+        times is set aside instead, as ``inbox_dead`` would (its error: the handler did not
+        finish), and returned with state "dead", not leased."""
+
+    @abc.abstractmethod
+    def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
+        """``owner``'s handling failed: the entry is claimable again from ``next_at``, with
+        its ``error`` kept; False if it is no longer ``owner``'s."""
+
+    @abc.abstractmethod
+    def inbox_dead(self, key: str, *, owner: str, error: str) -> bool:
+        """Set aside with its ``error``: never claimed again unless requeued, and kept (its
+        key too, so a retry of the push is still a duplicate) until purged, whatever its ttl;
+        False if it is no longer ``owner``'s."""
 
     @abc.abstractmethod
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
@@ -163,6 +188,23 @@ class Store(abc.ABC):
         ``also`` (an idempotent value update, e.g. the user's send window) is applied in the
         same transaction where the backend has one (SQLite: one write instead of two, which
         is what many workers on one file contend for), else just before."""
+
+    @abc.abstractmethod
+    def inbox_stats(self) -> dict[str, int]:
+        """Entry count per state of INBOX_STATES, every one present."""
+
+    @abc.abstractmethod
+    def inbox_list(self, *, state: str | None = None, limit: int = 100) -> list[InboxEntry]:
+        """Entries in one of INBOX_STATES (``state``, or any of them), newest received first."""
+
+    @abc.abstractmethod
+    def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
+        """Dead entries (all of them if ``keys`` is None) back to pending, claimable now with
+        their attempts from zero and their key kept ``ttl`` seconds more; the count."""
+
+    @abc.abstractmethod
+    def inbox_purge(self, *, before: float) -> int:
+        """Delete dead entries received before ``before``; the count."""
 
     # -- outbox ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -203,6 +245,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def outbox_purge(self, *, before: float) -> int:
         """Delete sent and dead rows last updated before ``before``; the count."""
+
+    def keeps_data(self) -> bool | None:
+        """Whether what the store was told survives a restart of the server holding it (None:
+        it cannot tell). A file does; a Redis only with appendonly or snapshots."""
+        return True
 
     def close(self) -> None:
         """Release connections."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import fcntl
+import logging
 import mmap
 import os
 import re
@@ -37,9 +38,14 @@ import time
 import uuid
 import weakref
 
+from webhook.logsafe import Repeats
 from webhook.store.base import InboxEntry
+from webhook.store.files import private_directory, private_file
 
 __all__ = ["Journal", "Chunk"]
+
+log = logging.getLogger(__name__)
+_repeats = Repeats()   # an unreadable line is logged, once per interval
 
 SUFFIX = ".journal"
 MAX_BYTES = 4 << 20    # the size of a file: a writer moves to a new one when it is full
@@ -115,7 +121,7 @@ class Journal:
         self._held: dict[str, int] = {}        # files whose writer is gone -> their flocked fd
         self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private_directory(directory)
         _journals.add(self)
 
     # -- request path -----------------------------------------------------------------------
@@ -161,7 +167,7 @@ class Journal:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         temporary = os.path.join(self.directory, name + ".new")
         size = max(self._max_bytes, need)
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = private_file(temporary)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.posix_fallocate(fd, 0, size)   # ENOSPC here, not SIGBUS at a later page fault
@@ -237,7 +243,7 @@ class Journal:
         positions are loaded afresh from the store whenever it is taken."""
         if self._reader is not None:
             return True
-        fd = os.open(os.path.join(self.directory, READER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = private_file(os.path.join(self.directory, READER_LOCK))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -310,11 +316,14 @@ class Journal:
         entries = []
         # Split at newlines alone: a payload keeps its \r (splitlines would cut a message
         # typed with a line break into pieces that are not lines, and drop them).
+        start = position
         for line in mapped[position:whole - 1].split(b"\n"):
             try:
                 entries.append(_decode(line))
-            except ValueError:   # not a line this journal writes
-                continue
+            except ValueError:   # not a line this journal writes: no key to keep it under
+                _repeats.log(log, logging.ERROR, "unreadable line", "journal line unreadable, "
+                             "skipped file=%s offset=%d bytes=%d", name, start, len(line))
+            start += len(line) + 1
         return Chunk(name, whole, entries,
                      final=final and mapped.find(b"\n", whole, end) < 0)
 

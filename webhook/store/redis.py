@@ -6,6 +6,7 @@ Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not C
     P lock:{name}        string "<expires_at>|<owner>"
     P in:{key}           hash: one inbox entry + owner, lease_until, expires_at
     P in:leased          zset: pending inbox keys by lease expiry (reclaim of dead handlers)
+    P in:dead            zset: dead inbox keys by received_at (listing, purge)
     P ob:seq             INCR counter of outbox row ids
     P ob:row:{id}        hash: one outbox row (+ owner while sending)
     P ob:q:{appid}:{openid}  zset: the user's unfinished (pending/sending) row ids, by id
@@ -35,8 +36,8 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
-from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
-                                ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
+                                NewReply, OutboxRow, Store, ValueUpdate)
 
 __all__ = ["RedisStore", "mask_url"]
 
@@ -78,11 +79,10 @@ def _fields(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2]))
 
 
-def _inbox_entry(flat: Sequence[str]) -> InboxEntry:
-    f = _fields(flat)
+def _inbox_entry(f: dict[str, str]) -> InboxEntry:
     return InboxEntry(key=f["key"], appid=f["appid"], format=f["format"], payload=f["payload"],
                       answer=f["answer"], received_at=float(f["received_at"]),
-                      state=f["state"], attempts=int(f["attempts"]))
+                      state=f["state"], attempts=int(f["attempts"]), error=f.get("error"))
 
 
 def _outbox_row(f: dict[str, str]) -> OutboxRow:
@@ -108,11 +108,13 @@ class RedisStore(Store):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "wxpush:",
-                 clock: Callable[[], float] = time.time) -> RedisStore:
-        """``redis://[:password@]host:port/db``; pings once so a wrong URL fails at start."""
+                 clock: Callable[[], float] = time.time, timeout: float = WAIT) -> RedisStore:
+        """``redis://[:password@]host:port/db``; pings once so a wrong URL fails at start.
+        A call that gets no answer within ``timeout`` seconds raises StoreError."""
         try:
-            client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                          socket_timeout=10, health_check_interval=30)
+            client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                          socket_connect_timeout=timeout,
+                                          health_check_interval=30)
             client.ping()
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach redis store {mask_url(url)}: "
@@ -121,6 +123,17 @@ class RedisStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+    @_store_errors
+    def keeps_data(self) -> bool | None:
+        """appendonly yes, or a ``save`` schedule; None where CONFIG is renamed away or not
+        allowed (managed Redis, an ACL without +config)."""
+        try:
+            appendonly = self.client.config_get("appendonly").get("appendonly")
+            save = self.client.config_get("save").get("save")
+        except redis.ResponseError:
+            return None
+        return appendonly == "yes" or bool(save and save.strip())
 
     def _run(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         return self._scripts[script](keys=keys, args=args)
@@ -209,15 +222,59 @@ class RedisStore(Store):
         found = self._run_p("INBOX_ADD", now, entry.key, entry.appid, entry.format,
                             entry.payload, entry.answer, repr(entry.received_at), owner,
                             repr(now + lease), repr(now + ttl), _px(ttl))
-        return None if found is None else _inbox_entry(found)
+        return None if found is None else _inbox_entry(_fields(found))
 
     @_store_errors
-    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
+    def inbox_claim(self, *, owner: str, lease: float, limit: int,
+                    max_attempts: int) -> list[InboxEntry]:
         if lease <= 0:
             raise ValueError("lease must be positive")
         now = self.clock()
-        found = self._run_p("INBOX_CLAIM", now, owner, repr(now + lease), limit)
-        return sorted((_inbox_entry(f) for f in found), key=lambda e: e.received_at)
+        found = self._run_p("INBOX_CLAIM", now, owner, repr(now + lease), limit, max_attempts,
+                            DID_NOT_FINISH)
+        return sorted((_inbox_entry(_fields(f)) for f in found), key=lambda e: e.received_at)
+
+    @_store_errors
+    def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
+        return self._run_p("INBOX_RETRY", self.clock(), key, owner, repr(next_at), error) == 1
+
+    @_store_errors
+    def inbox_dead(self, key: str, *, owner: str, error: str) -> bool:
+        return self._run_p("INBOX_DEAD", self.clock(), key, owner, error) == 1
+
+    @_store_errors
+    def inbox_stats(self) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(f"{self.prefix}in:leased")
+        pipe.zcard(f"{self.prefix}in:dead")
+        return dict(zip(INBOX_STATES, pipe.execute()))
+
+    @_store_errors
+    def inbox_list(self, *, state: str | None = None, limit: int = 100) -> list[InboxEntry]:
+        if limit <= 0:
+            return []
+        keys = []
+        if state in (None, "dead"):
+            keys += self.client.zrevrange(f"{self.prefix}in:dead", 0, limit - 1)
+        if state in (None, "pending"):   # being handled, or waiting to be tried again: few
+            keys += self.client.zrange(f"{self.prefix}in:leased", 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(f"{self.prefix}in:{key}")
+        now = self.clock()
+        entries = [_inbox_entry(f) for f in pipe.execute()
+                   if f and (f["state"] == "dead" or (f["state"] == "pending"
+                                                     and float(f["expires_at"]) > now))]
+        return sorted(entries, key=lambda e: e.received_at, reverse=True)[:limit]
+
+    @_store_errors
+    def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
+        now = self.clock()
+        return self._requeue("INBOX_REQUEUE", "in:dead", keys, now, repr(now + ttl), _px(ttl))
+
+    @_store_errors
+    def inbox_purge(self, *, before: float) -> int:
+        return self._purge("INBOX_PURGE", before)
 
     @_store_errors
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
@@ -289,18 +346,26 @@ class RedisStore(Store):
 
     @_store_errors
     def outbox_requeue(self, row_ids: Sequence[str] | None = None) -> int:
-        if row_ids is not None:
-            ids = list(row_ids)
-        else:
-            ids = self.client.zrange(f"{self.prefix}ob:st:dead", 0, -1)
-        return sum(self._run_p("OUTBOX_REQUEUE", self.clock(), *ids[i:i + BATCH])
-                   for i in range(0, len(ids), BATCH))
+        return self._requeue("OUTBOX_REQUEUE", "ob:st:dead", row_ids, self.clock())
 
     @_store_errors
     def outbox_purge(self, *, before: float) -> int:
+        return self._purge("OUTBOX_PURGE", before)
+
+    # -- both queues ----------------------------------------------------------------------
+    def _requeue(self, script: str, dead: str, ids: Sequence[str] | None, now: float,
+                 *args: object) -> int:
+        """Run a requeue script over ``ids`` (all in the ``dead`` index if None), a batch
+        at a time; how many came back."""
+        ids = list(ids) if ids is not None else self.client.zrange(self.prefix + dead, 0, -1)
+        return sum(self._run_p(script, now, *args, *ids[i:i + BATCH])
+                   for i in range(0, len(ids), BATCH))
+
+    def _purge(self, script: str, before: float) -> int:
+        """Run a purge script until a run deletes less than a batch; how many it deleted."""
         total = 0
         while True:
-            n = self._run_p("OUTBOX_PURGE", before, BATCH)
+            n = self._run_p(script, before, BATCH)
             total += n
             if n < BATCH:
                 return total

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "PUT_NEW", "DELETE_IF", "ACQUIRE",
-    "INBOX_ADD", "INBOX_CLAIM", "INBOX_RENEW", "INBOX_FINISH",
+    "INBOX_ADD", "INBOX_CLAIM", "INBOX_RENEW", "INBOX_FINISH", "INBOX_RETRY", "INBOX_DEAD",
+    "INBOX_REQUEUE", "INBOX_PURGE",
     "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
 ]
 
@@ -93,14 +94,24 @@ local function set_optional(key, field, value)
   if value == '' then redis.call('HDEL', key, field)
   else redis.call('HSET', key, field, string.sub(value, 2)) end
 end
+
+-- Set an inbox entry aside: out of the claimable set, into the dead one, kept until purged.
+local function bury(key, error)
+  local k = P .. 'in:' .. key
+  redis.call('HSET', k, 'state', 'dead', 'error', error)
+  redis.call('HDEL', k, 'owner', 'lease_until')
+  redis.call('PERSIST', k)
+  redis.call('ZREM', P .. 'in:leased', key)
+  redis.call('ZADD', P .. 'in:dead', redis.call('HGET', k, 'received_at'), key)
+end
 """
 
 # ARGV: prefix, now, key, appid, format, payload, answer, received_at, owner, lease_until,
 #       expires_at, px. Returns nil if new, else the recorded entry's fields.
 INBOX_ADD = _COMMON + """
 local k = P .. 'in:' .. ARGV[3]
-local exp = redis.call('HGET', k, 'expires_at')
-if exp and tonumber(exp) > now then return redis.call('HGETALL', k) end
+local r = redis.call('HMGET', k, 'expires_at', 'state')
+if r[1] and (r[2] == 'dead' or tonumber(r[1]) > now) then return redis.call('HGETALL', k) end
 redis.call('DEL', k)
 redis.call('HSET', k, 'key', ARGV[3], 'appid', ARGV[4], 'format', ARGV[5],
            'payload', ARGV[6], 'answer', ARGV[7], 'received_at', ARGV[8], 'state', 'pending',
@@ -110,7 +121,8 @@ redis.call('ZADD', P .. 'in:leased', ARGV[10], ARGV[3])
 return false
 """
 
-# ARGV: prefix, now, owner, lease_until, limit. Returns a list of entries' fields.
+# ARGV: prefix, now, owner, lease_until, limit, max_attempts, error of one that used them up.
+# Returns a list of entries' fields (those set aside instead of claimed among them).
 INBOX_CLAIM = _COMMON + """
 local limit = tonumber(ARGV[5])
 local out = {}
@@ -124,6 +136,9 @@ while #out < limit do
       redis.call('ZREM', P .. 'in:leased', key)
     elseif tonumber(r[3]) > now then
       redis.call('ZADD', P .. 'in:leased', r[3], key)
+    elseif tonumber(redis.call('HGET', k, 'attempts')) >= tonumber(ARGV[6]) then
+      bury(key, ARGV[7])
+      out[#out + 1] = redis.call('HGETALL', k)
     else
       redis.call('HSET', k, 'owner', ARGV[3], 'lease_until', ARGV[4])
       redis.call('HINCRBY', k, 'attempts', 1)
@@ -166,6 +181,52 @@ for i = 4, #ARGV, 4 do
   out[#out + 1] = redis.call('HGETALL', row_key(id))
 end
 return out
+"""
+
+# ARGV: prefix, now, key, owner, next_at, error. Returns 1 if it was the owner's.
+INBOX_RETRY = _COMMON + """
+local k = P .. 'in:' .. ARGV[3]
+local r = redis.call('HMGET', k, 'state', 'owner')
+if r[1] ~= 'pending' or r[2] ~= ARGV[4] then return 0 end
+redis.call('HSET', k, 'lease_until', ARGV[5], 'error', ARGV[6])
+redis.call('HDEL', k, 'owner')
+redis.call('ZADD', P .. 'in:leased', ARGV[5], ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, now, key, owner, error. Returns 1 if it was the owner's.
+INBOX_DEAD = _COMMON + """
+local r = redis.call('HMGET', P .. 'in:' .. ARGV[3], 'state', 'owner')
+if r[1] ~= 'pending' or r[2] ~= ARGV[4] then return 0 end
+bury(ARGV[3], ARGV[5])
+return 1
+"""
+
+# ARGV: prefix, now, expires_at, px, keys... Dead entries back to pending, claimable now.
+INBOX_REQUEUE = _COMMON + """
+local n = 0
+for i = 5, #ARGV do
+  local k = P .. 'in:' .. ARGV[i]
+  if redis.call('HGET', k, 'state') == 'dead' then
+    redis.call('HSET', k, 'state', 'pending', 'attempts', 0, 'lease_until', NOW,
+               'expires_at', ARGV[3])
+    redis.call('PEXPIRE', k, ARGV[4])
+    redis.call('ZREM', P .. 'in:dead', ARGV[i])
+    redis.call('ZADD', P .. 'in:leased', NOW, ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: prefix, before, batch size. Deletes up to one batch of dead entries.
+INBOX_PURGE = _COMMON + """
+local keys = redis.call('ZRANGEBYSCORE', P .. 'in:dead', '-inf', '(' .. NOW, 'LIMIT', 0, ARGV[3])
+for _, key in ipairs(keys) do
+  redis.call('DEL', P .. 'in:' .. key)
+  redis.call('ZREM', P .. 'in:dead', key)
+end
+return #keys
 """
 
 # ARGV: prefix, now, owner, lease_until, limit. Due users first from 'ready', then from

@@ -1,45 +1,36 @@
 """The SQLite store: one file in WAL mode, shared by every worker process of one host.
 
 Each thread of each process has its own connection (re-opened after a fork). Every write
-runs inside ``BEGIN IMMEDIATE``, so concurrent workers serialise on the file lock
-(``busy_timeout`` makes them wait instead of failing), and the writes of one process commit
-in groups: whichever thread finds no commit under way runs every write queued so far in one
-transaction. A commit costs far more than an insert, and under load the request threads,
-handlers and senders of a process write at once. Processes take turns on an ``flock`` of
-``<file>-wxpush.lock`` before ``BEGIN IMMEDIATE``: the kernel wakes the next one the moment
-the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10… ms and retry.
-Pushes reach the inbox through a journal (``webhook.store.journal``): the request path
-appends, the background ingests in batches (``inbox_log`` / ``inbox_ingest``).
+runs inside ``BEGIN IMMEDIATE``, in groups, in this host's write turn, and no write or read
+waits past the store's ``timeout`` (``webhook.store.sqlite_writes``). Pushes reach the inbox
+through a journal (``webhook.store.journal``): the request path appends, the background
+ingests in batches (``inbox_log`` / ``inbox_ingest``).
 ``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests) and
 records pushes with ``inbox_add``.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-import fcntl
 import os
 import sqlite3
 import threading
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from webhook.errors import StoreError
-from webhook.store.base import (OUTBOX_STATES, InboxEntry, NewReply, OutboxRow, Store,
-                                ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
+                                NewReply, OutboxRow, Store, ValueUpdate)
+from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
+from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
 __all__ = ["SqliteStore"]
 
-BUSY_TIMEOUT_MS = 5000
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
-CHECKPOINT_EVERY = 256   # commits of one process between its WAL checkpoints
-WAL_LIMIT = 64 << 20     # bytes of WAL past which a checkpoint empties it (_checkpoint)
-TRUNCATE_WAIT_MS = 20    # ... if the readers of the moment are done by then; else next time
 
 # An outbox row is "unfinished" while pending or sending. For a sending row, next_at holds
 # its lease expiry: either way a row is due when next_at <= now. is_head marks each user's
@@ -56,10 +47,12 @@ CREATE TABLE IF NOT EXISTS locks (
 CREATE TABLE IF NOT EXISTS inbox (
     key TEXT PRIMARY KEY, appid TEXT NOT NULL, format TEXT NOT NULL, payload TEXT NOT NULL,
     answer TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL,
-    attempts INTEGER NOT NULL, owner TEXT, lease_until REAL, expires_at REAL NOT NULL
+    attempts INTEGER NOT NULL, owner TEXT, lease_until REAL, expires_at REAL NOT NULL,
+    error TEXT
 );
 CREATE INDEX IF NOT EXISTS inbox_lease ON inbox (lease_until) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_at);
+CREATE INDEX IF NOT EXISTS inbox_dead ON inbox (received_at) WHERE state = 'dead';
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, appid TEXT NOT NULL, openid TEXT NOT NULL,
     body TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
@@ -74,22 +67,26 @@ CREATE INDEX IF NOT EXISTS outbox_finished ON outbox (updated_at) WHERE state IN
 """
 
 _USER_UNFINISHED = "appid = ? AND openid = ? AND state IN ('pending', 'sending')"
-_INBOX_COLS = "key, appid, format, payload, answer, received_at, state, attempts"
+_INBOX_COLS = "key, appid, format, payload, answer, received_at, state, attempts, error"
+# A dead entry is kept until purged: it never expires, and a retry of its push stays a duplicate.
+_NEVER = float("inf")
 _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, created_at, "
                 "updated_at, errcode, errmsg")
 
 
 T = TypeVar("T")
-Write = Callable[[sqlite3.Connection, float], T]   # runs inside a transaction, at store time
 
 
-class _Pending:
-    """One queued write and, once its group committed, its result or error."""
-
-    __slots__ = ("fn", "done", "result", "error")
-
-    def __init__(self, fn: Write[Any]) -> None:
-        self.fn, self.done, self.result, self.error = fn, False, None, None
+def _add_error_column(conn: sqlite3.Connection) -> None:
+    """A database made before the inbox kept errors gets the column (once: a process
+    opening it at the same moment may have added it first)."""
+    if "error" in {row[1] for row in conn.execute("PRAGMA table_info(inbox)")}:
+        return
+    try:
+        conn.execute("ALTER TABLE inbox ADD COLUMN error TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _inbox_entry(row: tuple) -> InboxEntry:
@@ -104,10 +101,10 @@ class SqliteStore(Store):
     """``Store`` over one SQLite file (``path``) or ``":memory:"``."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
-                 wal_limit: int = WAL_LIMIT) -> None:
+                 timeout: float = WAIT, wal_limit: int = WAL_LIMIT) -> None:
         self.path = path
         self.clock = clock
-        self._wal_limit = wal_limit
+        self.timeout = timeout
         self._local = threading.local()
         self._all: list[tuple[int, sqlite3.Connection]] = []   # (pid that opened it, conn)
         self._all_lock = threading.Lock()
@@ -115,31 +112,44 @@ class SqliteStore(Store):
         # ":memory:" is private to one connection: share it, one thread at a time.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
-        self._queue: deque[_Pending] = deque()
-        self._committing = threading.Lock()
-        self._queue_pid = os.getpid()
-        self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
-        self._lock_fd: int | None = None
-        self._commits = 0
+        self._writes = Writes(path, connection=self._connection, clock=lambda: self.clock(),
+                              timeout=timeout, wal_limit=wal_limit)
         self._journal: Journal | None = None
         try:
             if path == ":memory:":
                 self._shared = self._connect()
                 self._shared.executescript(_SCHEMA)
             else:
+                self._make_files()
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
                     conn.executescript(_SCHEMA)
+                    _add_error_column(conn)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
+
+    def _make_files(self) -> None:
+        """The database and the lock file, 0600 before SQLite opens the database (it gives
+        its -wal and -shm the database's mode); any of the store's files found open to other
+        users is narrowed."""
+        inbox = f"{self.path}-inbox"
+        try:
+            journals = [os.path.join(inbox, name) for name in os.listdir(inbox)]
+        except FileNotFoundError:
+            journals = []
+        narrow([self.path, f"{self.path}-wal", f"{self.path}-shm", f"{self.path}-journal",
+                f"{self.path}-wxpush.lock", inbox, *journals])
+        for path in (self.path, f"{self.path}-wxpush.lock"):
+            os.close(private_file(path))
 
     @property
     def journaled(self) -> bool:   # a file store journals; ":memory:" records with inbox_add
         return self._journal is not None
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time) -> SqliteStore:
+    def from_url(cls, url: str, *, clock: Callable[[], float] = time.time,
+                 timeout: float = WAIT) -> SqliteStore:
         """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``."""
         if not url.startswith("sqlite:///"):
             raise StoreError(f"sqlite store URL must look like sqlite:///path.db, got {url}")
@@ -150,19 +160,19 @@ class SqliteStore(Store):
                 raise StoreError(f"sqlite store {url}: directory {directory} does not exist")
             if not os.access(directory, os.W_OK):
                 raise StoreError(f"sqlite store {url}: directory {directory} is not writable")
-        return cls(path, clock=clock)
+        return cls(path, clock=clock, timeout=timeout)
 
     # -- connections ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                               timeout=self.timeout)
+        busy(conn, self.timeout)
         # In WAL mode NORMAL loses no committed transaction when a process crashes (the
         # WAL is in the OS page cache); only a power loss can drop the last commits. We
         # promise durability against process crashes, so NORMAL is enough.
         conn.execute("PRAGMA synchronous=NORMAL")
         # SQLite would checkpoint inside COMMIT, while this host's write turn is held, and a
-        # checkpoint waits on fsync; _write runs them after the turn instead.
+        # checkpoint waits on fsync; Writes runs them after the turn instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._all_lock:
             self._all.append((os.getpid(), conn))
@@ -183,107 +193,9 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
     def _write(self, fn: Write[T]) -> T:
-        """``fn(conn, now)`` inside a write transaction, committed before this returns.
-
-        Group commit: the write is queued, then the thread waits for the commit lock. If its
-        write is not done by then, it leads: it runs every queued write in one transaction,
-        each in a savepoint so a failing one rolls back alone, and commits once.
-        """
-        if self._queue_pid != os.getpid():   # forked: the parent's locks are not ours
-            self._queue, self._committing = deque(), threading.Lock()
-            self._queue_pid, self._lock_fd = os.getpid(), None
-        pending = _Pending(fn)
-        self._queue.append(pending)
-        checkpoint = False
-        with self._committing:
-            if not pending.done:
-                batch = []
-                while self._queue:
-                    batch.append(self._queue.popleft())
-                self._commit(batch)
-                self._commits += 1
-                checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
-        if checkpoint:
-            self._checkpoint()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
-
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database file, and keep the WAL from growing without end.
-
-        PASSIVE copies what no reader still needs and never blocks a writer. But under steady
-        load some reader always needs the newest frames, so the WAL never starts over from
-        its beginning and grows by every write (1.3 GB in six seconds of pushes, beside a
-        25 MB database), and keeps that size when the load is gone. Past ``wal_limit``
-        bytes, TRUNCATE waits for the readers of the moment (each read here is one short
-        statement), copies it all and empties the file. Writers wait meanwhile, so it gives
-        up after ``TRUNCATE_WAIT_MS`` and tries again at the next checkpoint; they are
-        background writers only (the request path appends to the journal).
-        """
-        try:
-            large = os.path.getsize(f"{self.path}-wal") > self._wal_limit
-            with self._connection() as conn:
-                if not large:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    return
-                conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except (StoreError, OSError):
-            pass   # the write itself committed; the next checkpoint catches up
-
-    @contextmanager
-    def _host_lock(self) -> Iterator[None]:
-        """This host's write turn: an exclusive ``flock``, held by one process at a time."""
-        if self._lock_path is None:
-            yield
-            return
-        if self._lock_fd is None:   # per process: a forked child's copy would share the lock
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            with self._host_lock(), self._connection() as conn:
-                now = self.clock()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if len(batch) == 1:
-                        batch[0].result = batch[0].fn(conn, now)
-                    else:
-                        for pending in batch:
-                            conn.execute("SAVEPOINT one")
-                            try:
-                                pending.result = pending.fn(conn, now)
-                            except Exception as exc:
-                                conn.execute("ROLLBACK TO one")
-                                pending.error = self._error(exc)
-                            conn.execute("RELEASE one")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except BaseException as exc:   # nothing of the batch committed
-            error = self._error(exc)
-            for pending in batch:
-                pending.error = pending.error or error
-                pending.result = None
-        finally:
-            for pending in batch:
-                pending.done = True
-
-    def _error(self, exc: BaseException) -> Exception:
-        if isinstance(exc, (sqlite3.Error, OSError)):
-            return StoreError(f"sqlite store {self.path}: {exc}")
-        return exc if isinstance(exc, Exception) else StoreError(f"write interrupted: {exc!r}")
+        """``fn(conn, now)`` inside a write transaction, committed before this returns
+        (``Writes.write``)."""
+        return self._writes.write(fn)
 
     def _maybe_sweep(self, conn: sqlite3.Connection, now: float) -> None:
         """Delete a batch of expired values and inbox keys, at most once a minute."""
@@ -305,10 +217,7 @@ class SqliteStore(Store):
         for conn in mine:
             conn.close()
         self._local = threading.local()
-        if self._queue_pid == pid and self._lock_fd is not None:
-            with self._committing:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        self._writes.close()
         if self._journal is not None:
             self._journal.close()
 
@@ -395,7 +304,7 @@ class SqliteStore(Store):
             "format = excluded.format, payload = excluded.payload, "
             "answer = excluded.answer, received_at = excluded.received_at, "
             "state = 'pending', attempts = 1, owner = excluded.owner, "
-            "lease_until = excluded.lease_until, expires_at = excluded.expires_at "
+            "lease_until = excluded.lease_until, expires_at = excluded.expires_at, error = NULL "
             "WHERE inbox.expires_at <= ?",
             (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
              entry.received_at, owner, lease_until, expires_at, now))
@@ -425,7 +334,7 @@ class SqliteStore(Store):
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         if not chunks:
             return [], []
-        keyed = [[replace(entry, key=k) for entry in chunk.entries
+        keyed = [[replace(entry, key=k, attempts=1) for entry in chunk.entries
                   if (k := key(entry)) is not None] for chunk in chunks]
 
         def write(conn: sqlite3.Connection,
@@ -461,15 +370,66 @@ class SqliteStore(Store):
     def _journal_offset(self, name: str) -> int:
         return int(self.get(f"journal:{name}") or 0)
 
-    def inbox_claim(self, *, owner: str, lease: float, limit: int) -> list[InboxEntry]:
+    def inbox_claim(self, *, owner: str, lease: float, limit: int,
+                    max_attempts: int) -> list[InboxEntry]:
         if lease <= 0:
             raise ValueError("lease must be positive")
-        rows = self._write(lambda conn, now: conn.execute(
-            "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
-            "WHERE key IN (SELECT key FROM inbox WHERE state = 'pending' "
-            "AND lease_until <= ? AND expires_at > ? ORDER BY lease_until LIMIT ?) "
-            f"RETURNING {_INBOX_COLS}", (owner, now + lease, now, now, limit)).fetchall())
-        return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
+        due = ("SELECT key FROM inbox WHERE state = 'pending' AND lease_until <= ? "
+               "AND expires_at > ? AND attempts {} ? ORDER BY lease_until LIMIT ?")
+
+        def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
+            dead = conn.execute(
+                "UPDATE inbox SET state = 'dead', owner = NULL, lease_until = NULL, "
+                f"expires_at = ?, error = ? WHERE key IN ({due.format('>=')}) "
+                f"RETURNING {_INBOX_COLS}",
+                (_NEVER, DID_NOT_FINISH, now, now, max_attempts, limit)).fetchall()
+            return dead + conn.execute(
+                "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
+                f"WHERE key IN ({due.format('<')}) RETURNING {_INBOX_COLS}",
+                (owner, now + lease, now, now, max_attempts, limit)).fetchall()
+        return sorted((_inbox_entry(r) for r in self._write(write)), key=lambda e: e.received_at)
+
+    def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
+        return self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET owner = NULL, lease_until = ?, error = ? "
+            "WHERE key = ? AND owner = ? AND state = 'pending'",
+            (next_at, error, key, owner)).rowcount == 1)
+
+    def inbox_dead(self, key: str, *, owner: str, error: str) -> bool:
+        return self._write(lambda conn, now: conn.execute(
+            "UPDATE inbox SET state = 'dead', owner = NULL, lease_until = NULL, expires_at = ?, "
+            "error = ? WHERE key = ? AND owner = ? AND state = 'pending'",
+            (_NEVER, error, key, owner)).rowcount == 1)
+
+    def inbox_stats(self) -> dict[str, int]:
+        with self._connection() as conn:
+            pending = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending' "
+                                   "AND expires_at > ?", (self.clock(),)).fetchone()[0]
+            dead = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'dead'").fetchone()[0]
+        return {"pending": pending, "dead": dead}
+
+    def inbox_list(self, *, state: str | None = None, limit: int = 100) -> list[InboxEntry]:
+        states = INBOX_STATES if state is None else (state,)
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_INBOX_COLS} FROM inbox WHERE state IN ({', '.join('?' * len(states))}) "
+                "AND expires_at > ? ORDER BY received_at DESC LIMIT ?",
+                (*states, self.clock(), limit)).fetchall()
+        return [_inbox_entry(r) for r in rows]
+
+    def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
+        def write(conn: sqlite3.Connection, now: float) -> int:
+            back = ("UPDATE inbox SET state = 'pending', attempts = 0, owner = NULL, "
+                    "lease_until = ?, expires_at = ? WHERE state = 'dead'")
+            if keys is None:
+                return conn.execute(back, (now, now + ttl)).rowcount
+            return sum(conn.execute(back + " AND key = ?", (now, now + ttl, key)).rowcount
+                       for key in keys)
+        return self._write(write)
+
+    def inbox_purge(self, *, before: float) -> int:
+        return self._write(lambda conn, now: conn.execute(
+            "DELETE FROM inbox WHERE state = 'dead' AND received_at < ?", (before,)).rowcount)
 
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
         return self._write(lambda conn, now: conn.execute(
