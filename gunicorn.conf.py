@@ -8,29 +8,29 @@ import re
 
 from gunicorn.glogging import CONFIG_DEFAULTS, Logger
 
-from webhook import fairworker
 from webhook.logsafe import Repeats, shown
+from webhook.server import fairworker
 
 _env = os.environ.get
 
 # The composition root builds the app in each worker after the fork, so every worker has its
 # own store connections, HTTP keep-alive pool and background threads.
-wsgi_app = "webhook.app:get_app()"
+wsgi_app = "webhook.server.app:get_app()"
 preload_app = False
 
 # WeChat only calls port 80/443, and its pushes come over HTTPS: TLS belongs in the proxy in
 # front (deploy/nginx.conf), so bind to loopback by default. gunicorn's own TLS (certfile,
 # keyfile) still works, but its worker then reads requests in its threads as stock gthread
-# does, where a slow or idle client holds a thread (webhook/wholeworker.py).
+# does, where a slow or idle client holds a thread (webhook/server/wholeworker.py).
 bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 
 # Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
 # A gthread worker that reads each request whole on its loop before a thread handles it
-# (webhook/wholeworker.py), and takes no more than its share of the connections
-# (webhook/fairworker.py). Handlers never run on request threads, so a few are enough.
-worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.fairworker.FairThreadWorker")
+# (webhook/server/wholeworker.py), and takes no more than its share of the connections
+# (webhook/server/fairworker.py). Handlers never run on request threads, so a few are enough.
+worker_class = _env("WXPUSH_WORKER_CLASS", "webhook.server.fairworker.FairThreadWorker")
 threads = int(_env("WXPUSH_THREADS", "4"))
 
 # A request must arrive whole (head and body) within this many seconds of its first byte, or

@@ -6,7 +6,7 @@
 
 The app's token, EncodingAESKey and appid come from BENCH_TOKEN / BENCH_AES_KEY / BENCH_APPID.
 Both apps have a no-op ``start``/``stop``, which gunicorn.conf.py's worker hooks call, and
-wxpush's ``inline_paths`` (webhook/fairworker.py): like its push path, theirs waits on
+wxpush's ``inline_paths`` (webhook/server/fairworker.py): like its push path, theirs waits on
 nothing but the CPU.
 """
 

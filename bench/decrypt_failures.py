@@ -2,7 +2,7 @@
 
     python bench/decrypt_failures.py [--seconds 2]
 
-Every failure raises the same DecryptError after the same checks (webhook/crypto.py), so
+Every failure raises the same DecryptError after the same checks (webhook/push/crypto.py), so
 the figures for bad padding, a message length that does not fit and another AppID should
 differ by no more than the noise; the spread printed is the largest median over the
 smallest among the failures. Prints figures, asserts nothing.
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers import Cipher as AES, algorithms, modes  # noqa: E402
 
-from webhook.crypto import Cipher, aes_key  # noqa: E402
 from webhook.errors import DecryptError  # noqa: E402
+from webhook.push.crypto import Cipher, aes_key  # noqa: E402
 
 APPID = "wx2c2769f8efd9abc2"
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"

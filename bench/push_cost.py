@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from webhook.crypto import KeyRing  # noqa: E402
-from webhook.parsing import parse_body, render  # noqa: E402
-from webhook.receive import open_push  # noqa: E402
-from webhook.settings import AppConfig  # noqa: E402
-from webhook.signature import signature  # noqa: E402
+from webhook.config.settings import AppConfig  # noqa: E402
+from webhook.push.crypto import KeyRing  # noqa: E402
+from webhook.push.parsing import parse_body, render  # noqa: E402
+from webhook.push.receive import open_push  # noqa: E402
+from webhook.push.signature import signature  # noqa: E402
 
 APPID, TOKEN = "wx2c2769f8efd9abc2", "spamtest"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"

@@ -73,10 +73,10 @@ class NaiveCache:
 
 def worker(args: argparse.Namespace) -> None:
     """Answer each ``go`` line on stdin with one window of sends; print its outcome as JSON."""
-    from webhook.client import WeChatClient
+    from webhook.config.settings import AppConfig
     from webhook.errors import WeChatAPIError
-    from webhook.settings import AppConfig
-    from webhook.tokens import TokenProvider
+    from webhook.wechat.client import WeChatClient
+    from webhook.wechat.tokens import TokenProvider
 
     logging.getLogger("webhook").setLevel(logging.ERROR)   # failures are counted, not logged
     client = WeChatClient(args.base)

@@ -1,7 +1,8 @@
 """Rule handlers, and the one place that states their order: ``build_router``.
 
-handlers/ imports only webhook.messages, webhook.routing, webhook.tomlfile, webhook.errors and
-the standard library: business rules never see a store, an HTTP client or the crypto.
+handlers/ imports only the public API (``webhook``: the router, matchers, messages and
+replies), ``webhook.config.tomlfile`` and the standard library: business rules never see a
+store, an HTTP client or the crypto.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-from webhook.errors import ConfigError
-from webhook.routing import Router
-from webhook.tomlfile import load_toml
-
 from handlers.builtins import builtin_routers
 from handlers.rules import load_rules
+from webhook.config.tomlfile import load_toml
+from webhook.errors import ConfigError
+from webhook.routing.router import Router
 
 __all__ = ["build_router", "import_router"]
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.errors import ConfigError
-from webhook.messages import EnterSessionEvent, Message, TextReply
-from webhook.routing import Context, Router, exact, keyword, msgtype
-from webhook.tomlfile import TomlFile
-
 from handlers.rules import section_error, strings, template
+from webhook import Context, EnterSessionEvent, Message, Router, TextReply, exact, keyword, msgtype
+from webhook.config.tomlfile import TomlFile
+from webhook.errors import ConfigError
 
 __all__ = ["WELCOME_TEXT", "HANDOFF_KEYWORDS", "FALLBACK_TEXT", "welcome_router",
            "handoff_router", "fallback_router", "builtin_routers"]

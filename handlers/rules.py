@@ -13,12 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from webhook.errors import ConfigError
-from webhook.messages import (ENTER_SESSION_EVENT, ImageReply, LinkReply, Message,
-                              MiniProgramPageReply, Reply, TextReply)
-from webhook.routing import (MESSAGE, Context, Matcher, Router, app, event, exact,
-                             keyword, msgtype, prefix, regex, session_from)
-from webhook.tomlfile import TomlFile
+from webhook import (MESSAGE, ConfigError, Context, ImageReply, LinkReply, Matcher, Message,
+                     MiniProgramPageReply, Reply, Router, TextReply, app, event, exact, keyword,
+                     msgtype, prefix, regex, session_from)
+from webhook.config.tomlfile import TomlFile
+from webhook.push.messages import ENTER_SESSION_EVENT
 
 __all__ = ["RULE_KEYS", "TOP_KEYS", "load_rules", "section_error", "strings", "template"]
 

@@ -1,49 +1,39 @@
 """wxpush: a self-hosted WeChat customer-service webhook.
 
-The public surface, loaded on first use so that importing a pure module (``webhook.crypto``,
-``webhook.routing``) does not pull in Falcon, requests or a store::
+What a bot's own handlers need, in one place::
 
-    from webhook import Router, TEXT, keyword, TextReply, create_app
+    from webhook import Router, TEXT, regex, Context, TextMessage, TextReply
+
+    router = Router(name="orders")
+
+    @router.message(TEXT & regex(r"^订单\\s*(?P<order>\\d{6,})$"))
+    def order_status(message: TextMessage, ctx: Context) -> TextReply:
+        return TextReply(f"订单 {ctx.match['order']} 正在处理中。")
+
+The server itself (``webhook.server.app``), its stores, the WeChat client and the testing
+tools (``webhook.testing``) are imported from their own packages. Everything here is pure:
+importing it loads no web framework, HTTP client or store.
 """
 
-from __future__ import annotations
+from webhook.errors import ConfigError, WxpushError
+from webhook.push.messages import (EnterSessionEvent, Event, ImageMessage, ImageReply, LinkReply,
+                                   Message, MiniProgramPageMessage, MiniProgramPageReply, Reply,
+                                   TextMessage, TextReply, TransferToHuman, UnknownMessage)
+from webhook.routing.matchers import (ANY, ENTER_SESSION, EVENT, IMAGE, MESSAGE, MINIPROGRAM_PAGE,
+                                      TEXT, Matcher, app, event, exact, keyword, msgtype, prefix,
+                                      regex, session_from)
+from webhook.routing.router import Context, Handler, Router
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "create_app": "webhook.app", "get_app": "webhook.app",
-    "Settings": "webhook.settings", "AppConfig": "webhook.settings",
-    "ServerConfig": "webhook.settings", "load_settings": "webhook.settings:load",
-    "Router": "webhook.routing", "Route": "webhook.routing", "Context": "webhook.routing",
-    "TEXT": "webhook.routing", "IMAGE": "webhook.routing", "MINIPROGRAM_PAGE": "webhook.routing",
-    "EVENT": "webhook.routing", "ENTER_SESSION": "webhook.routing", "MESSAGE": "webhook.routing",
-    "ANY": "webhook.routing", "msgtype": "webhook.routing", "event": "webhook.routing",
-    "keyword": "webhook.routing", "exact": "webhook.routing", "prefix": "webhook.routing",
-    "regex": "webhook.routing", "session_from": "webhook.routing", "app": "webhook.routing",
-    "Message": "webhook.messages", "TextMessage": "webhook.messages",
-    "ImageMessage": "webhook.messages", "MiniProgramPageMessage": "webhook.messages",
-    "Event": "webhook.messages", "EnterSessionEvent": "webhook.messages",
-    "UnknownMessage": "webhook.messages", "Reply": "webhook.messages",
-    "TextReply": "webhook.messages", "ImageReply": "webhook.messages",
-    "LinkReply": "webhook.messages", "MiniProgramPageReply": "webhook.messages",
-    "TransferToHuman": "webhook.messages",
-    "WxpushError": "webhook.errors", "RequestRejected": "webhook.errors",
-    "WeChatAPIError": "webhook.errors", "ConfigError": "webhook.errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'webhook' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__ = [
+    # routing
+    "Router", "Context", "Handler", "Matcher",
+    "TEXT", "IMAGE", "MINIPROGRAM_PAGE", "EVENT", "ENTER_SESSION", "MESSAGE", "ANY",
+    "msgtype", "event", "keyword", "exact", "prefix", "regex", "session_from", "app",
+    # what a customer sends
+    "Message", "TextMessage", "ImageMessage", "MiniProgramPageMessage", "Event",
+    "EnterSessionEvent", "UnknownMessage",
+    # what a handler answers
+    "Reply", "TextReply", "ImageReply", "LinkReply", "MiniProgramPageReply", "TransferToHuman",
+    # errors
+    "WxpushError", "ConfigError",
+]

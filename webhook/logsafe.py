@@ -69,7 +69,7 @@ class Repeats:
             return False
         if held:
             msg, args = msg + " repeated=%d", (*args, held)
-        logger.log(level, msg, *args, exc_info=exc_info)
+        logger.log(level, msg, *args, exc_info=exc_info, stacklevel=2)
         return True
 
     def admit(self, kind: str) -> int | None:

@@ -6,9 +6,9 @@ import textwrap
 
 from handlers import build_router
 from handlers.builtins import FALLBACK_TEXT, WELCOME_TEXT
-from webhook.messages import TextReply
-from webhook.testing.factories import (OPENID, dispatch, make_enter_session, make_event,
-                                       make_image, make_text, make_unknown)
+from webhook.push.messages import TextReply
+from webhook.testing.factories import (OPENID, dispatch, make_enter_session, make_event, make_image,
+                                       make_text, make_unknown)
 
 
 def load(tmp_path, text=""):

@@ -6,8 +6,7 @@ its router in handlers.build_router (or name it in wxpush.toml's [server] router
 
 from __future__ import annotations
 
-from webhook.messages import TextMessage, TextReply
-from webhook.routing import Context, Router, regex
+from webhook import Context, Router, TextMessage, TextReply, regex
 from webhook.testing.factories import dispatch, make_text
 
 router = Router(name="orders")

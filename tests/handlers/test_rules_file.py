@@ -9,9 +9,9 @@ import pytest
 
 from handlers import build_router
 from webhook.errors import ConfigError
-from webhook.messages import ImageReply, LinkReply, MiniProgramPageReply, TextReply
-from webhook.testing.factories import (OPENID, dispatch, make_enter_session, make_event,
-                                       make_image, make_text, make_unknown)
+from webhook.push.messages import ImageReply, LinkReply, MiniProgramPageReply, TextReply
+from webhook.testing.factories import (OPENID, dispatch, make_enter_session, make_event, make_image,
+                                       make_text, make_unknown)
 
 ROOT = Path(__file__).parents[2]
 

@@ -5,8 +5,7 @@ its process on the spot."""
 import os
 import time
 
-from webhook.messages import TextReply
-from webhook.routing import TEXT, Router
+from webhook import TEXT, Router, TextReply
 
 router = Router(name="countbot")
 

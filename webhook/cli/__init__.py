@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Each module exposes ``register(subparsers)``; a sub-command's handler returns an exit code.
-COMMANDS = ("serve", "worker", "check_config", "rules", "token", "push", "emulator", "inbox",
+COMMANDS = ("serve", "deliver", "check_config", "rules", "token", "push", "emulator", "inbox",
             "outbox", "demo")
 
 
@@ -18,13 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wxpush", description="WeChat customer-service webhook")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"webhook.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"webhook.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"webhook.cli.{name}").register(sub)
     return parser
 
 

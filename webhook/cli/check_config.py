@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from webhook.settings import config_path, load
+from webhook.config.settings import config_path, load
 
 __all__ = ["register"]
 

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from webhook.app import get_app
+    from webhook.server.app import get_app
     from webhook.testing import Emulator, PushBuilder, serve
 
     emulator = Emulator()

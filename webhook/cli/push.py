@@ -16,9 +16,9 @@ from typing import Any
 
 import requests
 
-from webhook import settings as settings_module
+from webhook.config import settings as settings_module
+from webhook.config.settings import FORMATS, MODES, AppConfig
 from webhook.errors import ConfigError, RequestRejected, UnknownApp
-from webhook.settings import FORMATS, MODES, AppConfig
 from webhook.testing.pushbuilder import DEFAULT_OPENID, BuiltPush, PushBuilder
 from webhook.testing.remote import EmulatorControl
 

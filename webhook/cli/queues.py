@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from webhook.config.settings import Settings, config_path, load
 from webhook.errors import ConfigError
-from webhook.settings import Settings, config_path, load
 from webhook.store import Store, open_store
 
 __all__ = ["Queue", "register_queue", "parse_age", "when"]

@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from webhook.config.settings import config_path
+from webhook.config.tomlfile import load_toml
 from webhook.errors import ConfigError
-from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
-                              TextMessage)
-from webhook.routing import Router
-from webhook.settings import config_path
-from webhook.tomlfile import load_toml
+from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
+                                   TextMessage)
+from webhook.routing.router import Router
 
 __all__ = ["register"]
 

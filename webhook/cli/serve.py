@@ -1,5 +1,6 @@
 """``wxpush serve``: validate the config and the address to listen on, then run gunicorn with
-``gunicorn.conf.py`` and, with a SQLite store, the delivery process (``webhook.supervisor``)."""
+``gunicorn.conf.py`` and, with a SQLite store, the delivery process
+(``webhook.server.supervisor``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 
 from gunicorn.util import is_ipv6, parse_address
 
+from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import configure_logging
-from webhook.cli.worker import graceful_timeout
+from webhook.config.settings import config_path, load
 from webhook.errors import ConfigError, WxpushError
-from webhook.settings import config_path, load
+from webhook.server.supervisor import Supervisor
 from webhook.store import open_store, require_durable
-from webhook.supervisor import Supervisor
 
 __all__ = ["register", "gunicorn_config", "check_free"]
 
@@ -87,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     delivery = None
     if journaled:   # the request workers leave handling and sending to the delivery process
         env["WXPUSH_DELIVERY"] = "process"
-        delivery = [sys.executable, "-m", "webhook.cli", "worker", "--config", path]
+        delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
     sys.stdout.flush()
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
                       graceful=timeout, env=env, stall=settings.server.stall_timeout).run()

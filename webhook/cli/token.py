@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from webhook import settings as settings_module
-from webhook.client import WeChatClient
+from webhook.config import settings as settings_module
 from webhook.errors import UnknownApp
 from webhook.store import open_store
-from webhook.tokens import TokenProvider
+from webhook.wechat.client import WeChatClient
+from webhook.wechat.tokens import TokenProvider
 
 __all__ = ["register"]
 

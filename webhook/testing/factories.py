@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from webhook.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage,
-                              Message, MiniProgramPageMessage, Reply, TextMessage, UnknownMessage)
-from webhook.routing import Route, Router
+from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage,
+                                   Message, MiniProgramPageMessage, Reply, TextMessage,
+                                   UnknownMessage)
+from webhook.routing.router import Route, Router
 
 __all__ = ["APPID", "OPENID", "ORIGINAL_ID", "CREATE_TIME", "make_text", "make_image",
            "make_miniprogrampage", "make_event", "make_enter_session", "make_unknown", "dispatch"]

@@ -34,8 +34,8 @@ def request_workers(root: int) -> list[int]:
 
 
 def delivery_processes(root: int) -> list[int]:
-    """``wxpush serve``'s delivery process (``wxpush worker``), if it runs one."""
-    return [pid for pid in children(root) if _runs(pid, "worker")]
+    """``wxpush serve``'s delivery process (``wxpush deliver``), if it runs one."""
+    return [pid for pid in children(root) if _runs(pid, "deliver")]
 
 
 def tree(root: int) -> list[int]:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from webhook.crypto import Cipher
+from webhook.config.settings import FORMATS, MODES, AppConfig
 from webhook.errors import BadSignature, MalformedRequest
-from webhook.messages import ENTER_SESSION_EVENT, Message
-from webhook.parsing import message_fields, parse_body, render
-from webhook.settings import FORMATS, MODES, AppConfig
-from webhook.signature import signature, verify
+from webhook.push.crypto import Cipher
+from webhook.push.messages import ENTER_SESSION_EVENT, Message
+from webhook.push.parsing import message_fields, parse_body, render
+from webhook.push.signature import signature, verify
 
 __all__ = ["PushBuilder", "BuiltPush", "DEFAULT_OPENID"]
 

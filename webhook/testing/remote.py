@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-from webhook.messages import Message
+from webhook.push.messages import Message
 from webhook.testing.emulator import Call
 
 __all__ = ["EmulatorControl"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import falcon
 
-from webhook.messages import Message
+from webhook.push.messages import Message
 from webhook.testing.emulator import control, media, messaging, opendata, tokens
 from webhook.testing.emulator.state import (AppState, Call, Fail, Faults, Grant, MediaItem, Part,
                                             Raw, Request, TokenRecord)

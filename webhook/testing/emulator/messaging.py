@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from webhook.messages import ENTER_SESSION_EVENT
+from webhook.push.messages import ENTER_SESSION_EVENT
 from webhook.testing.emulator.media import find_media
 from webhook.testing.emulator.state import AppState, Fail, Request, UserState
 from webhook.testing.emulator.tokens import authorize

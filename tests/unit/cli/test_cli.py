@@ -1,0 +1,214 @@
+"""The wxpush command: check-config, outbox and inbox operations, demo, and one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from webhook.cli import main
+from webhook.cli.queues import parse_age
+from webhook.errors import ConfigError
+from webhook.store import InboxEntry, NewReply, open_store
+
+ROOT = Path(__file__).parents[3]
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "wxpush.toml"
+    path.write_text(f'[server]\nstore = "sqlite:///w.db"\n\n[[apps]]\nappid = "wx1"\n'
+                    f'secret = "the-app-secret"\ntoken = "the-token"\nencoding_aes_key = "{KEY}"\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_check_config_prints_what_it_serves_without_secrets(config, capsys):
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "/wechat/wx1  safe xml" in out
+    assert "20 at once, then 1/s per client; 200 at once, then 20/s per app" in out
+    assert "proxies trusted: 127.0.0.1, ::1" in out
+    for secret in ("the-app-secret", "the-token", KEY):
+        assert secret not in out
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[apps]]\nappid = "wx1"\ntoken = 5\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:3: token: must be a string" in err
+
+
+def test_outbox_operations(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    store.inbox_add(InboxEntry(key="wx1:msg:1", appid="wx1", format="xml", payload="<xml/>",
+                               answer="success", received_at=0), owner="t", lease=30, ttl=60)
+    rows = store.inbox_finish("wx1:msg:1", [NewReply("wx1", "o1", '{"msgtype":"text"}', "r"),
+                                            NewReply("wx1", "o2", '{"msgtype":"text"}', "r")],
+                              owner="t")
+    claimed = store.outbox_claim(owner="t", lease=30, limit=10)
+    store.outbox_dead(claimed[0].id, owner="t", errcode=45015, errmsg="response out of time limit")
+    store.outbox_sent(claimed[1].id, owner="t")
+    assert main(["outbox", "--config", str(config), "stats"]) == 0
+    assert capsys.readouterr().out.split() == ["pending", "0", "sending", "0", "sent", "1",
+                                               "dead", "1"]
+    assert main(["outbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    assert "errcode=45015" in capsys.readouterr().out
+    assert main(["outbox", "--config", str(config), "retry", "--all-dead"]) == 0
+    assert "requeued 1 row" in capsys.readouterr().out
+    assert store.outbox_stats()["pending"] == 1
+    assert main(["outbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
+    assert "purged 1" in capsys.readouterr().out
+    assert len(rows) == 2
+
+
+def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
+    assert main(["outbox", "--config", str(config), "retry", "999"]) == 1
+    assert capsys.readouterr().err == "wxpush outbox: no dead row with id 999\n"
+
+
+def test_inbox_operations(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    for i in range(3):
+        store.inbox_add(InboxEntry(key=f"wx1:msg:{i}", appid="wx1", format="xml",
+                                   payload="<xml/>", answer="success", received_at=time.time()),
+                        owner="t", lease=30, ttl=60)
+    store.inbox_dead("wx1:msg:0", owner="t", error="RuntimeError at bot.py:12")
+    store.inbox_dead("wx1:msg:1", owner="t", error="MalformedRequest: CreateTime is missing")
+    store.inbox_log("wx1", "xml", b"<xml>3</xml>", "success", 0)   # not yet ingested
+    assert main(["inbox", "--config", str(config), "stats"]) == 0
+    assert capsys.readouterr().out.split() == ["pending", "1", "dead", "2", "journal", "1"]
+    assert main(["inbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in listed] == [["wx1:msg:1", "dead"], ["wx1:msg:0", "dead"]]
+    assert listed[1].endswith("attempts=1 error=RuntimeError at bot.py:12")
+    assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 0
+    assert capsys.readouterr().out == "requeued 1 push\n"
+    assert store.inbox_stats() == {"pending": 2, "dead": 1}
+    assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 1
+    assert capsys.readouterr().err == "wxpush inbox: no dead push with key wx1:msg:0\n"
+    assert main(["inbox", "--config", str(config), "purge", "--older-than", "1h"]) == 0
+    assert capsys.readouterr().out == "purged 0 pushes\n"
+    assert main(["inbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
+    assert capsys.readouterr().out == "purged 1 push\n"
+    assert main(["inbox", "--config", str(config), "retry", "--all-dead"]) == 0
+    assert capsys.readouterr().out == "requeued 0 pushes\n"
+    assert main(["inbox", "--config", str(config), "list", "--state", "dead"]) == 0
+    assert capsys.readouterr().out == "no pushes\n"
+
+
+@pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45)])
+def test_ages(text, seconds):
+    assert parse_age(text) == seconds
+
+
+def test_bad_age_is_a_clear_error():
+    with pytest.raises(ConfigError, match="not an age"):
+        parse_age("a week")
+
+
+@pytest.mark.slow
+def test_demo_plays_a_conversation(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "webhook.cli", "demo"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
+    assert "business  订单 20261121 正在处理中。" in result.stdout
+    assert "transfer_customer_service" in result.stdout
+
+
+def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):
+    path = tmp_path / "wxpush.toml"
+    path.write_text(f'[server]\nrouters = ["no_such_module:router"]\n\n[[apps]]\nappid = "wx1"\n'
+                    f'token = "t"\nencoding_aes_key = "{KEY}"\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot import router 'no_such_module:router'" in err
+
+
+def test_worker_with_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[apps]]\nappid = "wx1"\ntoken = 5\n', encoding="utf-8")
+    assert main(["deliver", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wxpush deliver: ") and f"{bad}:3: token" in err and err.count("\n") == 1
+
+
+def test_worker_with_a_bad_log_level_is_one_line_and_exit_2(config, capsys, monkeypatch):
+    monkeypatch.setenv("WXPUSH_LOG_LEVEL", "loud")
+    assert main(["deliver", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == ("wxpush deliver: environment: WXPUSH_LOG_LEVEL: must be "
+                                       "one of debug, info, warning, error, critical, not "
+                                       "'loud'\n")
+
+
+def run_worker(*args: str, up: Callable[[], bool]) -> tuple[int, str]:
+    """``wxpush deliver ARGS`` until ``up()``, then SIGTERM: its exit code and stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "webhook.cli", "deliver", *args], cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not up():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, err
+
+
+def test_worker_runs_until_sigterm_and_stops_cleanly(config, tmp_path):
+    code, err = run_worker("--config", str(config),   # ingesting: it is up
+                           up=(tmp_path / "w.db-inbox" / "reader.lock").exists)
+    assert code == 0
+    assert "delivery started" in err and "delivery stopping" in err
+    for secret in ("the-app-secret", "the-token", KEY):
+        assert secret not in err
+
+
+@pytest.fixture
+def redis_config(tmp_path, redis_server) -> Path:
+    path = tmp_path / "redis.toml"
+    path.write_text(f'[server]\nstore = "{redis_server.url}"\n\n[[apps]]\nappid = "wx1"\n'
+                    f'token = "the-token"\nencoding_aes_key = "{KEY}"\n', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("command", ["serve", "deliver"])
+def test_a_redis_that_keeps_nothing_is_refused_in_one_line(redis_config, command):
+    """The tests' Redis runs with appendonly no and no snapshots: a restart of it would lose
+    pushes already answered."""
+    bind = ["--bind", "127.0.0.1:1"] if command == "serve" else []   # (were it to start)
+    result = subprocess.run([sys.executable, "-m", "webhook.cli", command, "--config",
+                             str(redis_config), *bind],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    err = result.stderr
+    assert err.count("\n") == 1 and err.startswith(f"wxpush {command}: the Redis at redis://")
+    assert "keeps nothing across a restart" in err and "--allow-volatile-redis" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_config, how):
+    args = ["--config", str(redis_config)]
+    if how == "flag":
+        args.append("--allow-volatile-redis")
+    else:
+        redis_config.write_text(redis_config.read_text().replace(
+            "[server]\n", "[server]\nallow_volatile_redis = true\n"), encoding="utf-8")
+    started = time.monotonic()
+    code, err = run_worker(*args, up=lambda: time.monotonic() - started > 2)
+    assert code == 0
+    assert "[WARNING] the Redis at redis://" in err and "running anyway" in err
+    assert "delivery started" in err

@@ -1,0 +1,67 @@
+"""``wxpush rules check`` / ``wxpush rules test``: offline, the server's own decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webhook import cli
+
+EXAMPLE = str(Path(__file__).parents[3] / "rules.example.toml")
+
+
+@pytest.fixture
+def wxpush(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMANDS", ("rules",))  # only the module under test
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def test_check_ok(wxpush):
+    code, out, _ = wxpush("rules", "check", EXAMPLE)
+    assert code == 0 and "ok, 8 rules: hours, order" in out
+
+
+def test_check_names_the_line(wxpush, tmp_path):
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "a"\nregex = "(x"\nreply.text = "b"\n', encoding="utf-8")
+    code, _, err = wxpush("rules", "check", str(bad))
+    assert code == 2 and f"{bad}:3: regex: bad regex" in err
+
+
+def test_file_defaults_to_the_configs_rules(wxpush, tmp_path):
+    (tmp_path / "rules.toml").write_text('[builtins.fallback]\nenabled = false\n', encoding="utf-8")
+    config = tmp_path / "wxpush.toml"
+    config.write_text('[server]\nrules = "rules.toml"\n', encoding="utf-8")
+    code, out, _ = wxpush("rules", "check", "--config", str(config))
+    assert code == 0 and "2 rules: builtin.welcome, builtin.handoff" in out
+    config.write_text('[server]\n', encoding="utf-8")
+    code, _, err = wxpush("rules", "check", "--config", str(config))
+    assert code == 2 and "no rules file" in err
+
+
+def test_test_shows_rule_answer_and_replies(wxpush):
+    code, out, _ = wxpush("rules", "test", EXAMPLE, "订单 1234567")
+    assert code == 0 and "matched   order" in out and "answer    success" in out
+    assert '"content": "订单 1234567 正在处理中。"' in out
+    _, out, _ = wxpush("rules", "test", EXAMPLE, "转人工")
+    assert "builtin.handoff" in out and "transfer_customer_service" in out and "send      nothing" in out
+
+
+def test_test_events(wxpush):
+    _, out, _ = wxpush("rules", "test", EXAMPLE, "--session-from", "goods")
+    assert "matched   goods-button" in out
+    _, out, _ = wxpush("rules", "test", EXAMPLE, "--event", "user_enter_tempsession")
+    assert "matched   builtin.welcome" in out
+    _, out, _ = wxpush("rules", "test", EXAMPLE, "--event", "debug_demo")
+    assert "matched   nothing" in out
+
+
+def test_test_usage(wxpush):
+    code, _, err = wxpush("rules", "test", EXAMPLE, "a", "b")
+    assert code == 2 and "usage" in err

@@ -1,0 +1,110 @@
+"""Config loading: defaults, secrets from the environment, line-precise errors."""
+
+from pathlib import Path
+
+import pytest
+
+from webhook.config.settings import config_path, load
+from webhook.errors import ConfigError
+
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wxpush.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_loads():
+    settings = load(Path(__file__).parents[3] / "wxpush.example.toml")
+    app = settings.apps["wx0123456789abcdef"]
+    assert (app.mode, app.format) == ("safe", "xml")
+    assert settings.server.rules.endswith("rules.example.toml")
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    path = write(tmp_path, f'[server]\nrules = "r.toml"\n[[apps]]\nappid = "wx1"\ntoken = "t"\n'
+                           f'encoding_aes_key = "{KEY}"\n')
+    settings = load(path)
+    assert settings.server.store == f"sqlite:///{tmp_path}/wxpush.db"
+    assert settings.server.rules == str(tmp_path / "r.toml")
+    assert settings.server.timestamp_tolerance == 300 and settings.server.max_body == 65536
+    assert settings.apps["wx1"].mode == "safe"
+    assert settings.server.trusted_proxies == ("127.0.0.1", "::1")
+
+
+def test_rate_limits_and_trusted_proxies(tmp_path):
+    path = write(tmp_path, '[server]\nrate_per_client = 0.5\nburst_per_client = 3\n'
+                           'rate_per_app = 10\nburst_per_app = 50\n'
+                           'trusted_proxies = ["10.0.0.0/8", "fd00::1"]\n'
+                           '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n')
+    server = load(path).server
+    assert (server.rate_per_client, server.burst_per_client) == (0.5, 3)
+    assert (server.rate_per_app, server.burst_per_app) == (10, 50)
+    assert server.trusted_proxies == ("10.0.0.0/8", "fd00::1")
+
+
+def test_a_volatile_redis_is_allowed_only_when_said(tmp_path):
+    text = '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n'
+    assert load(write(tmp_path, text)).server.allow_volatile_redis is False
+    allowed = load(write(tmp_path, "[server]\nallow_volatile_redis = true\n" + text))
+    assert allowed.server.allow_volatile_redis is True
+
+
+def test_secrets_from_environment_never_in_repr(tmp_path):
+    path = write(tmp_path, '[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
+                           'encoding_aes_key_env = "K"\nformat = "json"\n')
+    app = load(path, env={"S": "sekret", "T": "tok", "K": KEY}).apps["wx1"]
+    assert (app.secret, app.token, app.encoding_aes_key) == ("sekret", "tok", KEY)
+    assert "sekret" not in repr(app) and KEY not in repr(app) and "tok'" not in repr(app)
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[server]\ntimestamp_tolerance = -1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: timestamp_tolerance: must be seconds >= 0"),
+    ('[server]\nbogus = 1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: bogus: unknown key"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n\n[[apps]]\nappid="wx2"\n'
+     'token="t"\nmode="safe"\nencoding_aes_key="short"\n', ":10: encoding_aes_key: must be exactly 43"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="secure"\n', ':4: mode: must be "plaintext"'),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\n', ":1: encoding_aes_key (or encoding_aes_key_env) is required"),
+    ('[[apps]]\nappid="wx1"\ntoken_env="NOPE"\nmode="plaintext"\n', ":3: token_env: environment variable NOPE is not set"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":6: appid: appid 'wx1' is configured twice"),
+    ('[server]\nhandle_attempts = 0\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: handle_attempts: must be a count between 1 and 100"),
+    ('[server]\nstall_timeout = 2\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: stall_timeout: must be seconds between 5 and 3600"),
+    ('[server]\nallow_volatile_redis = 1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: allow_volatile_redis: must be true or false"),
+    ('[server\n', ":1: TOML syntax error"),
+    ('[server]\nstore = "sqlite:///x.db"\nrate_per_client = 0\n[[apps]]\nappid="wx1"\ntoken="t"\n'
+     'mode="plaintext"\n', ":3: rate_per_client: must be requests a second, above 0"),
+    ('[server]\nburst_per_app = 0.5\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: burst_per_app: must be a count between 1 and 1000000"),
+    ('[server]\ntrusted_proxies = ["127.0.0.1",\n  "nginx.local"]\n[[apps]]\nappid="wx1"\n'
+     'token="t"\nmode="plaintext"\n', ":2: trusted_proxies: must be a list of IP addresses"),
+    ('[server]\ntrusted_proxies = "127.0.0.1"\n[[apps]]\nappid="wx1"\ntoken="t"\n'
+     'mode="plaintext"\n', ":2: trusted_proxies: must be a list of IP addresses"),
+    ('[server]\n', ": apps: at least one [[apps]] table is required"),
+])
+def test_errors_name_file_line_and_key(tmp_path, text, where):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert str(caught.value).startswith(str(path))
+    assert where in str(caught.value)
+
+
+def test_error_never_shows_a_secret(tmp_path):
+    path = write(tmp_path, '[[apps]]\nappid="wx1"\ntoken="topsecret"\nencoding_aes_key="nothex-key-too-short"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert "nothex-key-too-short" not in str(caught.value) and "topsecret" not in str(caught.value)
+
+
+def test_config_path_precedence():
+    assert config_path("a.toml", {"WXPUSH_CONFIG": "b.toml"}) == "a.toml"
+    assert config_path(None, {"WXPUSH_CONFIG": "b.toml"}) == "b.toml"
+    assert config_path(None, {}) == "wxpush.toml"

@@ -1,0 +1,343 @@
+"""The whole request path through falcon.testing: all six console settings, every bad input,
+the passive hand-off, dedupe, and a keyword rule's answer reaching the emulator."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import falcon.testing
+import pytest
+import requests
+
+from handlers import build_router
+from webhook.config.settings import AppConfig, ServerConfig, Settings
+from webhook.server.app import create_app, create_background
+from webhook.store.sqlite import SqliteStore
+from webhook.testing import Emulator, PushBuilder, serve
+from webhook.testing.factories import make_enter_session, make_text
+from webhook.wechat.api import WeChatAPI
+from webhook.wechat.client import WeChatClient
+from webhook.wechat.tokens import TokenProvider
+
+APPID = "wxba5fad812f8e6fb9"
+TOKEN = "AAAAA"
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+SECRET = "app-secret-value"
+RULES = """
+[[rule]]
+name = "hours"
+keywords = ["营业时间"]
+reply.text = "9:00–18:00"
+
+[[rule]]
+name = "human"
+keywords = ["人工"]
+transfer = true
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    emu = Emulator()
+    emu.register_app(APPID, SECRET)
+    server = serve(emu.app)
+    yield emu, server.url
+    server.stop()
+
+
+def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, delivers=True,
+          **server):
+    (tmp_path / "rules.toml").write_text(rules, encoding="utf-8")
+    settings = make_settings(tmp_path, emulator, mode=mode, fmt=fmt, **server)
+    store, api = store_and_api(tmp_path, settings)
+    app = create_app(settings, store=store, api=api, router=build_router(settings.server.rules),
+                     rng=random.Random(1), delivers=delivers)
+    builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, format=fmt, mode=mode)
+    return app, falcon.testing.TestClient(app), builder
+
+
+def make_settings(tmp_path: Path, emulator, *, mode="safe", fmt="xml", **server) -> Settings:
+    return Settings(
+        server=ServerConfig(api_base=emulator[1], rules=str(tmp_path / "rules.toml"), **server),
+        apps={APPID: AppConfig(appid=APPID, token=TOKEN, secret=SECRET, encoding_aes_key=KEY,
+                               format=fmt, mode=mode)})
+
+
+def store_and_api(tmp_path: Path, settings: Settings) -> tuple[SqliteStore, WeChatAPI]:
+    store = SqliteStore(str(tmp_path / "wxpush.db"))
+    client = WeChatClient(settings.server.api_base, session=requests.Session())
+    return store, WeChatAPI(client, TokenProvider(store, client, settings.apps), store)
+
+
+def wait_for_reply(emu: Emulator, openid: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not [s for s in emu.sent(APPID) if s[1] == openid]:
+        assert time.monotonic() < deadline, "no reply reached the emulator"
+        time.sleep(0.02)
+
+
+def post(client, push, appid=APPID, **kwargs):
+    return client.simulate_post(f"/wechat/{appid}", params=push.query, body=push.body, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "compatible", "safe"])
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_every_console_setting_is_accepted(tmp_path, emulator, mode, fmt):
+    app, client, builder = build(tmp_path, emulator, mode=mode, fmt=fmt)
+    result = post(client, builder.build(make_text("hello", msg_id=101)))
+    assert (result.status_code, result.text) == (200, "success")
+    assert result.headers["content-type"].startswith("text/plain")
+    assert post(client, builder.build(make_text("hello", msg_id=101))).text == "success"
+
+
+def test_url_verification_echoes_echostr(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator)
+    result = client.simulate_get(f"/wechat/{APPID}", params=builder.url_verification("4375120948345356249"))
+    assert (result.status_code, result.text) == (200, "4375120948345356249")
+
+
+def test_official_get_vector(tmp_path, emulator):
+    _, client, _ = build(tmp_path, emulator, timestamp_tolerance=0)
+    result = client.simulate_get(f"/wechat/{APPID}", params={
+        "signature": "f464b24fc39322e44b38aa78f5edd27bd1441696", "echostr": "4375120948345356249",
+        "timestamp": "1714036504", "nonce": "1514711492"})
+    assert (result.status_code, result.text) == (200, "4375120948345356249")
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_hand_off_is_answered_passively_and_encrypted(tmp_path, emulator, fmt):
+    _, client, builder = build(tmp_path, emulator, fmt=fmt)
+    push = builder.build(make_text("转人工", msg_id=555, from_user="o-hand"))
+    first = post(client, push)
+    assert first.status_code == 200 and first.text != "success"
+    reply = builder.open_reply(first.content)
+    assert reply["MsgType"] == "transfer_customer_service"
+    assert reply["ToUserName"] == "o-hand"
+    # A retry gets the same passive reply (sealed afresh: routing is pure).
+    again = post(client, push)
+    assert again.status_code == 200
+    assert {**builder.open_reply(again.content), "CreateTime": 0} == {**reply, "CreateTime": 0}
+
+
+def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator)
+    message = make_text("请问营业时间", msg_id=9001, from_user="o-hours", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    app.start()
+    try:
+        assert post(client, builder.build(message)).text == "success"
+        wait_for_reply(emu, "o-hours")
+    finally:
+        app.stop()
+    assert [p for _, user, p in emu.sent(APPID) if user == "o-hours"] == [
+        {"msgtype": "text", "text": {"content": "9:00–18:00"}}]
+
+
+def test_a_delivery_process_handles_what_the_request_workers_record(tmp_path, emulator):
+    """``wxpush serve`` with SQLite: the app only answers; another process's background
+    (here another store object on the same file) handles and sends."""
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator, delivers=False)
+    message = make_text("请问营业时间", msg_id=9004, from_user="o-split", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    app.start()
+    try:
+        assert post(client, builder.build(message)).text == "success"
+        time.sleep(0.3)
+        assert inbox_states(tmp_path) == {}                   # recorded, and left alone
+        settings = make_settings(tmp_path, emulator)
+        store, api = store_and_api(tmp_path, settings)
+        background = create_background(settings, store=store, api=api,
+                                       router=build_router(settings.server.rules))
+        background.start()
+        try:
+            wait_for_reply(emu, "o-split")
+        finally:
+            background.stop()
+            store.close()
+    finally:
+        app.stop()
+    assert inbox_states(tmp_path) == {"done": 1}
+
+
+def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
+    """With the SQLite journal a retry is dropped when ingested, not on the request path."""
+    emu, _ = emulator
+    app, client, builder = build(tmp_path, emulator)
+    message = make_text("请问营业时间", msg_id=9002, from_user="o-twice", create_time=int(time.time()))
+    emu.notify_push(APPID, message)
+    push = builder.build(message)
+    assert [post(client, push).text for _ in range(4)] == ["success"] * 4   # none ingested yet
+    app.start()
+    try:
+        wait_for_reply(emu, "o-twice")
+        time.sleep(0.3)
+    finally:
+        app.stop()
+    assert len([s for s in emu.sent(APPID) if s[1] == "o-twice"]) == 1
+    assert app.store.outbox_stats()["sent"] == 1
+
+
+def test_a_logged_push_that_cannot_be_read_is_set_aside_with_a_log_line(tmp_path, emulator,
+                                                                        caplog):
+    """It was answered, so it must not vanish: it is set aside as dead under its payload's
+    digest, and WeChat's retry of it (the same payload) is a duplicate of it."""
+    app, client, builder = build(tmp_path, emulator)
+    unreadable = b"<xml><MsgType>text</MsgType></xml>"
+    app.store.inbox_log(APPID, "xml", unreadable, "success", 1.0)
+    push = builder.build(make_text("hello", msg_id=9003, create_time=int(time.time())))
+    assert post(client, push).text == "success"
+    with caplog.at_level(logging.INFO):
+        app.start()
+        try:
+            deadline = time.monotonic() + 10
+            while inbox_states(tmp_path) != {"done": 1, "dead": 1}:
+                assert time.monotonic() < deadline, inbox_states(tmp_path)
+                time.sleep(0.02)
+            app.store.inbox_log(APPID, "xml", unreadable, "success", 2.0)   # WeChat's retry
+            while "state=dead" not in caplog.text:
+                assert time.monotonic() < deadline, "the retry was not found a duplicate"
+                time.sleep(0.02)
+        finally:
+            app.stop()
+    assert inbox_states(tmp_path) == {"done": 1, "dead": 1}
+    [dead] = app.store.inbox_list(state="dead")
+    assert dead.key.startswith(f"{APPID}:unreadable-") and dead.payload == unreadable.decode()
+    assert dead.error == "MalformedRequest: ToUserName is missing"
+    assert (f"push set aside key={dead.key} attempts=1 error=MalformedRequest: ToUserName is "
+            "missing" in caplog.text)
+
+
+def inbox_states(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "wxpush.db") as conn:
+        return dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
+
+
+def test_background_threads_yield_the_cpu_to_answers(tmp_path, emulator):
+    app, _, _ = build(tmp_path, emulator)
+    lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    app.start()
+    try:
+        deadline = time.monotonic() + 5   # each thread lowers its own priority as it starts
+        while True:
+            background = {t.native_id: t.name for t in threading.enumerate()
+                          if t.name.startswith("wxpush-")}
+            nice = {name: int(Path(f"/proc/self/task/{tid}/stat").read_text()
+                              .rpartition(")")[2].split()[16])
+                    for tid, name in background.items()}
+            if set(nice.values()) == {lowered} or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        app.stop()
+    assert {name.rsplit("-", 1)[0] for name in nice} >= {"wxpush-sweep", "wxpush-ingest",
+                                                         "wxpush-send"}
+    assert set(nice.values()) == {lowered}
+
+
+def test_a_started_worker_hands_the_gil_over_within_a_millisecond(tmp_path, emulator):
+    app, _, _ = build(tmp_path, emulator, delivers=False)
+    before = sys.getswitchinterval()
+    app.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        app.stop()
+        sys.setswitchinterval(before)
+
+
+def test_the_push_path_is_answered_on_the_workers_loop_only_where_the_store_journals(
+        tmp_path, emulator):
+    """A journaled push is a copy into a file; with ``:memory:`` (like Redis) it is a store
+    call, which the loop must not wait on. The mini program's paths call WeChat: never."""
+    journaled, _, _ = build(tmp_path, emulator)
+    settings = make_settings(tmp_path, emulator)
+    _, api = store_and_api(tmp_path, settings)
+    unjournaled = create_app(settings, store=SqliteStore(":memory:"), api=api,
+                             router=build_router(settings.server.rules))
+    assert journaled.inline_paths == ("/wechat/", "/healthz")
+    assert unjournaled.inline_paths == ("/healthz",)
+
+
+# --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------
+
+def tamper(query, key, value=None):
+    changed = dict(query)
+    if value is None:
+        changed.pop(key)
+    else:
+        changed[key] = value
+    return changed
+
+
+@pytest.mark.parametrize("case, status", [
+    ("missing timestamp", 400), ("missing nonce", 400),
+    ("missing msg_signature", 400), ("bad msg_signature", 403),
+    ("missing signature, plaintext", 400), ("bad signature, plaintext", 403),
+    ("stale timestamp", 403), ("not a number timestamp", 400), ("unknown app", 404),
+    ("malformed body", 400), ("plaintext in safe mode", 400), ("repeated parameter", 400),
+])
+def test_bad_requests_are_refused(tmp_path, emulator, case, status, caplog):
+    _, client, builder = build(tmp_path, emulator,
+                               mode="plaintext" if case.endswith("plaintext") else "safe")
+    push = builder.build(make_text("hi", msg_id=1))
+    query, body, appid = push.query, push.body, APPID
+    if case.startswith("missing"):
+        query = tamper(query, case.split()[1].rstrip(","))
+    elif case == "bad signature, plaintext":
+        query = tamper(query, "signature", "0" * 40)
+    elif case == "bad msg_signature":
+        query = tamper(query, "msg_signature", "0" * 40)
+    elif case == "stale timestamp":
+        stale = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, clock=lambda: 1_000_000)
+        push = stale.build(make_text("hi", msg_id=1))
+        query, body = push.query, push.body
+    elif case == "not a number timestamp":
+        query = tamper(query, "timestamp", "12a")
+    elif case == "unknown app":
+        appid = "wx0000000000000000"
+    elif case == "malformed body":
+        body = b"<xml><ToUserName>"
+    elif case == "plaintext in safe mode":
+        query = tamper(tamper(query, "encrypt_type"), "msg_signature")
+    elif case == "repeated parameter":
+        query = {**query, "nonce": [query["nonce"], "1"]}
+    with caplog.at_level(logging.INFO):
+        result = client.simulate_post(f"/wechat/{appid}", params=query, body=body)
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("text/plain")
+    assert 0 < len(result.text) < 80 and "Traceback" not in result.text
+    for secret in (TOKEN + "x", KEY, SECRET):
+        assert secret not in caplog.text
+
+
+def test_oversize_body_is_refused_without_reading(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator, max_body=1024)
+    push = builder.build(make_text("x" * 2000, msg_id=2))
+    result = post(client, push)
+    assert (result.status_code, result.text) == (413, "body over 1024 bytes")
+
+
+def test_entities_are_refused_quickly(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator, mode="plaintext")
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            + b"".join(b'<!ENTITY lol%d "&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;&lol%s;">'
+                       % (i, *([b"" if i == 1 else str(i - 1).encode()] * 10)) for i in range(1, 10))
+            + b']><xml><Content>&lol9;</Content></xml>')
+    query = builder.build(make_text("hi", msg_id=3)).query
+    result = client.simulate_post(f"/wechat/{APPID}", params=query, body=bomb)
+    assert result.status_code == 400
+
+
+def test_events_are_acknowledged(tmp_path, emulator):
+    _, client, builder = build(tmp_path, emulator)
+    result = post(client, builder.build(make_enter_session("button-1")))
+    assert (result.status_code, result.text) == (200, "success")

@@ -1,0 +1,71 @@
+"""``wxpush deliver``: the work done after the answer, without serving HTTP: ingest recorded
+pushes, run their handlers, send the replies, take over pushes and replies whose process died.
+
+``wxpush serve`` runs one beside gunicorn when the store is SQLite (the delivery process), so
+the request workers run the request path alone. With Redis, every server process delivers;
+a ``wxpush deliver`` on any host adds handlers and senders. SIGTERM or SIGINT: stop claiming,
+let running handlers and in-flight sends finish (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds,
+as for gunicorn's workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+
+from webhook.cli.logs import configure_logging
+from webhook.config.settings import config_path, load
+from webhook.errors import ConfigError
+
+__all__ = ["register"]
+
+log = logging.getLogger("webhook.delivery.background")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("deliver", help="handle recorded pushes and send replies, "
+                                           "without serving HTTP")
+    parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
+    parser.add_argument("--allow-volatile-redis", action="store_true",
+                        help="run on a Redis that keeps nothing across a restart (tests only)")
+    # wxpush serve's supervisor: the pipe to tell it of progress on (webhook.server.supervisor).
+    parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
+    parser.set_defaults(handler=work)
+
+
+def graceful_timeout() -> float:
+    text = os.environ.get("WXPUSH_GRACEFUL_TIMEOUT", "20")
+    try:
+        return max(1.0, float(text))
+    except ValueError:
+        raise ConfigError(f"must be a number of seconds, not {text!r}", file="environment",
+                          key="WXPUSH_GRACEFUL_TIMEOUT") from None
+
+
+def work(args: argparse.Namespace) -> int:
+    from webhook.delivery.heartbeat import Heartbeat
+    from webhook.server.app import create_background, parts
+
+    settings = load(config_path(args.config))
+    configure_logging()
+    timeout = graceful_timeout()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    store, api, router = parts(settings, allow_volatile=args.allow_volatile_redis)
+    heartbeat = None if args.heartbeat_fd is None else Heartbeat(args.heartbeat_fd)
+    background = create_background(settings, store=store, api=api, router=router,
+                                   heartbeat=heartbeat)
+    router.start()
+    background.start()
+    log.info("delivery started pid=%d", os.getpid())
+    while not stopping.wait(1.0):
+        pass
+    log.info("delivery stopping pid=%d", os.getpid())
+    background.stop(timeout=max(1.0, timeout - 2))
+    router.stop()
+    store.close()
+    return 0

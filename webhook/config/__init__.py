@@ -1,0 +1,1 @@
+"""Configuration: ``wxpush.toml`` read into frozen settings, with line-precise errors."""

@@ -1,0 +1,96 @@
+"""Handling a recorded push after the answer: run its rules, queue their replies.
+
+``Responder.respond`` runs in the background, from the recorded row, so a crash after the
+answer loses nothing: the row's lease runs out and another process claims it. A push recorded
+with ``inbox_add`` is handed over with the message and route the request path already has; an
+ingested or reclaimed row is parsed and routed again from its stored copy. A push whose
+handling keeps failing is set aside as dead with its error (``failure``), and so is one
+logged that cannot be parsed (under ``unreadable_key``), to be seen and retried with
+``wxpush inbox``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from functools import partial
+
+from webhook.delivery.windows import WINDOW_TTL, note_enter, note_message, window_key
+from webhook.errors import RequestRejected
+from webhook.logsafe import shown
+from webhook.push.messages import EnterSessionEvent, Event, Message, TransferToHuman
+from webhook.push.parsing import read_message
+from webhook.routing.router import Route, Router
+from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
+
+__all__ = ["Responder", "read_recorded", "unreadable_key", "failure"]
+
+log = logging.getLogger(__name__)
+
+
+def read_recorded(entry: InboxEntry) -> Message:
+    """The message of a push logged without a key (``Store.inbox_ingest`` keys it with
+    ``inbox_key``); MalformedRequest for one that cannot be read: it was answered, but no
+    handler can take it."""
+    return read_message(entry.payload.encode("utf-8"), entry.format)
+
+
+def unreadable_key(entry: InboxEntry) -> str:
+    """The key of a logged push that cannot be parsed, so that it can be set aside (and a
+    retry of it, the same payload, found): its payload's digest."""
+    digest = hashlib.sha256(entry.payload.encode("utf-8")).hexdigest()[:24]
+    return f"{entry.appid}:unreadable-{digest}"
+
+
+def failure(exc: BaseException) -> str:
+    """Why a handling failed, to keep with the push: the error's type and our own reason,
+    or where it was raised; never the exception's text, which may quote the message."""
+    if isinstance(exc, RequestRejected):
+        return f"{type(exc).__name__}: {shown(exc.reason)}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rpartition('/')[2]}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"
+
+
+class Responder:
+    """Background: run the matched rules for one recorded push and queue their replies."""
+
+    def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
+                 clock: Callable[[], float], budget: float) -> None:
+        self._store, self._router, self._owner = store, router, owner
+        self._clock, self._budget = clock, budget
+
+    def respond(self, entry: InboxEntry, message: Message | None = None,
+               route: Route | None = None) -> int:
+        """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
+        request path, if this process recorded it); returns how many replies were queued."""
+        if message is None:
+            message = read_recorded(entry)
+        if route is None:
+            route = self._router().route(message, appid=entry.appid)
+        replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
+                            budget=self._budget)
+        rule = ",".join(route.names)
+        queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
+                           body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
+                  for r in replies if not isinstance(r, TransferToHuman)]
+        rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
+                                        also=_window_opened(entry.appid, message))
+        log.debug("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
+                 shown(message.dedupe_key), rule or "-", len(rows))
+        return len(rows)
+
+
+def _window_opened(appid: str, message: Message) -> ValueUpdate | None:
+    """The send window this push opens (docs/protocol.md §4.2), noted with the handling."""
+    at = float(message.create_time)
+    if isinstance(message, EnterSessionEvent):
+        note = partial(note_enter, at=at)
+    elif isinstance(message, Event):
+        return None
+    else:
+        note = partial(note_message, at=at, key=message.dedupe_key)
+    return ValueUpdate(window_key(appid, message.openid), note, ttl=WINDOW_TTL)

@@ -1,0 +1,90 @@
+"""The outbox side of delivery: send queued replies through WeChat, at least once.
+
+Each claimed row is checked against the user's send window as recorded (no call WeChat
+would refuse by that record; with none recorded, WeChat decides), sent with the shared
+access_token, and marked sent; transient failures (-1, 45011, 5xx, timeouts) come back later
+with exponential backoff and jitter, permanent ones (45015, 45047, 40003, 48001, ...) are
+dead-lettered with their errcode and never retried. A row whose lease
+ran out (its sender died) is claimed again by another sender: at-least-once, with a duplicate
+only if a process dies between WeChat accepting the send and the row being marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from webhook.backoff import backoff
+from webhook.delivery.windows import WINDOW_TTL, take, verdict, window_key
+from webhook.errors import Permanent, WeChatAPIError
+from webhook.push.messages import hashed
+from webhook.store import OutboxRow, Store
+
+__all__ = ["Sender", "SendAPI"]
+
+log = logging.getLogger(__name__)
+
+
+class SendAPI(Protocol):
+    def send(self, appid: str, openid: str, payload: dict) -> None: ...
+
+
+class Sender:
+    def __init__(self, *, store: Store, api: SendAPI, owner: str, clock: Callable[[], float],
+                 rng: random.Random, lease: float, max_attempts: int,
+                 base_delay: float = 1.0, max_delay: float = 300.0) -> None:
+        self._store, self._api, self._owner = store, api, owner
+        self._clock, self._rng, self._lease = clock, rng, lease
+        self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
+
+    def run_once(self, limit: int = 16, progress: Callable[[], None] | None = None) -> int:
+        """Claim up to ``limit`` due rows and deliver them (calling ``progress`` after each);
+        how many were claimed."""
+        rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=limit)
+        for row in rows:
+            self.deliver(row)
+            if progress is not None:
+                progress()
+        return len(rows)
+
+    def deliver(self, row: OutboxRow) -> None:
+        window = window_key(row.appid, row.openid)
+        refused = verdict(self._store.get(window), self._clock())
+        if refused:
+            self._store.outbox_dead(row.id, owner=self._owner, errcode=None, errmsg=refused)
+            self._log(row, "dead", refused)
+            return
+        try:
+            self._api.send(row.appid, row.openid, json.loads(row.body))
+        except Permanent as exc:
+            self._store.outbox_dead(row.id, owner=self._owner, errcode=exc.errcode,
+                                    errmsg=exc.errmsg)
+            self._log(row, "dead", f"errcode={exc.errcode}")
+        except WeChatAPIError as exc:   # Retryable, or TokenInvalid after its one retry
+            self._later(row, exc.errcode, exc.errmsg)
+        except Exception as exc:  # a bug or an unreadable local file: keep the row, retry
+            log.exception("send failed unexpectedly id=%s", row.id)
+            self._later(row, None, f"{type(exc).__name__}")
+        else:
+            self._store.outbox_sent(row.id, owner=self._owner)
+            self._store.update(window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL)
+            self._log(row, "sent", "")
+
+    def _later(self, row: OutboxRow, errcode: int | None, errmsg: str) -> None:
+        attempts = row.attempts + 1
+        if attempts >= self._max_attempts:
+            self._store.outbox_dead(row.id, owner=self._owner, errcode=errcode, errmsg=errmsg)
+            self._log(row, "dead", f"errcode={errcode} after {attempts} attempts")
+            return
+        delay = backoff(row.attempts, base=self._base, cap=self._max, rng=self._rng)
+        self._store.outbox_retry(row.id, owner=self._owner, next_at=self._clock() + delay,
+                                 errcode=errcode, errmsg=errmsg)
+        self._log(row, "retry", f"errcode={errcode} in {delay:.1f}s")
+
+    @staticmethod
+    def _log(row: OutboxRow, outcome: str, detail: str) -> None:
+        log.info("reply %s id=%s appid=%s user=%s rule=%s %s", outcome, row.id, row.appid,
+                 hashed(row.openid), row.rule or "-", detail)

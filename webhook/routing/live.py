@@ -1,0 +1,129 @@
+"""LiveRouter: the current Router, rebuilt when the rules file changes, in every worker process.
+
+Each process polls the file's stat (mtime, size, inode) from a daemon thread; a change loads a
+new router off the request path and swaps it in with one assignment, so there is never a gap.
+A bad edit keeps the previous router and logs one line naming file:line. The thread is
+restarted after a fork (gunicorn workers), the first time ``current`` is read in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+
+from webhook.backoff import Loop
+from webhook.errors import ConfigError
+from webhook.routing.router import Router
+
+__all__ = ["LiveRouter"]
+
+log = logging.getLogger(__name__)
+_starting = threading.Lock()
+
+Stamp = tuple[int, int, int] | None
+
+
+def _stamp(path: str) -> Stamp:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
+class LiveRouter:
+    """Holds ``load()``'s router; ``check()`` reloads it when ``path`` changed.
+
+    The first load happens here and its errors propagate (a bad file stops the start).
+    """
+
+    def __init__(self, load: Callable[[], Router], path: str | None, *, interval: float = 1.0,
+                 logger: logging.Logger = log) -> None:
+        self._load, self._path, self._interval, self._log = load, path, interval, logger
+        self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
+        self._router = self._build()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0  # the process whose thread is polling
+        self._forked = False  # set in a forked child of a polling process
+        _routers.add(self)
+
+    @property
+    def current(self) -> Router:
+        """The router to use now."""
+        if self._forked:  # the polling thread stayed behind in the parent
+            self._forked = False
+            self.start()
+        return self._router
+
+    def _build(self) -> Router:
+        router = self._load()
+        router.compile()  # build the index now, not on the first request
+        return router
+
+    def check(self) -> bool:
+        """Reload if the file changed since the last look; True if a new router is in place."""
+        if self._path is None:
+            return False
+        with self._lock:
+            stamp = _stamp(self._path)
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            if stamp is None:
+                self._log.error("rules reload failed file=%s: file missing; keeping the previous "
+                                "rules", self._path)
+                return False
+            try:
+                router = self._build()
+            except ConfigError as exc:
+                self._log.error("rules reload failed, keeping the previous rules: %s", exc)
+                return False
+            except Exception as exc:  # a bug in a loader must not take routing down
+                self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
+                                self._path, type(exc).__name__, exc_info=exc)
+                return False
+            self._router = router
+            self._log.info("rules reloaded file=%s rules=%d", self._path, len(router.rules))
+            return True
+
+    def start(self) -> None:
+        """Poll in a daemon thread of this process (no-op without a file)."""
+        with _starting:
+            if self._path is None or (self._pid == os.getpid() and self._thread is not None):
+                return
+            self._pid = os.getpid()
+            self._lock = threading.Lock()  # a lock copied from a parent mid-reload may be held
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, name="wxpush-rules", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 1)
+        self._thread = None
+        self._pid = 0
+
+    def _poll(self) -> None:
+        def step() -> float:
+            self.check()
+            return self._interval
+        Loop("rules reload", step, stop=self._stop, base=self._interval,
+             cap=max(self._interval, 60.0), logger=self._log).run()
+
+
+# This process's live routers; a forked child polls again, as the parent did.
+_routers: weakref.WeakSet[LiveRouter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for live in list(_routers):
+        live._forked = live._pid != 0
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,164 @@
+"""Composition root: ``create_app`` and ``create_background`` take their parts; ``get_app``
+alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_DELIVERY``) and is what
+gunicorn loads (``webhook.server.app:get_app()``); ``parts`` builds them for ``wxpush deliver``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+import falcon
+
+from webhook.config.settings import Settings, config_path, load
+from webhook.delivery.background import Background
+from webhook.delivery.handling import Responder
+from webhook.delivery.heartbeat import Heartbeat
+from webhook.delivery.intake import Intake
+from webhook.delivery.sender import Sender
+from webhook.miniprogram.endpoints import register as register_miniprogram
+from webhook.routing.live import LiveRouter
+from webhook.routing.router import Router
+from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
+from webhook.store import Store, open_store, require_durable
+from webhook.wechat.api import WeChatAPI
+from webhook.wechat.client import WeChatClient
+from webhook.wechat.tokens import TokenProvider
+
+__all__ = ["WxpushApp", "create_app", "create_background", "get_app", "load_router", "parts"]
+
+log = logging.getLogger(__name__)
+# A request thread waiting for the GIL waits up to this long while another holds it. Python's
+# 5 ms default queues answers behind each other for tens of ms under load; 1 ms keeps the tail
+# of the answer time short for a few extra switches a second.
+SWITCH_INTERVAL = 0.001
+
+
+class WxpushApp(falcon.App):
+    """The Falcon app plus the background work of this process (started by gunicorn hooks)."""
+
+    background: Background
+    delivers: bool
+    live: LiveRouter | None
+    store: Store
+    #: Paths whose requests wait on nothing but the CPU, which the worker may answer on its
+    #: own loop (webhook/server/fairworker.py): the push path when the store journals it (a copy
+    #: into a file), not when it is a round trip to Redis; never the mini program's, which
+    #: call WeChat.
+    inline_paths: tuple[str, ...]
+    #: The largest request body taken, on any path: the worker refuses a larger one (413)
+    #: before reading it.
+    max_body: int
+
+    def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        if self.live is not None:
+            self.live.start()
+        if self.delivers:
+            self.background.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.background.stop(timeout)
+        if self.live is not None:
+            self.live.stop()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _current(router: Router | LiveRouter) -> Callable[[], Router]:
+    return (lambda: router.current) if isinstance(router, LiveRouter) else (lambda: router)
+
+
+def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
+                      router: Router | LiveRouter, clock: Callable[[], float] = time.time,
+                      rng: random.Random | None = None, owner: str | None = None,
+                      heartbeat: Heartbeat | None = None) -> Background:
+    """The work done after the answer: ingest, handlers, senders, the inbox sweeper
+    (``heartbeat``: in a delivery process, told of its progress)."""
+    rng = rng or random.SystemRandom()
+    owner = owner or _owner()
+    server = settings.server
+    lease = float(server.lease)
+    responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
+                      budget=server.handler_budget)
+    sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
+                    max_attempts=server.send_attempts, base_delay=server.retry_delay)
+    return Background(store=store, responder=responder, sender=sender, owner=owner, lease=lease,
+                      dedupe_ttl=server.dedupe_ttl, senders=server.senders,
+                      handler_threads=server.handler_threads,
+                      handle_attempts=server.handle_attempts, heartbeat=heartbeat)
+
+
+def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
+               router: Router | LiveRouter, clock: Callable[[], float] = time.time,
+               rng: random.Random | None = None, owner: str | None = None,
+               delivers: bool = True) -> WxpushApp:
+    """Wire the request path and the background work; nothing here reads the environment.
+    ``delivers=False``: a journaled store's pushes are handled by another process (the
+    delivery process of ``wxpush serve``), so ``start`` leaves the background off."""
+    rng = rng or random.SystemRandom()
+    owner = owner or _owner()
+    background = create_background(settings, store=store, api=api, router=router, clock=clock,
+                                   rng=rng, owner=owner)
+    server = settings.server
+    intake = Intake(store=store, router=_current(router), owner=owner, clock=clock, rng=rng,
+                    dedupe_ttl=server.dedupe_ttl, lease=float(server.lease),
+                    submit=background.submit)
+
+    app = WxpushApp(media_type=falcon.MEDIA_TEXT)
+    app.background, app.store, app.delivers = background, store, delivers
+    app.live = router if isinstance(router, LiveRouter) else None
+    app.inline_paths = ("/wechat/", "/healthz") if store.journaled else ("/healthz",)
+    app.max_body = server.max_body
+    add_error_handlers(app)
+    app.add_route("/wechat/{appid}", WeChatResource(
+        apps=settings.apps, intake=intake, clock=clock,
+        tolerance=server.timestamp_tolerance, max_body=server.max_body))
+    app.add_route("/healthz", HealthResource())
+    register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
+    return app
+
+
+def load_router(settings: Settings) -> LiveRouter:
+    """The handlers in their stated order (``handlers.build_router``), reloaded on change."""
+    from handlers import build_router
+
+    server = settings.server
+    return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
+
+
+def parts(settings: Settings, *, allow_volatile: bool = False
+          ) -> tuple[Store, WeChatAPI, LiveRouter]:
+    """The store, the WeChat API (client and shared token) and the live router of a process
+    (a store that would lose answered pushes in a restart refused, unless ``allow_volatile``
+    or ``[server] allow_volatile_redis``)."""
+    store = open_store(settings.server.store)
+    require_durable(store, settings.server.store,
+                    allow_volatile=allow_volatile or settings.server.allow_volatile_redis)
+    client = WeChatClient(settings.server.api_base)
+    tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
+                           refresh_ahead=settings.server.token_refresh_ahead)
+    return store, WeChatAPI(client, tokens, store), load_router(settings)
+
+
+def get_app(config: str | None = None) -> WxpushApp:
+    """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the
+    environment. ``WXPUSH_DELIVERY=process`` (set by ``wxpush serve`` beside its delivery
+    process) leaves a journaled store's handling and sending to that process;
+    ``WXPUSH_ALLOW_VOLATILE_REDIS=1`` is ``wxpush serve --allow-volatile-redis``."""
+    settings = load(config_path(config))
+    for app in settings.apps.values():
+        if app.mode == "plaintext":
+            log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
+                        "choose safe mode in the console", app.appid)
+    store, api, router = parts(
+        settings, allow_volatile=os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1")
+    delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
+    return create_app(settings, store=store, api=api, router=router, delivers=delivers)

@@ -1,0 +1,257 @@
+"""The WeChat server API over one keep-alive ``requests.Session``; errcodes become exceptions.
+
+Every failure is a ``WeChatAPIError``: an errcode goes through ``errors.api_error``; HTTP 5xx,
+timeouts, resets and garbage bodies are ``Retryable``. No exception or log line carries the
+access_token, secret or js_code: requests' own exceptions name the full URL, so they are never
+chained, and urllib3's debug lines are scrubbed (``scrub``).
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from webhook.errors import Permanent, Retryable, api_error
+from webhook.wellformed import loads
+
+__all__ = ["WeChatClient", "TokenGrant", "shared_session", "scrub"]
+
+log = logging.getLogger(__name__)
+
+# Credentials that travel in WeChat query strings (docs/protocol.md §5-§7).
+_SECRET_PARAMS = re.compile(r"((?:access_token|secret|js_code)=)[^&\s\"'#]*")
+POOL_SIZE = 32   # connections kept per host: sender threads + request threads of one worker
+
+
+def scrub(text: str) -> str:
+    """``text`` with the values of access_token, secret and js_code replaced by ``***``."""
+    return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+class _ScrubFilter(logging.Filter):
+    """urllib3 logs request lines and retries with their query string; mask credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):   # a malformed record: leave it to the handler
+            return True
+        if "=" in message:
+            record.msg, record.args = scrub(message), ()
+        return True
+
+
+# Logger filters only see records of their own logger: every urllib3 module that logs a URL.
+for _name in ("connectionpool", "connection", "poolmanager", "response", "util.retry"):
+    logging.getLogger(f"urllib3.{_name}").addFilter(_ScrubFilter())
+
+_session: requests.Session | None = None
+_session_lock = threading.Lock()
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call,
+    # about 100 µs a send; each client resolves the proxy and CA settings once instead.
+    session.trust_env = False
+    # No transport retries: a send is not idempotent; callers retry with backoff instead.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = "wxpush"
+    return session
+
+
+def shared_session() -> requests.Session:
+    """The process's one Session (a fresh one in a forked child: sockets are not shared)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = _new_session()
+        return _session
+
+
+def _forget_session() -> None:
+    global _session, _session_lock
+    _session, _session_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_session)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    access_token: str = field(repr=False)
+    expires_in: int
+
+
+class WeChatClient:
+    """Plain calls, one per WeChat endpoint; no token logic (see ``webhook.wechat.tokens``).
+
+    ``session`` is the test seam: pass a Session with a transport adapter mounted. The proxy
+    for ``base_url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
+    names its host) and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) are read
+    from the environment when the client is made, as requests reads them.
+    """
+
+    def __init__(self, base_url: str, *, session: requests.Session | None = None,
+                 timeout: tuple[float, float] = (3.05, 10),
+                 token_timeout: tuple[float, float] = (3.05, 5)) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session if session is not None else shared_session()
+        self._proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or \
+            os.environ.get("CURL_CA_BUNDLE") or True
+        self.timeout = timeout
+        # Shorter than the token lock's lease, so a slow fetch never outlives the lock.
+        self.token_timeout = token_timeout
+
+    # -- access_token (docs/protocol.md §6) -----------------------------------------------------
+    def token(self, *, appid: str, secret: str) -> TokenGrant:
+        body = self._call("GET", "/cgi-bin/token", timeout=self.token_timeout, params={
+            "grant_type": "client_credential", "appid": appid, "secret": secret})
+        return _grant(body)
+
+    def stable_token(self, *, appid: str, secret: str, force_refresh: bool = False) -> TokenGrant:
+        body = self._call("POST", "/cgi-bin/stable_token", timeout=self.token_timeout, json={
+            "grant_type": "client_credential", "appid": appid, "secret": secret,
+            "force_refresh": force_refresh})
+        return _grant(body)
+
+    # -- customer-service messages and media (docs/protocol.md §5) ------------------------------
+    def send(self, *, access_token: str, touser: str, payload: Mapping[str, Any]) -> None:
+        self._call("POST", "/cgi-bin/message/custom/send", token=access_token,
+                   json={**payload, "touser": touser})
+
+    def typing(self, *, access_token: str, touser: str, command: str = "Typing") -> None:
+        self._call("POST", "/cgi-bin/message/custom/business/typing", token=access_token,
+                   json={"touser": touser, "command": command})
+
+    def upload_media(self, *, access_token: str, filename: str, data: bytes,
+                     media_type: str = "image") -> str:
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        body = self._call("POST", "/cgi-bin/media/upload", token=access_token,
+                          params={"type": media_type},
+                          files={"media": (filename, data, content_type)})
+        media_id = body.get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise Retryable(-1, "upload answer has no media_id")
+        return media_id
+
+    def get_media(self, *, access_token: str, media_id: str) -> bytes:
+        """The file's bytes; WeChat answers errors as JSON, files with their own type."""
+        response = self._exchange("GET", "/cgi-bin/media/get", token=access_token,
+                                  params={"media_id": media_id}, timeout=self.timeout)
+        kind = response.headers.get("Content-Type", "")
+        if response.status_code == 200 and not ("json" in kind or kind.startswith("text/")):
+            return response.content
+        _decode(response, token=access_token)
+        raise Retryable(-1, f"no media in the answer ({kind or 'no content type'})")
+
+    # -- login and open data (docs/protocol.md §7) ----------------------------------------------
+    def code2session(self, *, appid: str, secret: str, js_code: str) -> dict[str, Any]:
+        return self._call("GET", "/sns/jscode2session", params={
+            "appid": appid, "secret": secret, "js_code": js_code,
+            "grant_type": "authorization_code"})
+
+    def get_open_data(self, *, access_token: str, cloudid_list: list[str],
+                      openid: str | None = None) -> list[dict[str, Any]]:
+        body = self._call("POST", "/wxa/getopendata", token=access_token,
+                          params={"openid": openid} if openid else None,
+                          json={"cloudid_list": cloudid_list})
+        data = body.get("data_list")
+        if not isinstance(data, list):
+            raise Retryable(-1, "getopendata answer has no data_list")
+        return data
+
+    def get_phone_number(self, *, access_token: str, code: str,
+                         openid: str | None = None) -> dict[str, Any]:
+        payload = {"code": code, **({"openid": openid} if openid else {})}
+        body = self._call("POST", "/wxa/business/getuserphonenumber", token=access_token,
+                          json=payload)
+        info = body.get("phone_info")
+        if not isinstance(info, dict):
+            raise Retryable(-1, "getuserphonenumber answer has no phone_info")
+        return info
+
+    # -- transport ------------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, token: str | None = None,
+              timeout: tuple[float, float] | None = None, **kwargs: Any) -> dict[str, Any]:
+        response = self._exchange(method, path, token=token, timeout=timeout or self.timeout,
+                                  **kwargs)
+        return _decode(response, token=token)
+
+    def _exchange(self, method: str, path: str, *, token: str | None,
+                  timeout: tuple[float, float], params: Mapping[str, Any] | None = None,
+                  **kwargs: Any) -> requests.Response:
+        query = dict(params or {})
+        if token is not None:
+            query["access_token"] = token
+        failure = None
+        try:
+            response = self.session.request(method, self.base_url + path, params=query,
+                                            timeout=timeout, proxies=self._proxies,
+                                            verify=self._verify, **kwargs)
+        except requests.Timeout:
+            failure = "timeout"
+        except requests.ConnectionError:
+            failure = "connection failed"
+        except requests.RequestException as exc:
+            failure = type(exc).__name__
+        if failure is not None:
+            # Raised outside the except block: requests' exception (with the URL) is not chained.
+            log.warning("wechat call failed path=%s reason=%s", path, failure)
+            raise Retryable(-1, f"{failure} on {path}")
+        return response
+
+
+def _decode(response: requests.Response, *, token: str | None) -> dict[str, Any]:
+    """The JSON object of an answer, or the WeChatAPIError it stands for."""
+    status = response.status_code
+    try:
+        body = loads(response.content)
+    except (ValueError, RecursionError):   # HTML error pages, truncated or absurd JSON, text
+        body = None                        # that is not Unicode (stored and shown later)
+    if not isinstance(body, dict):
+        if status >= 500 or status == 429:
+            raise Retryable(status, f"HTTP {status}")
+        if status >= 400:
+            raise Permanent(status, f"HTTP {status}")
+        raise Retryable(-1, f"HTTP {status} with a body that is not a JSON object")
+    errcode = body.get("errcode", 0) or 0   # success answers often omit errcode
+    if isinstance(errcode, str) and errcode.lstrip("-").isdigit():
+        errcode = int(errcode)
+    if not isinstance(errcode, int) or isinstance(errcode, bool):
+        raise Retryable(-1, "errcode is not an integer")
+    if errcode:
+        errmsg = str(body.get("errmsg", ""))[:200]
+        if token:
+            errmsg = errmsg.replace(token, "***")
+        raise api_error(errcode, scrub(errmsg))
+    if status >= 500 or status == 429:
+        raise Retryable(status, f"HTTP {status}")
+    if status >= 400:
+        raise Permanent(status, f"HTTP {status}")
+    return body
+
+
+def _grant(body: Mapping[str, Any]) -> TokenGrant:
+    token, expires_in = body.get("access_token"), body.get("expires_in")
+    if not isinstance(token, str) or not token:
+        raise Retryable(-1, "token answer has no access_token")
+    try:
+        seconds = int(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise Retryable(-1, "token answer has no expires_in") from None
+    if seconds <= 0:
+        raise Retryable(-1, "token answer has expires_in <= 0")
+    return TokenGrant(access_token=token, expires_in=seconds)
