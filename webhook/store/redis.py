@@ -36,12 +36,13 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
-from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
-                                NewReply, OutboxRow, Store, ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 
 __all__ = ["RedisStore", "mask_url"]
 
 BATCH = 500   # ids per requeue / purge script call
+OLDEST_SCAN = 1000   # pending inbox entries read for the oldest (they are being handled: few)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -353,6 +354,27 @@ class RedisStore(Store):
         return self._purge("OUTBOX_PURGE", before)
 
     # -- both queues ----------------------------------------------------------------------
+    @_store_errors
+    def backlog(self) -> Backlog:
+        p = self.prefix
+        pipe = self.client.pipeline(transaction=False)
+        for index in ("in:leased", "in:dead", "ob:st:pending", "ob:st:sending", "ob:st:dead"):
+            pipe.zcard(p + index)
+        pipe.zrange(p + "ob:st:pending", 0, 0)
+        pipe.zrange(p + "ob:st:sending", 0, 0)
+        pipe.zrange(p + "in:leased", 0, OLDEST_SCAN - 1)
+        inbox, inbox_dead, pending, sending, outbox_dead, *firsts, leased = pipe.execute()
+        for row_id in (i for ids in firsts for i in ids):
+            pipe.hget(self._row_key(row_id), "created_at")
+        for key in leased:
+            pipe.hget(f"{p}in:{key}", "received_at")
+        times = pipe.execute() if len(pipe) else []
+        created = [float(t) for t in times[:len(times) - len(leased)] if t is not None]
+        received = [float(t) for t in times[len(times) - len(leased):] if t is not None]
+        return Backlog(inbox=inbox, inbox_oldest=min(received, default=None),
+                       outbox=pending + sending, outbox_oldest=min(created, default=None),
+                       inbox_dead=inbox_dead, outbox_dead=outbox_dead)
+
     def _requeue(self, script: str, dead: str, ids: Sequence[str] | None, now: float,
                  *args: object) -> int:
         """Run a requeue script over ``ids`` (all in the ``dead`` index if None), a batch

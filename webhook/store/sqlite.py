@@ -21,8 +21,8 @@ import time
 from typing import TypeVar
 
 from webhook.errors import StoreError
-from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
-                                NewReply, OutboxRow, Store, ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
@@ -549,3 +549,30 @@ class SqliteStore(Store):
         return self._write(lambda conn, now: conn.execute(
             "DELETE FROM outbox WHERE state IN ('sent', 'dead') AND updated_at < ?",
             (before,)).rowcount)
+
+    # -- both queues ----------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        journal, journal_oldest = 0, None
+        if self._journal is not None:
+            try:
+                journal, journal_oldest = self._journal.backlog()
+            except OSError as exc:
+                raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+        with self._connection() as conn:
+            inbox, inbox_oldest = conn.execute(
+                "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE state = 'pending' "
+                "AND expires_at > ?", (self.clock(),)).fetchone()
+            counts = {state: conn.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
+                                          (state,)).fetchone()[0]
+                      for state in ("pending", "sending", "dead")}
+            # Ids grow with creation: the oldest unsent reply is the least id of either state.
+            outbox_oldest = conn.execute(
+                "SELECT MIN(created_at) FROM outbox WHERE id IN "
+                "(SELECT MIN(id) FROM outbox WHERE state = 'pending' "
+                "UNION ALL SELECT MIN(id) FROM outbox WHERE state = 'sending')").fetchone()[0]
+            inbox_dead = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'dead'"
+                                      ).fetchone()[0]
+        return Backlog(journal=journal, journal_oldest=journal_oldest, inbox=inbox,
+                       inbox_oldest=inbox_oldest, outbox=counts["pending"] + counts["sending"],
+                       outbox_oldest=outbox_oldest, inbox_dead=inbox_dead,
+                       outbox_dead=counts["dead"])
