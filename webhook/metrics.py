@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 __all__ = ["REGISTRY", "PUSHES", "REJECTIONS", "ANSWER_SECONDS", "HANDLER_SECONDS",
            "DUPLICATES", "SENDS", "DEAD_LETTERS", "TOKEN_REFRESHES", "REPLIES_SENT", "msgtype",
-           "app_label", "MSGTYPES", "UNKNOWN"]
+           "app_label", "reason", "MSGTYPES", "UNKNOWN"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 UNKNOWN = "unknown"
@@ -31,7 +31,9 @@ _HANDLER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 PUSHES = Counter("wxpush_pushes", "Push deliveries on /wechat/{appid}: accepted (recorded), "
                  "duplicate (a retry of a recorded push, answered as before) or rejected",
                  ["app", "msgtype", "outcome"], registry=REGISTRY)
-REJECTIONS = Counter("wxpush_rejections", "Requests refused with a 4xx, by reason",
+REJECTIONS = Counter("wxpush_rejections", "Requests refused with a 4xx, by reason (the "
+                     "error: bad_signature, decrypt_error, payload_too_large, "
+                     "request_timeout, ...)",
                      ["reason"], registry=REGISTRY)
 ANSWER_SECONDS = Histogram("wxpush_answer_seconds", "Time from a push read whole to its "
                            "answer (WeChat gives up at 5 s)", ["app"],
@@ -51,6 +53,12 @@ TOKEN_REFRESHES = Counter("wxpush_token_refreshes", "access_token fetches, by re
                           ["app", "reason", "outcome"], registry=REGISTRY)
 REPLIES_SENT = Counter("wxpush_replies_sent", "Replies WeChat accepted (rate() gives "
                        "replies a second)", ["app"], registry=REGISTRY)
+
+
+def reason(name: str) -> str:
+    """A class name as a label: ``BadSignature`` -> ``bad_signature``."""
+    return "".join(f"_{ch.lower()}" if ch.isupper() and i else ch.lower()
+                   for i, ch in enumerate(name))
 
 
 def msgtype(value: str | None) -> str:
