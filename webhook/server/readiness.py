@@ -56,11 +56,12 @@ def delivery_by_file(beats: BeatFile, stall: float) -> DeliveryCheck:
 
 
 def _beat(where: str, silent: float | None, stall: float) -> Check:
+    """Silent for half of ``stall_timeout``: not ready, before the supervisor steps in."""
     if silent is None:
         return Check("delivery", False, f"delivery {where}: no progress yet")
-    ok = silent <= stall
+    ok = silent <= stall / 2
     return Check("delivery", ok, f"delivery {where}: last progress {silent:.0f} s ago"
-                 + ("" if ok else f" (over stall_timeout {stall:g} s)"))
+                 + ("" if ok else f" (over {stall / 2:g} s: half of stall_timeout)"))
 
 
 class Readiness:
