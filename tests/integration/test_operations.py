@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,9 +18,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from webhook.push.messages import hashed
+from webhook.store.sqlite import SqliteStore
 from webhook.testing import PushBuilder
 
-from harness import AES_KEY, APPID, TOKEN, ServerProcess, wait_for
+from harness import AES_KEY, APPID, ROOT, TOKEN, ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 GH = "gh_0123456789ab"
@@ -163,3 +167,24 @@ def test_json_logs_are_one_object_a_line_for_wxpush_and_gunicorn(servers, emulat
             "webhook.delivery.sender"} <= loggers
     handled = [r["message"] for r in records if r["message"].startswith("push handled")]
     assert handled and "content=请问几点开门" in handled[0]     # log_content = true
+
+
+def test_a_backup_of_a_running_server_restores_its_pushes_and_replies(servers, emulator,
+                                                                      tmp_path):
+    server = start(servers, emulator, tmp_path, f"sqlite:///{tmp_path}/wxpush.db")
+    for i in range(5):
+        assert post(server, push(emulator, f"user-b{i}", 8_000 + i)).text == "success"
+    assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 5, timeout=30)
+    done = subprocess.run([sys.executable, "-m", "webhook.cli", "backup", str(tmp_path / "bk"),
+                           "--config", str(server.config)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    restored = tmp_path / "restored"
+    shutil.copytree(tmp_path / "bk", restored)           # as an operator restores it
+    store = SqliteStore(str(restored / "wxpush.db"))
+    try:
+        rows = store.outbox_list(limit=100)
+        assert sorted(row.openid for row in rows) == [f"user-b{i}" for i in range(5)]
+        assert {row.state for row in rows} == {"sent"}
+    finally:
+        store.close()

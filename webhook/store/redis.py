@@ -15,6 +15,7 @@ Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not C
     P ob:st:{state}      zset: row ids in each state (stats, listing), score = id
     P ob:all             zset: every row id (listing), score = id
     P ob:done            zset: sent and dead row ids by updated_at (purge)
+    P schema             the key layout's version (SCHEMA_VERSION)
 
 Expiry follows the store's clock (``expires_at`` and leases are compared with the ``now``
 each call passes to Lua), so tests can drive it with a fake clock; keys also carry a
@@ -39,9 +40,12 @@ from webhook.store import redis_scripts as lua
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
                                 InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 
-__all__ = ["RedisStore", "mask_url"]
+__all__ = ["RedisStore", "mask_url", "SCHEMA_VERSION"]
 
 BATCH = 500   # ids per requeue / purge script call
+# The key layout's version, kept under ``P schema`` (set by the first server to start); a
+# server refuses a newer one.
+SCHEMA_VERSION = 1
 OLDEST_SCAN = 1000   # pending inbox entries read for the oldest (they are being handled: few)
 
 _P = ParamSpec("_P")
@@ -117,9 +121,15 @@ class RedisStore(Store):
                                           socket_connect_timeout=timeout,
                                           health_check_interval=30)
             client.ping()
+            client.set(f"{prefix}schema", SCHEMA_VERSION, nx=True)
+            found = int(client.get(f"{prefix}schema") or SCHEMA_VERSION)
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach redis store {mask_url(url)}: "
                              f"{type(exc).__name__}: {exc}") from exc
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"redis store {mask_url(url)} has schema version {found}, newer "
+                             f"than this wxpush's {SCHEMA_VERSION}: run the wxpush that wrote "
+                             "it, or a newer one")
         return cls(client, prefix=prefix, clock=clock)
 
     def close(self) -> None:

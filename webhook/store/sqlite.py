@@ -27,7 +27,7 @@ from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
@@ -77,6 +77,24 @@ _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, create
 T = TypeVar("T")
 
 
+# The schema's version, kept in the file (PRAGMA user_version): 0 is a file made before
+# versions were kept. Each start brings an older file up to date, one step at a time, and
+# refuses a newer one: its tables may mean what this code does not know.
+SCHEMA_VERSION = 1
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"sqlite store {path} has schema version {found}, newer than this "
+                         f"wxpush's {SCHEMA_VERSION}: run the wxpush that wrote it, or a newer one")
+    conn.executescript(_SCHEMA)
+    if found < 1:
+        _add_error_column(conn)
+    if found < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def _add_error_column(conn: sqlite3.Connection) -> None:
     """A database made before the inbox kept errors gets the column (once: a process
     opening it at the same moment may have added it first)."""
@@ -123,8 +141,7 @@ class SqliteStore(Store):
                 self._make_files()
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
-                    conn.executescript(_SCHEMA)
-                    _add_error_column(conn)
+                    _migrate(conn, path)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
