@@ -114,9 +114,9 @@ class Readiness:
         return Check("store", True, "store answers")
 
     def _rules_check(self) -> Check:
-        if self._rules is None:
-            return Check("rules", True, "no rules file: pushes are acknowledged only")
-        count = len(self._rules.current.rules)
+        count = 0 if self._rules is None else len(self._rules.current.rules)
+        if not count:
+            return Check("rules", True, "no rules: pushes are acknowledged only")
         if self._rules.failed:
             return Check("rules", True, f"{count} rules loaded; the last edit was refused "
                                         "(see the log), the previous rules serve")

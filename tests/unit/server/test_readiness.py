@@ -75,7 +75,7 @@ def test_each_check_fails_alone_and_says_why(tmp_path, clock):
     clock.advance(1.5)
     assert ready(readiness) == (200, {"ready": True, "failed": [], "checks": {
         "store": {"ok": True, "detail": "store answers"},
-        "rules": {"ok": True, "detail": "no rules file: pushes are acknowledged only"},
+        "rules": {"ok": True, "detail": "no rules: pushes are acknowledged only"},
         "delivery": {"ok": True, "detail": "delivery pid 4321: last progress 2 s ago"},
         "backlog": {"ok": True, "detail": "0 pushes and 0 replies waiting, the oldest for 0 s"},
         "dead_letters": {"ok": True, "detail": "0 pushes and 0 replies set aside (wxpush "
@@ -109,7 +109,7 @@ def test_a_store_that_does_not_answer_is_not_ready(tmp_path, clock):
                           backlog_age=300, dead_letters=0, allow_volatile=False, cache=0)
     assert ready(readiness) == (503, {"ready": False, "failed": ["store"], "checks": {
         "store": {"ok": False, "detail": "store unavailable"},
-        "rules": {"ok": True, "detail": "no rules file: pushes are acknowledged only"}}})
+        "rules": {"ok": True, "detail": "no rules: pushes are acknowledged only"}}})
 
 
 def test_a_redis_that_keeps_nothing_is_not_ready_unless_allowed(redis_server, clock):
