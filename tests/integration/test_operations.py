@@ -21,7 +21,7 @@ from webhook.push.messages import hashed
 from webhook.store.sqlite import SqliteStore
 from webhook.testing import PushBuilder
 
-from harness import AES_KEY, APPID, ROOT, TOKEN, ServerProcess, wait_for
+from harness import AES_KEY, APPID, ROOT, TOKEN, ServerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 GH = "gh_0123456789ab"
@@ -154,11 +154,15 @@ def test_readiness_follows_the_delivery_process_and_the_dead_letters(servers, em
     assert failed and failed["failed"] == ["dead_letters"], ready().text
 
 
-def test_json_logs_are_one_object_a_line_for_wxpush_and_gunicorn(servers, emulator, tmp_path):
+def test_json_logs_and_metrics_on_a_port_of_their_own(servers, emulator, tmp_path):
+    port = free_port()
     server = start(servers, emulator, tmp_path, f"sqlite:///{tmp_path}/wxpush.db",
-                   server='log_format = "json"\nlog_content = true\n')
+                   server=f'log_format = "json"\nlog_content = true\nmetrics = "port:{port}"\n')
     assert post(server, push(emulator, "user-json", 1)).text == "success"
     assert wait_for(lambda: emulator.emulator.sent(APPID), timeout=30)
+    assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 404
+    own = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'wxpush_pushes_total{app="%s",msgtype="text",outcome="accepted"} 1.0' % APPID in own
     lines = wait_for(lambda: [json.loads(line) for line in server.logs().splitlines()
                               if "reply sent" in line] and server.logs().splitlines())
     records = [json.loads(line) for line in lines]      # every line is one JSON object
