@@ -45,6 +45,7 @@ class LiveRouter:
         self._load, self._path, self._interval, self._log = load, path, interval, logger
         self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
         self._router = self._build()
+        self.failed = False   # the file's last edit was refused: the previous rules serve
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,6 +75,7 @@ class LiveRouter:
             if stamp == self._stamp:
                 return False
             self._stamp = stamp
+            self.failed = True
             if stamp is None:
                 self._log.error("rules reload failed file=%s: file missing; keeping the previous "
                                 "rules", self._path)
@@ -87,7 +89,7 @@ class LiveRouter:
                 self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
                                 self._path, type(exc).__name__, exc_info=exc)
                 return False
-            self._router = router
+            self._router, self.failed = router, False
             self._log.info("rules reloaded file=%s rules=%d", self._path, len(router.rules))
             return True
 
