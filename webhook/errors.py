@@ -15,9 +15,10 @@
     ├── WeChatAPIError (errcode, errmsg)       an answer from WeChat's server API
     │   ├── TokenInvalid     40001 40014 42001: invalidate-if-equal, refresh, retry once
     │   ├── Retryable        -1 45011 5xx, timeouts, resets, garbage bodies
+    │   │   ├── TimedOut           no answer within the call's timeout
     │   │   └── FunctionTimedOut   -504003: a cloud function cut off at 5 s
     │   └── Permanent        45015 45047 40003 48001 and every other errcode
-    │       ├── FunctionFailed     -504002: a cloud function threw, or returned what is not JSON
+    │       ├── FunctionFailed     -504002: a cloud function threw, or its result is not JSON
     │       └── CloudNotFound      -501000 85088: no such cloud function or environment
     ├── StoreError                            the store cannot be reached or used
     └── ConfigError (file, line, key)         a bad config or rules file, found at start
@@ -42,6 +43,7 @@ __all__ = [
     "TokenInvalid",
     "Retryable",
     "Permanent",
+    "TimedOut",
     "FunctionTimedOut",
     "FunctionFailed",
     "CloudNotFound",
@@ -122,6 +124,10 @@ class Retryable(WeChatAPIError):
 
 class Permanent(WeChatAPIError):
     """WeChat will refuse this call again: dead-letter it, never retry."""
+
+
+class TimedOut(Retryable):
+    """WeChat did not answer within the call's timeout."""
 
 
 class FunctionTimedOut(Retryable):
