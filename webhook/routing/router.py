@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from webhook.push.messages import Event, Message, Reply, TransferToHuman
+from webhook.routing.handlerapi import OFFLINE, HandlerAPI
 from webhook.routing.matchers import (ENTER_SESSION, IMAGE, MESSAGE, TEXT, Env, Matcher,
                                       MatchResult, as_matcher, event, fold)
 from webhook.routing.ruleindex import RuleIndex
@@ -36,6 +37,7 @@ class Context:
     clock: Callable[[], float]          # wall clock (unix seconds); fake in tests
     logger: logging.Logger
     rule: str                           # the rule's name, for the handler's own log lines
+    wechat: HandlerAPI = OFFLINE        # the app's WeChat API: more sends, typing, cloud calls
 
 
 Handler = Callable[[Message, Context], Reply | Iterable[Reply] | None]
@@ -67,8 +69,10 @@ class Route:
         return bool(self.steps)
 
     def run(self, message: Message, *, appid: str, clock: Callable[[], float] = time.time,
-            logger: logging.Logger = log, budget: float = 3.0) -> list[Reply]:
-        """Run the handlers in order and collect their replies.
+            logger: logging.Logger = log, budget: float = 3.0,
+            wechat: HandlerAPI = OFFLINE) -> list[Reply]:
+        """Run the handlers in order and collect their replies (``wechat``: the push's
+        ``ctx.wechat``).
 
         A handler that raises is logged with its rule name and skipped; one that takes longer
         than ``budget`` seconds is logged. TransferToHuman returned here is dropped: the push
@@ -79,7 +83,7 @@ class Route:
             if rule.handler is None:
                 continue
             ctx = Context(appid=appid, match=result.groups, re_match=result.re_match, clock=clock,
-                          logger=logger, rule=rule.name)
+                          logger=logger, rule=rule.name, wechat=wechat)
             started = time.monotonic()
             try:
                 produced = rule.handler(message, ctx)

@@ -87,7 +87,7 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
-                      budget=server.handler_budget)
+                          budget=server.handler_budget, api=api)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     return Background(store=store, responder=responder, sender=sender, owner=owner, lease=lease,

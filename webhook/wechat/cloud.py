@@ -17,14 +17,14 @@ from typing import Any
 
 import requests
 
-from webhook.cloudquery import Statement
+from webhook.cloudquery import ACTIONS, Statement
 from webhook.errors import (CloudNotFound, ConfigError, FunctionFailed, FunctionTimedOut,
                             Permanent, Retryable, TimedOut, WeChatAPIError)
 from webhook.wechat.client import WeChatClient
 from webhook.wechat.tokens import TokenProvider
 
-__all__ = ["Cloud", "DownloadLink", "FileStatus", "Updated", "LINK_LIFETIME", "MAX_FILES",
-           "FUNCTION_LIMIT"]
+__all__ = ["Cloud", "DownloadLink", "FileStatus", "Updated", "database_result",
+           "LINK_LIFETIME", "MAX_FILES", "FUNCTION_LIMIT"]
 
 log = logging.getLogger(__name__)
 FUNCTION_LIMIT = 5.0        # WeChat stops a function called over HTTP after 5 s (§9.1)
@@ -97,42 +97,32 @@ class Cloud:
 
     # -- database -------------------------------------------------------------------------
     def database(self, appid: str, statement: Statement, *, env: str | None = None) -> Any:
-        """Run ``statement`` (``webhook.cloudquery``); what ``find``, ``count``, ``add``,
-        ``update`` or ``remove`` answers, by the statement's kind."""
-        method = {"databasequery": self.find, "databasecount": self.count,
-                  "databaseadd": self.add, "databaseupdate": self.update,
-                  "databasedelete": self.remove}[statement.action]
-        return method(appid, statement, env=env)
+        """Run ``statement`` (``webhook.cloudquery``); ``database_result`` says what comes back
+        for each kind."""
+        if statement.action not in ACTIONS.values():
+            raise ValueError(f"not a database API: {statement.action}")
+        body = self._call(appid, lambda token: self.client.tcb(
+            statement.action, access_token=token,
+            payload={"env": self._env(appid, env), "query": statement.text}))
+        return database_result(statement.action, body)
 
     def find(self, appid: str, statement: Statement, *, env: str | None = None
              ) -> list[dict[str, Any]]:
         """The records a ``get()`` statement matches."""
-        body = self._database(appid, statement, "databasequery", env)
-        records = []
-        for raw in _list(body, "data"):   # each record is a JSON string (§9.2)
-            try:
-                record = json.loads(raw) if isinstance(raw, str) else raw
-            except ValueError:
-                record = None
-            if not isinstance(record, dict):
-                raise Retryable(-1, "databasequery answered a record that is not an object")
-            records.append(record)
-        return records
+        return self.database(appid, _kind(statement, "databasequery"), env=env)
 
     def count(self, appid: str, statement: Statement, *, env: str | None = None) -> int:
-        return _int(self._database(appid, statement, "databasecount", env), "count")
+        return self.database(appid, _kind(statement, "databasecount"), env=env)
 
     def add(self, appid: str, statement: Statement, *, env: str | None = None) -> list[str]:
         """The ``_id`` of each record added."""
-        return [str(item) for item in
-                _list(self._database(appid, statement, "databaseadd", env), "id_list")]
+        return self.database(appid, _kind(statement, "databaseadd"), env=env)
 
     def update(self, appid: str, statement: Statement, *, env: str | None = None) -> Updated:
-        body = self._database(appid, statement, "databaseupdate", env)
-        return Updated(_int(body, "matched"), _int(body, "modified"))
+        return self.database(appid, _kind(statement, "databaseupdate"), env=env)
 
     def remove(self, appid: str, statement: Statement, *, env: str | None = None) -> int:
-        return _int(self._database(appid, statement, "databasedelete", env), "deleted")
+        return self.database(appid, _kind(statement, "databasedelete"), env=env)
 
     # -- storage --------------------------------------------------------------------------
     def upload(self, appid: str, path: str, data: bytes, *, env: str | None = None) -> str:
@@ -200,14 +190,6 @@ class Cloud:
         except WeChatAPIError as exc:
             raise _cloud_error(exc) from None
 
-    def _database(self, appid: str, statement: Statement, action: str,
-                  env: str | None) -> dict[str, Any]:
-        if statement.action != action:
-            raise ValueError(f"a {statement.action} statement, not {action}")
-        return self._call(appid, lambda token: self.client.tcb(
-            action, access_token=token,
-            payload={"env": self._env(appid, env), "query": statement.text}))
-
     def _store(self, url: str, form: list[tuple[str, Any]]) -> None:
         """The second step of an upload: the form to storage (not WeChat's API host)."""
         try:
@@ -222,6 +204,38 @@ class Cloud:
         if response.status_code >= 300:
             raise Permanent(response.status_code, f"storage refused the upload: HTTP "
                                                   f"{response.status_code}")
+
+
+def database_result(action: str, body: Mapping[str, Any]) -> Any:
+    """What a database API's answer holds (docs/protocol.md §9.2): the records of
+    databasequery (each sent as a JSON string), the count of databasecount, the ``_id``s of
+    databaseadd, Updated for databaseupdate, the number deleted by databasedelete."""
+    if action == "databasequery":
+        records = []
+        for raw in _list(body, "data"):
+            try:
+                record = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise Retryable(-1, "databasequery answered a record that is not an object")
+            records.append(record)
+        return records
+    if action == "databasecount":
+        return _int(body, "count")
+    if action == "databaseadd":
+        return [str(item) for item in _list(body, "id_list")]
+    if action == "databaseupdate":
+        return Updated(_int(body, "matched"), _int(body, "modified"))
+    if action == "databasedelete":
+        return _int(body, "deleted")
+    raise ValueError(f"not a database API: {action}")
+
+
+def _kind(statement: Statement, action: str) -> Statement:
+    if statement.action != action:
+        raise ValueError(f"a {statement.action} statement, not {action}")
+    return statement
 
 
 def _cloud_error(exc: WeChatAPIError) -> WeChatAPIError:
