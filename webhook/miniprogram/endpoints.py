@@ -36,7 +36,8 @@ from webhook.store.base import Store
 from webhook.wechat.api import WeChatAPI
 from webhook.wellformed import NotText, loads
 
-__all__ = ["register", "Sessions", "Session", "new_session_token", "MAX_CLOUD_IDS"]
+__all__ = ["register", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
+           "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ _PUBLIC_5XX = {502: "WeChat refused the call: see the server log",
 
 def new_session_token() -> str:
     return secrets.token_urlsafe(32)
-
-
 
 
 class BadInput(MalformedRequest):
@@ -117,8 +116,9 @@ class Sessions:
             return None   # a record we cannot open is no session
 
 
-class _Endpoint:
-    """Shared edge: app lookup, bounded JSON body, errors as WeChat-style JSON."""
+class Endpoint:
+    """Shared edge of the mini program's endpoints: app lookup, bounded JSON body, the
+    caller's session, errors as WeChat-style JSON."""
 
     kind = ""
 
@@ -130,34 +130,44 @@ class _Endpoint:
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
         try:
-            app = self.settings.app(appid)
-            if app is None:
-                raise UnknownApp("unknown appid")
+            app = self._app(appid)
             self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"))
             result = self.handle(app, req, self._body(req))
-        except RateLimited as exc:
+        except (RequestRejected, WeChatAPIError, StoreError) as exc:
+            self._refuse(resp, appid, exc)
+            return
+        answer_json(resp, 200, result)
+
+    def _app(self, appid: str) -> AppConfig:
+        app = self.settings.app(appid)
+        if app is None:
+            raise UnknownApp("unknown appid")
+        return app
+
+    def _refuse(self, resp: falcon.Response, appid: str,
+                exc: RequestRejected | WeChatAPIError | StoreError) -> None:
+        """Answer a refusal or a failure as ``{"errcode", "errmsg"}``, with a log line."""
+        if isinstance(exc, RateLimited):
             self.repeats.log(log, logging.INFO, f"{appid}:{exc.scope}",
                              "%s appid=%s outcome=refused status=429 client=%s reason=%s",
                              self.kind, appid, shown(exc.client), exc.reason)
             resp.set_header("Retry-After", str(exc.retry_after))
-            _answer(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
+            answer_json(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
             return
-        except (RequestRejected, WeChatAPIError, StoreError) as exc:
-            status, errcode, errmsg = _describe(exc)
-            # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
-            # written once per interval with a count
-            self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
-                             f"{self.kind} {status} {errcode}",
-                             "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
-                             self.kind, appid if appid in self.settings.apps else "-", status,
-                             errcode, shown(errmsg))
-            if status == 503:
-                resp.set_header("Retry-After", "1")
-            # A 5xx is about our side (WeChat's errmsg may name our IP): details stay in the log
-            public = _PUBLIC_5XX.get(status, errmsg)
-            _answer(resp, status, {"errcode": errcode, "errmsg": public})
-            return
-        _answer(resp, 200, result)
+        status, errcode, errmsg = _describe(exc)
+        # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
+        # written once per interval with a count
+        self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
+                         f"{self.kind} {status} {errcode}",
+                         "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
+                         self.kind, appid if appid in self.settings.apps else "-", status,
+                         errcode, shown(errmsg))
+        if status == 503:
+            resp.set_header("Retry-After", "1")
+        # A 5xx from WeChat or the store is about our side (WeChat's errmsg may name our IP):
+        # details stay in the log. One of our own refusals says what it is.
+        public = errmsg if isinstance(exc, RequestRejected) else _PUBLIC_5XX.get(status, errmsg)
+        answer_json(resp, status, {"errcode": errcode, "errmsg": public})
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -207,7 +217,7 @@ class _Endpoint:
         return self.settings.server.opendata_max_age or None
 
 
-class LoginResource(_Endpoint):
+class LoginResource(Endpoint):
     kind = "login"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -220,7 +230,7 @@ class LoginResource(_Endpoint):
         return result
 
 
-class OpenDataResource(_Endpoint):
+class OpenDataResource(Endpoint):
     kind = "opendata"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -250,7 +260,7 @@ class OpenDataResource(_Endpoint):
         return result
 
 
-class PhoneResource(_Endpoint):
+class PhoneResource(Endpoint):
     kind = "phone"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -313,7 +323,7 @@ def _describe(exc: Exception) -> tuple[int, int, str]:
     return 503, -1, " ".join(str(exc).split())
 
 
-def _answer(resp: falcon.Response, status: int, body: Any) -> None:
+def answer_json(resp: falcon.Response, status: int, body: Any) -> None:
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))

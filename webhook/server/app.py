@@ -21,6 +21,7 @@ from webhook.delivery.handling import Responder
 from webhook.delivery.heartbeat import Heartbeat
 from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
+from webhook.miniprogram.bridge import register as register_bridge
 from webhook.miniprogram.endpoints import register as register_miniprogram
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
@@ -123,6 +124,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
         tolerance=server.timestamp_tolerance, max_body=server.max_body))
     app.add_route("/healthz", HealthResource())
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
+    register_bridge(app, settings=settings, api=api, store=store, clock=clock)
     return app
 
 
