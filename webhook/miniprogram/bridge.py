@@ -28,10 +28,9 @@ from webhook.config.settings import AppConfig, Settings
 from webhook.errors import (CloudNotFound, FunctionFailed, FunctionTimedOut, RequestRejected,
                             StoreError, WeChatAPIError)
 from webhook.logsafe import Repeats, shown
-from webhook.miniprogram.endpoints import (MISSING_CREDENTIAL, NotLoggedIn, Sessions, Endpoint,
-                                           answer_json, new_session_token)
+from webhook.miniprogram.endpoints import (MISSING_CREDENTIAL, Endpoint, NotLoggedIn, Sessions,
+                                           answer_json, limiter_for, new_session_token)
 from webhook.push.messages import hashed
-from webhook.ratelimit import Bucket, Limiter, trusted_networks
 from webhook.store.base import Store
 from webhook.wechat.api import WeChatAPI
 
@@ -110,10 +109,7 @@ def register(app: falcon.App, *, settings: Settings, api: WeChatAPI, store: Stor
              clock: Callable[[], float] = time.time) -> None:
     """Add the route; sessions and rate limits are those of the other ``/apps/`` endpoints
     (the same store keys)."""
-    server = settings.server
-    limiter = Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
-                      per_app=Bucket(server.rate_per_app, server.burst_per_app),
-                      trusted=trusted_networks(server.trusted_proxies), clock=clock)
     app.add_route("/apps/{appid}/functions/{name}", FunctionResource(
-        settings=settings, api=api, limiter=limiter, repeats=Repeats(), clock=clock,
-        sessions=Sessions(store, ttl=server.session_ttl, token_factory=new_session_token)))
+        settings=settings, api=api, limiter=limiter_for(settings, store, clock),
+        repeats=Repeats(), clock=clock, sessions=Sessions(
+            store, ttl=settings.server.session_ttl, token_factory=new_session_token)))

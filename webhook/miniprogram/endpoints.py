@@ -36,7 +36,7 @@ from webhook.store.base import Store
 from webhook.wechat.api import WeChatAPI
 from webhook.wellformed import NotText, loads
 
-__all__ = ["register", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
+__all__ = ["register", "limiter_for", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
            "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL"]
 
 log = logging.getLogger(__name__)
@@ -329,15 +329,21 @@ def answer_json(resp: falcon.Response, status: int, body: Any) -> None:
     resp.text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
+def limiter_for(settings: Settings, store: Store, clock: Callable[[], float]) -> Limiter:
+    """The rate limits of ``[server]``; every limiter made here shares its buckets (they are
+    keys in the store)."""
+    server = settings.server
+    return Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
+                   per_app=Bucket(server.rate_per_app, server.burst_per_app),
+                   trusted=trusted_networks(server.trusted_proxies), clock=clock)
+
+
 def register(app: falcon.App, *, settings: Settings, api: WeChatAPI, store: Store,
              clock: Callable[[], float] = time.time,
              token_factory: Callable[[], str] = new_session_token) -> None:
     """Add the three routes under ``/apps/{appid}/``, which share their rate limits."""
-    server = settings.server
-    sessions = Sessions(store, ttl=server.session_ttl, token_factory=token_factory)
-    limiter = Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
-                      per_app=Bucket(server.rate_per_app, server.burst_per_app),
-                      trusted=trusted_networks(server.trusted_proxies), clock=clock)
+    sessions = Sessions(store, ttl=settings.server.session_ttl, token_factory=token_factory)
+    limiter = limiter_for(settings, store, clock)
     parts = {"settings": settings, "api": api, "sessions": sessions, "limiter": limiter,
              "repeats": Repeats(), "clock": clock}
     app.add_route("/apps/{appid}/login", LoginResource(**parts))

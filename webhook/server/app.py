@@ -23,6 +23,7 @@ from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
 from webhook.miniprogram.bridge import register as register_bridge
 from webhook.miniprogram.endpoints import register as register_miniprogram
+from webhook.miniprogram.files import register as register_files
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
@@ -125,6 +126,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     app.add_route("/healthz", HealthResource())
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
     register_bridge(app, settings=settings, api=api, store=store, clock=clock)
+    register_files(app, settings=settings, api=api, store=store, clock=clock)
     return app
 
 
