@@ -36,7 +36,7 @@ from webhook.store.base import Store
 from webhook.wechat.api import WeChatAPI
 from webhook.wellformed import NotText, loads
 
-__all__ = ["register", "limiter_for", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
+__all__ = ["register", "limiter_for", "json_body", "describe", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
            "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL"]
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class Endpoint:
             resp.set_header("Retry-After", str(exc.retry_after))
             answer_json(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
             return
-        status, errcode, errmsg = _describe(exc)
+        status, errcode, errmsg = describe(exc)
         # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
         # written once per interval with a count
         self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
@@ -173,19 +173,7 @@ class Endpoint:
         raise NotImplementedError
 
     def _body(self, req: falcon.Request) -> dict[str, Any]:
-        _check_json_type(req.content_type)
-        raw = read_body(req, self.settings.server.max_body)
-        if not raw.strip():
-            raise BadInput("empty body: send a JSON object", EMPTY_BODY)
-        try:
-            body = loads(raw)
-        except NotText:
-            raise BadInput("body is not valid Unicode", BAD_FORMAT) from None
-        except (ValueError, RecursionError):
-            raise BadInput("body is not JSON", BAD_FORMAT) from None
-        if not isinstance(body, dict):
-            raise BadInput("body must be a JSON object", BAD_FORMAT)
-        return body
+        return json_body(req, self.settings.server.max_body)
 
     def _caller(self, app: AppConfig, req: falcon.Request, *,
                 login_code: str | None) -> Session | None:
@@ -274,6 +262,25 @@ class PhoneResource(Endpoint):
         return result
 
 
+def json_body(req: falcon.Request, limit: int) -> dict[str, Any]:
+    """The request's body: a JSON object of valid Unicode, at most ``limit`` bytes, sent as
+    application/json (checked before the body is read); BadInput, PayloadTooLarge or
+    UnsupportedMediaType otherwise."""
+    _check_json_type(req.content_type)
+    raw = read_body(req, limit)
+    if not raw.strip():
+        raise BadInput("empty body: send a JSON object", EMPTY_BODY)
+    try:
+        body = loads(raw)
+    except NotText:
+        raise BadInput("body is not valid Unicode", BAD_FORMAT) from None
+    except (ValueError, RecursionError):
+        raise BadInput("body is not JSON", BAD_FORMAT) from None
+    if not isinstance(body, dict):
+        raise BadInput("body must be a JSON object", BAD_FORMAT)
+    return body
+
+
 def _check_json_type(content_type: str | None) -> None:
     """``application/json`` in any case, its charset (if named) UTF-8: what wx.request sends
     by default. Checked before the body is read."""
@@ -306,7 +313,7 @@ def _cloud_ids(body: dict[str, Any]) -> list[str]:
     return ids
 
 
-def _describe(exc: Exception) -> tuple[int, int, str]:
+def describe(exc: Exception) -> tuple[int, int, str]:
     """(HTTP status, errcode, one-line errmsg) for an error we answer."""
     if isinstance(exc, RequestRejected):
         default = {401: MISSING_CREDENTIAL, 404: INVALID_APPID, 413: TOO_LARGE,

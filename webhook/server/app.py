@@ -27,6 +27,7 @@ from webhook.miniprogram.files import register as register_files
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
+from webhook.server.tokenservice import register as register_token_service
 from webhook.store import Store, open_store, require_durable
 from webhook.wechat.api import WeChatAPI
 from webhook.wechat.client import WeChatClient
@@ -127,6 +128,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
     register_bridge(app, settings=settings, api=api, store=store, clock=clock)
     register_files(app, settings=settings, api=api, store=store, clock=clock)
+    register_token_service(app, settings=settings, tokens=api.tokens, clock=clock)
     return app
 
 
