@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 ENV = "shop-4gxyz"
 B, B_SECRET = "wxb0b0b0b0b0b0b0b0", "secret-b"
-PUBLIC = f"cloud://{ENV}.7072-{ENV}/public/"
+BUCKET = f"{ENV}.7368-{ENV}"
+PUBLIC = f"cloud://{BUCKET}/public/"
 GH = "gh_0123456789ab"
 RULES = """
 [[rule]]
@@ -176,11 +177,11 @@ def test_a_permanent_file_link_redirects_to_a_working_download(servers, cloud, t
     cloud.emulator.put_file(ENV, "private/账本.txt", b"secret")
     proxy = nginx(server.port)
     for base in (server.url, f"http://127.0.0.1:{proxy.port}"):
-        link = f"{base}/files/{APPID}/{ENV}.7072-{ENV}/public/菜单.png"
+        link = f"{base}/files/{APPID}/{BUCKET}/public/菜单.png"
         answer = requests.get(link, timeout=5)   # follows the redirect, as a browser does
         assert answer.status_code == 200 and answer.content == b"\x89PNG menu"
         assert answer.history[0].status_code == 302
-        private = requests.get(f"{base}/files/{APPID}/{ENV}.7072-{ENV}/private/账本.txt",
+        private = requests.get(f"{base}/files/{APPID}/{BUCKET}/private/账本.txt",
                                timeout=5, allow_redirects=False)
         assert private.status_code == 403 and private.text.startswith("file not served")
     assert len(cloud.emulator.calls("/tcb/batchdownloadfile")) == 1   # then from the store

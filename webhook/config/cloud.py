@@ -69,8 +69,8 @@ def app_cloud(doc: TomlFile, index: int, raw: Mapping[str, Any], *,
 
 def _prefixes(value: Any, fail: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise fail('must be a list of file ID prefixes, e.g. ["cloud://prod-4gxyz.7072-prod/'
-                   'public/"]', "files")
+        raise fail('must be a list of file ID prefixes, e.g. ["cloud://prod-4gxyz.7072-prod-'
+                   '4gxyz/public/"]', "files")
     for prefix in value:
         if not prefix.startswith(FILE_PREFIX) or len(prefix) <= len(FILE_PREFIX) + 1 \
                 or not prefix.endswith("/") or not prefix.isprintable() or " " in prefix:

@@ -68,8 +68,8 @@ def test_upload_then_link(config, capsys, tmp_path, emulator):
     code, out, _ = run(capsys, "cloud", "upload", APPID, str(local), "public/menu.png",
                        "--config", str(config))
     fileid = f"{PUBLIC}menu.png"
-    assert code == 0 and out.splitlines() == [
-        fileid, f"permanent link: https://<your host>/files/{APPID}/{ENV}.7072-{ENV}/public/menu.png"]
+    assert code == 0 and out.splitlines() == [fileid, "permanent link: https://<your host>/files/"
+                                                      f"{APPID}/{ENV}.7072-{ENV}/public/menu.png"]
     code, out, _ = run(capsys, "cloud", "link", APPID, fileid, "--max-age", "60",
                        "--config", str(config))
     url = out.splitlines()[0]

@@ -22,7 +22,7 @@ from webhook.wechat.cloud import LINK_LIFETIME
 from webhook.wechat.tokens import TokenProvider
 
 APPID, SECRET, ENV = "wxfiles0123456789", "secret", "shop-1"
-BUCKET = f"{ENV}.7072-{ENV}"
+BUCKET = f"{ENV}.7368-{ENV}"
 PUBLIC = f"cloud://{BUCKET}/public/"
 LINKS = "/tcb/batchdownloadfile"
 

@@ -213,8 +213,9 @@ class CloudEnv:
 
     @property
     def bucket(self) -> str:
-        """The storage bucket as file IDs name it (``7072-<env>``, docs/protocol.md §9.3)."""
-        return f"7072-{self.env}"
+        """The storage bucket as file IDs name it: the hex of the env's first two letters,
+        then the env (``7465-test2-4a89da`` for ``test2-4a89da``, docs/protocol.md §9.4)."""
+        return f"{self.env[:2].encode().hex()}-{self.env}"
 
     def file_id(self, path: str) -> str:
         return f"cloud://{self.env}.{self.bucket}/{path}"
