@@ -218,3 +218,18 @@ def test_a_token_service_client_gets_the_token_the_server_uses(servers, cloud, t
     assert json.loads(requests.get(f"{server.url}/apps/{APPID}/access_token", headers=bearer,
                                    timeout=5).text)["access_token"] == replaced.json()["access_token"]
     assert key not in server.logs() and used not in server.logs()
+
+
+def test_wxpush_cloud_uses_the_servers_token(servers, cloud, tmp_path):
+    server = start(servers, cloud, tmp_path, rules=RULES)
+    push(cloud, server, {"FromUserName": "o-t", "MsgType": "text", "Content": "运费",
+                         "MsgId": 401})
+    assert wait_for(lambda: cloud.emulator.sent(APPID), timeout=30)
+    issued = cloud.emulator.token_fetches(APPID)["stable_issued"]
+    called = subprocess.run([sys.executable, "-m", "webhook.cli", "cloud", "call", APPID,
+                             "orderStatus", "--data", '{"order": "123457"}', "--config",
+                             str(server.config)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout)["status"] == "已发货"
+    assert cloud.emulator.token_fetches(APPID)["stable_issued"] == issued == 1

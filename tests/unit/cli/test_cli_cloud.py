@@ -132,3 +132,16 @@ def test_clients_add_restores_a_config_the_table_would_break(config, capsys):
     code, out, err = run(capsys, "clients", "add", "erp", "--apps", APPID, "--config", str(config))
     assert code == 2 and out == "" and "TOML syntax error" in err
     assert config.read_bytes() == before
+
+
+def test_check_config_shows_the_cloud_settings(config, capsys):
+    config.write_text(config.read_text(encoding="utf-8") + f'\n[[apps]]\nappid = "wxb"\n'
+                      f'token = "t"\nencoding_aes_key = "{KEY}"\n[[apps.bridge]]\n'
+                      f'app = "{APPID}"\nfunctions = ["orderStatus"]\n', encoding="utf-8")
+    assert run(capsys, "clients", "add", "erp", "--apps", f"{APPID},wxb",
+               "--config", str(config))[0] == 0
+    code, out, _ = run(capsys, "check-config", "--config", str(config))
+    assert code == 0
+    assert f"cloud    {APPID}: env {ENV}, /files/ serves {PUBLIC}" in out
+    assert f"bridge   /apps/wxb/functions/: orderStatus of {APPID}" in out
+    assert f"client   erp may read the access_token of {APPID}, wxb" in out
