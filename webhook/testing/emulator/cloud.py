@@ -18,7 +18,7 @@ import hmac
 import json
 import mimetypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -29,7 +29,7 @@ from webhook.testing.emulator.state import CloudEnv, CloudFile, Fail, Later, Raw
 if TYPE_CHECKING:
     from webhook.testing.emulator.core import Emulator
 
-__all__ = ["RawResult", "FUNCTION_LIMIT", "DEMO_FUNCTIONS", "DEMO_COLLECTIONS", "invoke",
+__all__ = ["CloudControl", "RawResult", "FUNCTION_LIMIT", "DEMO_FUNCTIONS", "DEMO_COLLECTIONS", "invoke",
            "uploadfile", "batchdownloadfile", "batchdeletefile", "storage", "STORAGE_PATHS"]
 
 STORAGE_PATHS = ("/cos/", "/tcb-download/")
@@ -43,6 +43,47 @@ class RawResult:
     """A function result answered as ``resp_data`` exactly, JSON or not."""
 
     text: str
+
+
+class CloudControl:
+    """The Emulator's methods that set up and inspect cloud environments (kept by ``reset``,
+    as apps are)."""
+
+    lock: threading.RLock
+    cloud_envs: dict[str, CloudEnv]
+
+    def add_cloud_env(self: Emulator, appid: str, env: str, *,
+                      functions: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
+                      collections: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
+        """Give ``appid`` the cloud environment ``env`` with these functions and collections
+        (records copied; each needs no ``_id``). ``DEMO_FUNCTIONS`` and ``DEMO_COLLECTIONS``
+        are the demo's."""
+        with self.lock:
+            self.app_state(appid)
+            found = self.cloud_envs.setdefault(env, CloudEnv(env, appid))
+            if found.appid != appid:
+                raise ValueError(f"cloud environment {env!r} belongs to {found.appid}")
+            found.functions.update(functions or {})
+            for name, records in (collections or {}).items():
+                found.collections[name] = [dict(r, _id=r.get("_id") or self.new_id(32))
+                                           for r in records]
+
+    def collection(self, env: str, name: str) -> list[dict[str, Any]]:
+        """A copy of the records of a collection, as they are now."""
+        with self.lock:
+            return [json.loads(json.dumps(r)) for r in self.cloud_envs[env].collections[name]]
+
+    def put_file(self: Emulator, env: str, path: str, data: bytes) -> str:
+        """Store a file in ``env`` directly (no upload); its file ID."""
+        with self.lock:
+            found = self.cloud_envs[env]
+            found.files[path] = CloudFile(data, self.now())
+            return found.file_id(path)
+
+    def cloud_file(self, env: str, path: str) -> bytes | None:
+        with self.lock:
+            stored = self.cloud_envs[env].files.get(path)
+            return None if stored is None else stored.data
 
 
 # -- the demo's cloud: an order lookup and a FAQ collection ----------------------------------
@@ -128,13 +169,19 @@ def uploadfile(emu: Emulator, req: Request) -> dict[str, Any]:
             "file_id": env.file_id(path), "cos_file_id": upload["cos_file_id"]}
 
 
-def batchdownloadfile(emu: Emulator, req: Request) -> dict[str, Any]:
-    """POST /tcb/batchdownloadfile {env, file_list: [{fileid, max_age}]}"""
+def _listed(emu: Emulator, req: Request, key: str) -> tuple[CloudEnv, list[Any]]:
+    """The call's environment and its non-empty list ``key`` (40101 without one)."""
     body = req.json()
     env = cloud_env(emu, req, body.get("env"))
-    items = body.get("file_list")
+    items = body.get(key)
     if not isinstance(items, list) or not items:
-        raise Fail(40101, "missing parameter file_list")
+        raise Fail(40101, f"missing parameter {key}")
+    return env, items
+
+
+def batchdownloadfile(emu: Emulator, req: Request) -> dict[str, Any]:
+    """POST /tcb/batchdownloadfile {env, file_list: [{fileid, max_age}]}"""
+    env, items = _listed(emu, req, "file_list")
     answers = []
     for item in items:
         fileid = item.get("fileid") if isinstance(item, dict) else None
@@ -155,11 +202,7 @@ def batchdownloadfile(emu: Emulator, req: Request) -> dict[str, Any]:
 
 def batchdeletefile(emu: Emulator, req: Request) -> dict[str, Any]:
     """POST /tcb/batchdeletefile {env, fileid_list}"""
-    body = req.json()
-    env = cloud_env(emu, req, body.get("env"))
-    ids = body.get("fileid_list")
-    if not isinstance(ids, list) or not ids:
-        raise Fail(40101, "missing parameter fileid_list")
+    env, ids = _listed(emu, req, "fileid_list")
     answers = []
     for fileid in ids:
         path = _path_of(env, fileid)

@@ -23,9 +23,8 @@ import falcon
 
 from webhook.push.messages import Message
 from webhook.testing.emulator import cloud, control, database, media, messaging, opendata, tokens
-from webhook.testing.emulator.state import (AppState, Call, CloudEnv, CloudFile, Fail, Faults,
-                                            Grant, Later, MediaItem, Part, Raw, Request,
-                                            TokenRecord)
+from webhook.testing.emulator.state import (AppState, Call, CloudEnv, Fail, Faults, Grant, Later,
+                                            MediaItem, Part, Raw, Request, TokenRecord)
 
 __all__ = ["Emulator", "ROUTES"]
 
@@ -53,7 +52,7 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 
 
-class Emulator:
+class Emulator(cloud.CloudControl):
     """WeChat's API for tests. ``emulator.app`` is the WSGI app; methods drive and inspect it.
 
     ``clock`` is a callable returning unix seconds (tests pass a fake clock, or call
@@ -210,41 +209,6 @@ class Emulator:
         """An image a customer sent: the MediaId its push carries, for /cgi-bin/media/get."""
         with self.lock:
             return media.customer_image(self, appid, data, content_type)
-
-    # --- cloud development (webhook.testing.emulator.cloud, .database) -----------------------
-
-    def add_cloud_env(self, appid: str, env: str, *,
-                      functions: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
-                      collections: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
-        """Give ``appid`` the cloud environment ``env`` with these functions and collections
-        (records copied; each needs no ``_id``). ``cloud.DEMO_FUNCTIONS`` and
-        ``DEMO_COLLECTIONS`` are the demo's."""
-        with self.lock:
-            self.app_state(appid)
-            found = self.cloud_envs.setdefault(env, CloudEnv(env, appid))
-            if found.appid != appid:
-                raise ValueError(f"cloud environment {env!r} belongs to {found.appid}")
-            found.functions.update(functions or {})
-            for name, records in (collections or {}).items():
-                found.collections[name] = [dict(r, _id=r.get("_id") or self.new_id(32))
-                                           for r in records]
-
-    def collection(self, env: str, name: str) -> list[dict[str, Any]]:
-        """A copy of the records of a collection, as they are now."""
-        with self.lock:
-            return [json.loads(json.dumps(r)) for r in self.cloud_envs[env].collections[name]]
-
-    def put_file(self, env: str, path: str, data: bytes) -> str:
-        """Store a file in ``env`` directly (no upload); its file ID."""
-        with self.lock:
-            found = self.cloud_envs[env]
-            found.files[path] = CloudFile(data, self.now())
-            return found.file_id(path)
-
-    def cloud_file(self, env: str, path: str) -> bytes | None:
-        with self.lock:
-            stored = self.cloud_envs[env].files.get(path)
-            return None if stored is None else stored.data
 
     # --- HTTP --------------------------------------------------------------------------------
 
