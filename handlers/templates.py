@@ -24,7 +24,7 @@ Fail = Callable[[str, str | None], ConfigError]
 RESULT = "result"
 _FORMATTER = string.Formatter()
 _ROOT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*")
-_PATH = re.compile(r"^(?:\.[^.\[\]]+|\[[^\[\]]+\])+$")
+_PATH = re.compile(r"(?:\.[^.\[\]]+|\[[^\[\]]+\])+")
 
 
 class MissingField(Exception):
@@ -84,7 +84,7 @@ def template(value: Any, where: str, fields: set[str], fail: Fail, *,
         rest = field[root.end():] if root else field
         known = field in fields or (
             root is not None and root.group() in structured and (
-                not rest or (_PATH.match(rest) is not None and "__" not in rest)))
+                not rest or (_PATH.fullmatch(rest) is not None and "__" not in rest)))
         if not known or spec or conversion:
             available = sorted(fields) + [f"{name}..." for name in sorted(structured)]
             raise fail(f"template field {{{field}}} is not available here "

@@ -39,7 +39,7 @@ def add_client(args: argparse.Namespace) -> int:
     path = Path(config_path(args.config))
     settings = load(path)
     apps = [appid for item in args.apps for appid in item.split(",") if appid]
-    if not _NAME.match(args.name):
+    if not _NAME.fullmatch(args.name):
         raise WxpushError(f"client name {args.name!r}: letters, digits, '.', '_' or '-'")
     if any(client.name == args.name for client in settings.clients):
         raise WxpushError(f"client {args.name!r} is already in {path}")

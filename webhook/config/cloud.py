@@ -53,7 +53,7 @@ def app_cloud(doc: TomlFile, index: int, raw: Mapping[str, Any], *,
     fields: dict[str, Any] = {}
     env = raw.get("cloud_env")
     if env is not None:
-        if not isinstance(env, str) or not _ENV.match(env):
+        if not isinstance(env, str) or not _ENV.fullmatch(env):
             raise fail("must be the cloud environment's ID (letters, digits, '-' and '_', "
                        'e.g. "prod-4gxyz1234"), as the cloud console shows it', "cloud_env")
         fields["cloud_env"] = env
@@ -98,8 +98,8 @@ def _bridges(doc: TomlFile, index: int, value: Any, before: int) -> tuple[Bridge
             raise fail("app is required: the appid whose cloud functions are called",
                        "app" if "app" in table else None)
         functions = table.get("functions")
-        if not isinstance(functions, list) or not functions or \
-                not all(isinstance(name, str) and FUNCTION_NAME.match(name) for name in functions):
+        if not isinstance(functions, list) or not functions or not all(
+                isinstance(name, str) and FUNCTION_NAME.fullmatch(name) for name in functions):
             raise fail("must be a non-empty list of cloud function names (a letter, then "
                        "letters, digits, _ or -)", "functions")
         found.append(Bridge(app, tuple(functions)))
@@ -154,13 +154,13 @@ def clients(doc: TomlFile, apps: Mapping[str, Any]) -> tuple[ClientConfig, ...]:
             if key not in _CLIENT_KEYS:
                 raise fail(f"unknown key (known: {', '.join(_CLIENT_KEYS)})", key)
         name = table.get("name")
-        if not isinstance(name, str) or not _CLIENT_NAME.match(name):
+        if not isinstance(name, str) or not _CLIENT_NAME.fullmatch(name):
             raise fail("name is required: letters, digits, '.', '_' or '-' (e.g. \"erp\")",
                        "name" if "name" in table else None)
         if any(client.name == name for client in found):
             raise fail(f"client {name!r} is configured twice", "name")
         digest = table.get("key_sha256")
-        if not isinstance(digest, str) or not _SHA256.match(digest):
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise fail("must be the hex sha256 of the client's API key (64 characters; "
                        "`wxpush clients add` makes both)",
                        "key_sha256" if "key_sha256" in table else None)

@@ -82,9 +82,9 @@ class FunctionResource(Endpoint):
     def _run(self, target: str, name: str, data: dict[str, Any]) -> Any:
         try:
             return self.api.cloud.call_function(target, name, data)
-        except FunctionTimedOut:
-            raise FunctionRefused(504, -504003, f"function {name} timed out: WeChat stops a "
-                                  "function after 5 s") from None
+        except FunctionTimedOut as exc:
+            raise FunctionRefused(504, exc.errcode, f"function {name} timed out: WeChat stops "
+                                  "a function after 5 s") from None
         except FunctionFailed as exc:
             raise FunctionRefused(502, exc.errcode, f"function {name} failed: "
                                   f"{' '.join(exc.errmsg.split())[:300]}") from None
@@ -97,7 +97,7 @@ class FunctionResource(Endpoint):
 
 def _target(app: AppConfig, name: str) -> str:
     """The app whose function ``name`` the users of ``app`` may call (403 if none)."""
-    if FUNCTION_NAME.match(name):
+    if FUNCTION_NAME.fullmatch(name):
         for bridge in app.bridge:
             if name in bridge.functions:
                 return bridge.app

@@ -165,6 +165,9 @@ def test_the_example_config_documents_the_cloud_keys():
     ('functions = [', 'function = [', 15, "unknown key"),
     ('name = "erp"', 'name = "e r p"', 18, "letters, digits"),
     (f'key_sha256 = "{"AB" * 32}"', 'key_sha256 = "abc"', 19, "hex sha256"),
+    (f'key_sha256 = "{"AB" * 32}"', f'key_sha256 = "{"AB" * 32}\\n"', 19, "hex sha256"),
+    ('["users_add", "orderStatus"]', '["users_add\\n"]', 15, "cloud function names"),
+    ('cloud_env = "prod-4gxyz"', 'cloud_env = "prod-4gxyz\\n"', 5, "cloud environment's ID"),
     ('apps = ["wxA", "wxB"]', 'apps = ["wxA", "wxZ"]', 20, "'wxZ' is not configured"),
     ('apps = ["wxA", "wxB"]', 'apps = []', 20, "non-empty list"),
 ])
