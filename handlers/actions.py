@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from handlers.templates import RESULT, Fail, MissingField, Result, template
-from webhook import Context, Message, Reply, TextReply, WxpushError
+from webhook import Context, HandlerAPI, Message, Reply, TextReply, WxpushError
 from webhook.cloudquery import collection
 from webhook.logsafe import shown
-from webhook.routing.handlerapi import HandlerAPI
 
 __all__ = ["ACTION_KEYS", "Action", "parse_action", "action_handler"]
 
