@@ -80,13 +80,16 @@ class Cloud:
                            separators=(",", ":")).encode("utf-8")
         params = {"env": self._env(appid, env), "name": name}
         wait = (self.client.timeout[0], self.function_wait)
-        try:
-            body = self._call(appid, lambda token: self.client.tcb(
-                "invokecloudfunction", access_token=token, raw=event, params=params,
-                timeout=wait))
-        except TimedOut:
-            raise FunctionTimedOut(FUNCTION_TIMEOUT, f"function {name} gave no answer within "
-                                   f"{FUNCTION_LIMIT:.0f} s") from None
+
+        def invoke(token: str) -> dict[str, Any]:
+            try:
+                return self.client.tcb("invokecloudfunction", access_token=token, raw=event,
+                                       params=params, timeout=wait)
+            except TimedOut:   # the function's call, not a token fetch before it
+                raise FunctionTimedOut(FUNCTION_TIMEOUT, f"function {name} gave no answer "
+                                       f"within {FUNCTION_LIMIT:.0f} s") from None
+
+        body = self._call(appid, invoke)
         result = body.get("resp_data")
         if not isinstance(result, str):
             raise FunctionFailed(-1, f"function {name}: the answer has no resp_data")

@@ -12,7 +12,7 @@ import requests
 from webhook.cloudquery import collection, gt
 from webhook.config.settings import AppConfig
 from webhook.errors import (CloudNotFound, ConfigError, FunctionFailed, FunctionTimedOut,
-                            Permanent)
+                            Permanent, TimedOut)
 from webhook.store.sqlite import SqliteStore
 from webhook.testing import Emulator, FakeClock, serve
 from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS, RawResult
@@ -137,3 +137,16 @@ def test_storage_refuses_a_form_whose_file_part_is_not_last(cloud, emulator):
     with pytest.raises(Permanent, match="HTTP 400"):
         cloud._store(target["url"], form)
     assert emulator.cloud_file(ENV, "a.txt") is None
+
+
+def test_a_token_fetch_that_times_out_is_no_function_timeout(emulator, tmp_path):
+    emulator.set_faults(delay_rate=1.0, delay_seconds=1.0, paths=("/cgi-bin/stable_token",))
+    store = SqliteStore(str(tmp_path / "slow.db"))
+    with serve(emulator.app) as running, requests.Session() as session:
+        client = WeChatClient(running.url, session=session, token_timeout=(0.3, 0.3))
+        cloud = Cloud(client, TokenProvider(store, client, APPS))
+        with pytest.raises(TimedOut) as timed_out:
+            cloud.call_function(APPID, "orderStatus", {"order": "1"})
+    store.close()
+    assert not isinstance(timed_out.value, FunctionTimedOut)
+    assert emulator.calls("/tcb/invokecloudfunction") == []
