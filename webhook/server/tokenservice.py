@@ -26,7 +26,7 @@ from collections.abc import Callable
 import falcon
 
 from webhook.config.settings import ClientConfig, Settings
-from webhook.errors import RequestRejected, Unauthorized, WeChatAPIError
+from webhook.errors import RequestRejected, StoreError, Unauthorized, WeChatAPIError
 from webhook.logsafe import Repeats, shown
 from webhook.miniprogram.endpoints import BadInput, answer_json, describe, json_body
 from webhook.wechat.tokens import TokenProvider
@@ -76,7 +76,7 @@ class _TokenEndpoint:
         try:
             client = self._client(req, appid)
             token, expires_at = fetch()
-        except (RequestRejected, WeChatAPIError) as exc:
+        except (RequestRejected, WeChatAPIError, StoreError) as exc:
             status, errcode, errmsg = describe(exc)
             if isinstance(exc, Unauthorized):
                 errcode = MISSING_KEY
@@ -87,7 +87,8 @@ class _TokenEndpoint:
                              shown(appid, 64), status, shown(errmsg), shown(req.remote_addr))
             if status == 503:
                 resp.set_header("Retry-After", "1")
-            public = errmsg if isinstance(exc, RequestRejected) or status == 503 else \
+            public = errmsg if isinstance(exc, RequestRejected) else \
+                "WeChat or the store is busy or unreachable: retry later" if status == 503 else \
                 "WeChat refused the token: see the server log"
             answer_json(resp, status, {"errcode": errcode, "errmsg": public})
             return

@@ -108,3 +108,11 @@ def test_a_report_needs_the_key_before_its_body_is_read(world):
     answer = world.client.simulate_post(f"/apps/{A}/access_token/invalid", body=b"x" * 10,
                                         headers={"Content-Type": "text/plain"})
     assert answer.status_code == 401
+
+
+def test_wechat_down_is_503_with_a_reason_that_names_nothing_of_ours(world):
+    world.emulator.fail_next("/cgi-bin/stable_token", http_status=502)
+    answer = world.get()
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.json == {"errcode": 502, "errmsg": "WeChat or the store is busy or "
+                                                    "unreachable: retry later"}
