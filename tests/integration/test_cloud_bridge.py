@@ -17,7 +17,7 @@ import requests
 from webhook.testing import PushBuilder
 from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
 
-from harness import AES_KEY, APPID, ROOT, SECRET, TOKEN, ServerProcess, wait_for
+from harness import AES_KEY, APPID, ROOT, TOKEN, ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent

@@ -96,7 +96,7 @@ def test_the_emulators_link_itself_expires(world):
     (f"{BUCKET}/public/../private/secret.txt", 400),
     (f"{BUCKET}/public//x.png", 400),
     (f"{BUCKET}/public/a%0Ab.png", 400),
-    (f"other-env.7072-other-env/public/x.png", 403),
+    ("other-env.7072-other-env/public/x.png", 403),
     ("public", 400),
 ])
 def test_a_file_outside_the_prefixes_is_refused_without_calling_wechat(world, rest, status):

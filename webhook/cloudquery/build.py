@@ -1,29 +1,15 @@
-"""The cloud database's statements, written and read back (pure).
-
-WeChat's database HTTP APIs (docs/protocol.md §9.2) take a statement in the cloud database's
-JavaScript syntax, ``db.collection("faq").where({"key":"shipping"}).limit(1).get()``. Pasting
-a customer's text into one would let it close the string and add calls of its own, so here
-every value is written as a JSON literal (ASCII only: ``\\u2028`` and the like are escaped too)
-and only names this module chose are written bare. ``parse`` reads exactly what this module
-writes and refuses anything else, naming the column; the emulator runs statements through it.
-
-    collection("faq").where({"key": "shipping"}).limit(1).get()
-    collection("orders").where({"total": gt(100)}).order_by("total", "desc").count()
-    collection("orders").doc(order_id).update({"status": "paid"})
-    collection("orders").add({"item": "tea"})
-"""
+"""Writing statements: ``collection(...)`` and its Query, every value a JSON literal."""
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["Command", "Query", "Statement", "Operation", "collection", "parse", "eq", "neq",
-           "gt", "gte", "lt", "lte", "in_", "nin", "MAX_LIMIT", "ACTIONS"]
+__all__ = ["Command", "Query", "Statement", "collection", "eq", "neq", "gt", "gte", "lt", "lte",
+           "in_", "nin", "MAX_LIMIT", "MAX_DEPTH", "ACTIONS", "COMMANDS", "is_integer"]
 
 MAX_LIMIT = 1000            # the most records one query returns on the server side
 MAX_DEPTH = 32              # nesting of objects and arrays in one value
@@ -32,7 +18,6 @@ SAFE_INTEGER = 2**53 - 1    # larger integers lose digits as JavaScript numbers
 ACTIONS = {"get": "databasequery", "count": "databasecount", "add": "databaseadd",
            "update": "databaseupdate", "remove": "databasedelete"}
 COMMANDS = ("eq", "neq", "gt", "gte", "lt", "lte", "in", "nin")
-_COMMAND = re.compile(r"db\.command\.([a-z]+)\(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +118,13 @@ class Query:
 
     def skip(self, count: int) -> Query:
         self._no_doc("skip")
-        if not _integer(count) or count < 0:
+        if not is_integer(count) or count < 0:
             raise ValueError("skip() takes a whole number >= 0")
         return replace(self, offset=count)
 
     def limit(self, count: int) -> Query:
         self._no_doc("limit")
-        if not _integer(count) or not 1 <= count <= MAX_LIMIT:
+        if not is_integer(count) or not 1 <= count <= MAX_LIMIT:
             raise ValueError(f"limit() takes a whole number from 1 to {MAX_LIMIT}")
         return replace(self, size=count)
 
@@ -211,7 +196,7 @@ def collection(name: str) -> Query:
 
 # -- values ---------------------------------------------------------------------------------
 
-def _integer(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -255,162 +240,3 @@ def _js(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_js(item) for item in value) + "]"
     return json.dumps(value, ensure_ascii=True, allow_nan=False)
-
-
-# -- reading --------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """A statement read back: the query, its verb (get, count, add, update, remove) and the
-    data of add or update."""
-
-    query: Query
-    verb: str
-    data: Any = field(default=None)
-
-    @property
-    def action(self) -> str:
-        return ACTIONS[self.verb]
-
-
-def parse(text: str) -> Operation:
-    """Read a statement written by ``Query``; ValueError naming the column of anything else."""
-    if not isinstance(text, str):
-        raise ValueError("a statement is text")
-    return _Reader(text).statement()
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
-class _Reader:
-    def __init__(self, text: str) -> None:
-        self.text, self.pos = text, 0
-
-    def fail(self, problem: str) -> ValueError:
-        return ValueError(f"column {self.pos + 1}: {problem}")
-
-    def take(self, literal: str) -> bool:
-        if self.text.startswith(literal, self.pos):
-            self.pos += len(literal)
-            return True
-        return False
-
-    def expect(self, literal: str) -> None:
-        if not self.take(literal):
-            raise self.fail(f"expected {literal!r}")
-
-    def statement(self) -> Operation:
-        self.expect("db.collection(")
-        query = self.built(self.pos, collection, self.string())
-        self.expect(")")
-        start = self.pos
-        if self.take(".add({data:"):
-            data = self.value(commands=False)
-            self.expect("})")
-            self.built(start, query.add, data)
-            verb = "add"
-        else:
-            query, verb, data = self.chain(query)
-        if self.pos != len(self.text):
-            raise self.fail("text after the statement's end")
-        return Operation(query, verb, data)
-
-    def chain(self, query: Query) -> tuple[Query, str, Any]:
-        if self.take(".doc("):
-            query = self.built(self.pos, query.doc, self.string())
-            self.expect(")")
-        if self.take(".where("):
-            query = self.built(self.pos, query.where, self.value(commands=True))
-            self.expect(")")
-        while self.take(".orderBy("):
-            start, name = self.pos, self.string()
-            self.expect(",")
-            query = self.built(start, query.order_by, name, self.string())
-            self.expect(")")
-        if self.take(".skip("):
-            query = self.built(self.pos, query.skip, self.integer())
-            self.expect(")")
-        if self.take(".limit("):
-            query = self.built(self.pos, query.limit, self.integer())
-            self.expect(")")
-        start = self.pos
-        for verb in ("get", "count", "remove"):
-            if self.take(f".{verb}()"):
-                self.built(start, getattr(query, verb))
-                return query, verb, None
-        if self.take(".update({data:"):
-            data = self.value(commands=False)
-            self.expect("})")
-            self.built(start, query.update, data)
-            return query, "update", data
-        raise self.fail("expected .get(), .count(), .update({data:...}) or .remove()")
-
-    def built(self, start: int, method: Any, *args: Any) -> Any:
-        """``method(*args)`` of the builder, whose refusal names the column at ``start``."""
-        try:
-            return method(*args)
-        except ValueError as exc:
-            self.pos = start
-            raise self.fail(str(exc)) from None
-
-    def scalar(self) -> Any:
-        if self.pos < len(self.text) and self.text[self.pos] in "{[":
-            raise self.fail("expected a JSON scalar")
-        try:
-            value, end = _DECODER.raw_decode(self.text, self.pos)
-        except ValueError:
-            raise self.fail("expected a JSON value") from None
-        self.pos = end
-        return value
-
-    def string(self) -> str:
-        start = self.pos
-        value = self.scalar()
-        if not isinstance(value, str):
-            self.pos = start
-            raise self.fail("expected a JSON string")
-        return value
-
-    def integer(self) -> int:
-        start = self.pos
-        value = self.scalar()
-        if not _integer(value):
-            self.pos = start
-            raise self.fail("expected a whole number")
-        return value
-
-    def value(self, *, commands: bool, depth: int = 0) -> Any:
-        if depth > MAX_DEPTH:
-            raise self.fail(f"nested deeper than {MAX_DEPTH}")
-        if self.take("{"):
-            found: dict[str, Any] = {}
-            while not self.take("}"):
-                if found:
-                    self.expect(",")
-                key = self.string()
-                if key in found:
-                    raise self.fail(f"field {key!r} given twice")
-                self.expect(":")
-                found[key] = self.value(commands=commands, depth=depth + 1)
-            return found
-        if self.take("["):
-            items: list[Any] = []
-            while not self.take("]"):
-                if items:
-                    self.expect(",")
-                items.append(self.value(commands=commands, depth=depth + 1))
-            return items
-        command = _COMMAND.match(self.text, self.pos)
-        if command:
-            if not commands:
-                raise self.fail("a command belongs in where()")
-            start, self.pos = self.pos, command.end()
-            value = self.value(commands=False, depth=depth + 1)
-            self.expect(")")
-            return self.built(start, Command, command.group(1), value)
-        return self.scalar()
