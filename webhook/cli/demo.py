@@ -1,5 +1,7 @@
 """``wxpush demo``: the WeChat API emulator, a server and a short scripted conversation, with
-what the customer would see printed. Nothing leaves this machine."""
+what the customer would see printed. An order is looked up by the emulator's ``orderStatus``
+cloud function and the shipping fee read from its ``faq`` collection. Nothing leaves this
+machine."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ APPID = "wxd0d0d0d0d0d0d0d0"
 SECRET = "demo-secret"
 TOKEN = "demotoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+CLOUD_ENV = "demo-cloud-1"
 RULES = """
 [[rule]]
 name = "hours"
@@ -25,7 +28,15 @@ reply.text = "我们的服务时间是 9:00–18:00。"
 [[rule]]
 name = "order"
 regex = '^订单\\s*(?P<order>\\d{6,})$'
-reply.text = "订单 {order} 正在处理中。"
+function = { name = "orderStatus", data = { order = "{order}", openid = "{openid}" } }
+reply.text = "订单 {order}：{result.status}，预计 {result.eta} 送达。"
+reply.on_error = "暂时查不到订单 {order}，请稍后再试。"
+
+[[rule]]
+name = "shipping"
+keywords = ["运费"]
+query = { collection = "faq", where = { key = "shipping" }, limit = 1 }
+reply.text = "{result[0].answer}"
 
 [builtins.welcome]
 text = "您好，请问有什么可以帮您？"
@@ -33,8 +44,8 @@ text = "您好，请问有什么可以帮您？"
 [builtins.fallback]
 text = "抱歉，我没听懂。输入「人工」可转人工客服。"
 """
-SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"), ("text", "你好"),
-          ("text", "转人工")]
+SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"), ("text", "运费怎么算？"),
+          ("text", "你好"), ("text", "转人工")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,16 +56,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def demo(args: argparse.Namespace) -> int:
     from webhook.server.app import get_app
     from webhook.testing import Emulator, PushBuilder, serve
+    from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
 
     emulator = Emulator()
     emulator.register_app(APPID, SECRET)
+    emulator.add_cloud_env(APPID, CLOUD_ENV, functions=DEMO_FUNCTIONS,
+                           collections=DEMO_COLLECTIONS)
     with tempfile.TemporaryDirectory() as tmp, serve(emulator.app) as upstream:
         config = Path(tmp) / "wxpush.toml"
         (Path(tmp) / "rules.toml").write_text(RULES, encoding="utf-8")
         config.write_text(
             f'[server]\napi_base = "{upstream.url}"\nstore = "sqlite:///demo.db"\n'
             f'rules = "rules.toml"\n\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\n'
-            f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n',
+            f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n'
+            f'cloud_env = "{CLOUD_ENV}"\n',
             encoding="utf-8")
         app = get_app(str(config))
         app.start()
