@@ -13,7 +13,6 @@ import pytest
 
 from webhook.cli import main
 from webhook.cli.queues import parse_age
-from webhook.errors import ConfigError
 from webhook.store import InboxEntry, NewReply, open_store
 
 ROOT = Path(__file__).parents[3]
@@ -105,14 +104,30 @@ def test_inbox_operations(config, tmp_path, capsys):
     assert capsys.readouterr().out == "no pushes\n"
 
 
-@pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45)])
+@pytest.mark.parametrize("text, seconds", [("2w", 1209600), ("7d", 604800), ("12h", 43200),
+                                           ("30m", 1800), ("45s", 45)])
 def test_ages(text, seconds):
     assert parse_age(text) == seconds
 
 
-def test_bad_age_is_a_clear_error():
-    with pytest.raises(ConfigError, match="not an age"):
-        parse_age("a week")
+@pytest.mark.parametrize("queue", ["outbox", "inbox"])
+def test_bad_age_is_one_line_naming_the_flag(config, capsys, queue):
+    assert main([queue, "--config", str(config), "purge", "--older-than", "a week"]) == 2
+    assert capsys.readouterr().err == (f"wxpush {queue}: --older-than: 'a week' is not an age "
+                                       "like 2w, 7d, 12h, 30m or 45s\n")
+
+
+@pytest.mark.parametrize("queue", ["outbox", "inbox"])
+@pytest.mark.parametrize("action", [["stats"], ["list"], ["retry", "--all-dead"],
+                                    ["purge", "--older-than", "1w"]])
+def test_config_is_taken_before_or_after_the_action(config, tmp_path, monkeypatch, capsys,
+                                                    queue, action):
+    monkeypatch.chdir(tmp_path)            # no ./wxpush.toml to fall back on: w.db is config's
+    config = config.rename(tmp_path / "shop.toml")
+    assert main([queue, "--config", str(config), *action]) == 0
+    before = capsys.readouterr().out
+    assert main([queue, *action, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == before
 
 
 @pytest.mark.slow
