@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--appid")
     parser.add_argument("--token")
     parser.add_argument("--aes-key", help="the EncodingAESKey (43 characters)")
-    parser.add_argument("--format", choices=FORMATS)
-    parser.add_argument("--mode", choices=MODES,
+    parser.add_argument("--format", type=str.lower, choices=FORMATS)
+    parser.add_argument("--mode", type=str.lower, choices=MODES,
                         help="default: safe with --aes-key, else plaintext")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="a text message")

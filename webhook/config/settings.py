@@ -220,12 +220,13 @@ def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str]) -> AppConf
     if not _APPID.match(appid):
         raise fail("appid is required: letters, digits, '_' or '-' (e.g. wx0123456789abcdef)",
                    "appid" if "appid" in raw else None)
-    fmt = raw.get("format", "xml")
+    # The console shows the data format as "JSON" / "XML": any case is the same choice.
+    fmt = raw.get("format", "xml").lower()
     if fmt not in FORMATS:
-        raise fail(f'must be "xml" or "json", got {fmt!r}', "format")
-    mode = raw.get("mode", "safe")
+        raise fail(f'must be "xml" or "json", got {raw["format"]!r}', "format")
+    mode = raw.get("mode", "safe").lower()
     if mode not in MODES:
-        raise fail(f'must be "plaintext", "compatible" or "safe", got {mode!r}', "mode")
+        raise fail(f'must be "plaintext", "compatible" or "safe", got {raw["mode"]!r}', "mode")
     token = secret("token", True)
     aes = secret("encoding_aes_key", mode != "plaintext")
     previous = secret("previous_encoding_aes_key", False)
