@@ -93,7 +93,7 @@ def test_a_module_missing_what_it_imports_says_where(project):
                                          encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         build_router(None, ["needsbot:router"], config=config(project, '["needsbot:router"]'))
-    assert (f"needsbot.py:2: ModuleNotFoundError: No module named 'no_such_dependency'"
+    assert ("needsbot.py:2: ModuleNotFoundError: No module named 'no_such_dependency'"
             in str(caught.value))
 
 

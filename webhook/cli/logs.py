@@ -10,16 +10,22 @@ from gunicorn.glogging import CONFIG_DEFAULTS
 
 from webhook.errors import ConfigError
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_level"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def configure_logging() -> None:
+def log_level() -> str:
+    """``WXPUSH_LOG_LEVEL``, checked."""
     level = os.environ.get("WXPUSH_LOG_LEVEL", "info").lower()
     if level not in LEVELS:
         raise ConfigError(f"must be one of {', '.join(LEVELS)}, not {level!r}",
                           file="environment", key="WXPUSH_LOG_LEVEL")
+    return level
+
+
+def configure_logging() -> None:
+    level = log_level()
     generic = CONFIG_DEFAULTS["formatters"]["generic"]
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(generic["format"], generic["datefmt"]))

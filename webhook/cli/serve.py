@@ -1,10 +1,12 @@
-"""``wxpush serve``: validate the config and the address to listen on, then run gunicorn with
+"""``wxpush serve``: check the address to listen on and what ``preflight`` checks (config,
+store, rules, routers), say where the server answers, then run gunicorn with
 ``gunicorn.conf.py`` and, with a SQLite store, the delivery process
 (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import runpy
 import socket
@@ -15,12 +17,14 @@ from gunicorn.util import is_ipv6, parse_address
 
 from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import configure_logging
-from webhook.config.settings import config_path, load
+from webhook.cli.preflight import placeholders, preflight
+from webhook.config.settings import Settings
 from webhook.errors import ConfigError, WxpushError
 from webhook.server.supervisor import Supervisor
-from webhook.store import open_store, require_durable
 
-__all__ = ["register", "gunicorn_config", "check_free"]
+__all__ = ["register", "gunicorn_config", "check_free", "announce"]
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,35 +67,50 @@ def check_free(bind: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    path = os.path.abspath(config_path(args.config))
-    settings = load(path)          # a bad config is one line here, not a worker boot loop
-    configure_logging()
     if args.workers is not None and args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
+        raise ConfigError("must be at least 1", key="--workers")
     conf = str(gunicorn_config())
+    bind = args.bind or os.environ.get("WXPUSH_BIND") or _default_bind(conf)
+    check_free(bind)
+    configure_logging()
+    # A bad config, store, rules file or router is one line here, not a worker boot loop.
+    checked = preflight(args.config, allow_volatile=args.allow_volatile_redis)
+    settings = checked.settings
+    for warning in placeholders(settings):
+        log.warning("%s", warning)
+    path = settings.path
     env = {**os.environ, "WXPUSH_CONFIG": path}
     if args.bind:
         env["WXPUSH_BIND"] = args.bind
-    check_free(env.get("WXPUSH_BIND") or _default_bind(conf))
-    store = open_store(settings.server.store)
-    require_durable(store, settings.server.store, allow_volatile=args.allow_volatile_redis
-                    or settings.server.allow_volatile_redis)
-    journaled = store.journaled
-    store.close()
-    from handlers import build_router
-    build_router(settings.server.rules, settings.server.routers)   # rules and router imports
-    timeout = graceful_timeout()
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
     delivery = None
-    if journaled:   # the request workers leave handling and sending to the delivery process
+    if checked.journaled:   # the request workers leave handling and sending to the delivery process
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
-    sys.stdout.flush()
+    print(announce(bind, settings), flush=True)
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
-                      graceful=timeout, env=env, stall=settings.server.stall_timeout).run()
+                      graceful=graceful_timeout(), env=env,
+                      stall=settings.server.stall_timeout).run()
+
+
+def announce(bind: str, settings: Settings) -> str:
+    """Where the server answers and what to try first, for the terminal it starts in."""
+    if not bind or bind.startswith(("unix:", "fd://")):
+        return f"wxpush serve: listening on {bind or 'the address gunicorn is given'}"
+    host, port = parse_address(bind)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{f'[{host}]' if is_ipv6(host) else host}:{port}"
+    lines = [f"wxpush serve: {url} (/healthz answers while it runs; stop it with Ctrl-C)"]
+    for appid in settings.apps:
+        lines.append(f"  {url}/wechat/{appid}  the pushes of {appid}; in its console: "
+                     f"https://<your host>/wechat/{appid}, behind nginx (deploy/nginx.conf)")
+    first = next(iter(settings.apps))
+    lines.append(f"  try it: wxpush push {url}/wechat/{first} --config {settings.path} "
+                 "--text 你好")
+    return "\n".join(lines)
 
 
 def _default_bind(conf: str) -> str:

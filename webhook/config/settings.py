@@ -89,8 +89,9 @@ class Settings:
 # (key, type, check, what it must be) for [server]
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "api_base": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
-    "store": (str, lambda v: v.startswith(("sqlite://", "redis://", "rediss://")),
-              "a sqlite:///path or redis://host:port/db URL"),
+    "store": (str, lambda v: v.startswith(("sqlite:///", "redis://", "rediss://")),
+              "a sqlite:///path (three slashes, four for an absolute path) or "
+              "redis://host:port/db URL"),
     "rules": (str, lambda v: bool(v), "a file path"),
     "timestamp_tolerance": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the window off)"),
     "max_body": (int, lambda v: 1024 <= v <= 16 * 1024 * 1024, "bytes between 1024 and 16 MiB"),

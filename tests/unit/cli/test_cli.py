@@ -200,7 +200,7 @@ def redis_config(tmp_path, redis_server) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["serve", "deliver"])
+@pytest.mark.parametrize("command", ["serve", "deliver", "check-config"])
 def test_a_redis_that_keeps_nothing_is_refused_in_one_line(redis_config, command):
     """The tests' Redis runs with appendonly no and no snapshots: a restart of it would lose
     pushes already answered."""
