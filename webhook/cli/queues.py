@@ -35,7 +35,8 @@ class Queue:
     key: str
     states: tuple[str, ...]
     stats: Callable[[Store], dict[str, int]]
-    lines: Callable[[Store, str | None, int], list[str]]
+    lines: Callable[[Store, str | None, int, bool], list[str]]   # (..., state, limit, reveal)
+    user: str            # who ``user=`` is in a listing
     requeue: Callable[[Store, Settings, Sequence[str] | None], int]
     purge: Callable[[Store, float], int]
     purged: str          # what purge deletes, for its help
@@ -62,6 +63,8 @@ def register_queue(sub: argparse._SubParsersAction, queue: Queue) -> None:
     listing = _action(actions, "list", help=f"{queue.things}, newest first")
     listing.add_argument("--state", choices=queue.states)
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--reveal", action="store_true",
+                         help=f"the {queue.user}'s openid instead of its hash (as logs show it)")
     listing.set_defaults(handler=_list)
     retry = _action(actions, "retry", help=f"try dead {queue.things} again")
     which = retry.add_mutually_exclusive_group(required=True)
@@ -97,7 +100,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     store, _ = _open(args)
-    lines = args.queue.lines(store, args.state, args.limit)
+    lines = args.queue.lines(store, args.state, args.limit, args.reveal)
     for line in lines:
         print(line)
     if not lines:

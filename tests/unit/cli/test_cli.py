@@ -13,6 +13,7 @@ import pytest
 
 from webhook.cli import main
 from webhook.cli.queues import parse_age
+from webhook.push.messages import hashed
 from webhook.store import InboxEntry, NewReply, open_store
 
 ROOT = Path(__file__).parents[3]
@@ -67,6 +68,58 @@ def test_outbox_operations(config, tmp_path, capsys):
     assert main(["outbox", "--config", str(config), "purge", "--older-than", "0s"]) == 0
     assert "purged 1" in capsys.readouterr().out
     assert len(rows) == 2
+
+
+def test_listings_show_who_and_what_and_a_hash_leads_back_to_the_openid(config, tmp_path,
+                                                                         capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    openid, other = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "o_other_customer_openid_00001"
+    payload = (f"<xml><ToUserName>gh_1</ToUserName><FromUserName>{openid}</FromUserName>"
+               "<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>几点开门</Content>"
+               "<MsgId>7</MsgId></xml>")
+    store.inbox_add(InboxEntry(key="wx1:msg:7", appid="wx1", format="xml", payload=payload,
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    store.inbox_finish("wx1:msg:7", [
+        NewReply("wx1", openid, '{"msgtype": "text", "text": {"content": "' + "营业" * 30 + '"}}',
+                 "hours"),
+        NewReply("wx1", other, '{"msgtype": "image", "image": {"media_id": "MEDIA_1"}}', "pic")],
+        owner="t")
+    store.inbox_add(InboxEntry(key="wx1:msg:8", appid="wx1", format="xml", payload=payload,
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    user = hashed(openid)
+    assert main(["outbox", "list", "--config", str(config)]) == 0
+    image, text = capsys.readouterr().out.splitlines()
+    assert f"appid=wx1 user={user} rule=hours attempts=0  text {'营业' * 20}...(+20)" in text
+    assert f"user={hashed(other)} rule=pic" in image and image.endswith("  image MEDIA_1")
+    assert openid not in text
+    assert main(["outbox", "list", "--reveal", "--config", str(config)]) == 0
+    assert f"user={openid} rule=hours" in capsys.readouterr().out
+    assert main(["inbox", "list", "--config", str(config)]) == 0
+    (pending,) = capsys.readouterr().out.splitlines()
+    assert pending.startswith("wx1:msg:8  pending") and f" user={user} attempts=1" in pending
+
+    assert main(["user", openid]) == 0
+    assert capsys.readouterr().out == f"{user}\n"
+    assert main(["user", user, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"{openid}\n"
+    assert main(["user", hashed("o_nobody"), "--config", str(config)]) == 1
+    assert capsys.readouterr().err == (f"wxpush user: no customer with hash {hashed('o_nobody')} "
+                                       "among the newest 10000 replies and the pushes waiting "
+                                       "or dead\n")
+
+
+def test_a_sender_found_only_in_a_dead_push_is_found(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    openid = "o_dead_push_sender_000000001"
+    store.inbox_add(InboxEntry(key="wx1:msg:9", appid="wx1", format="json",
+                               payload=f'{{"FromUserName": "{openid}", "MsgType": "text"}}',
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    store.inbox_dead("wx1:msg:9", owner="t", error="RuntimeError at bot.py:1")
+    assert main(["user", "--config", str(config), hashed(openid)]) == 0
+    assert capsys.readouterr().out == f"{openid}\n"
 
 
 def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
