@@ -1,4 +1,4 @@
-"""``wxpush serve`` for real: gunicorn with gunicorn.conf.py on a loopback port, the emulator
+"""``wxpush serve`` for real: gunicorn with its settings on a loopback port, the emulator
 behind it, pushes over HTTP exactly as WeChat sends them."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Log lines of the processes ``wxpush serve`` runs beside gunicorn, formatted like gunicorn's
-own, at ``WXPUSH_LOG_LEVEL`` (the level gunicorn.conf.py gives the workers' loggers)."""
+own, at ``WXPUSH_LOG_LEVEL`` (the level gunicorn_conf.py gives the workers' loggers)."""
 
 from __future__ import annotations
 

@@ -1,21 +1,29 @@
 """What ``wxpush serve`` checks before it starts a process, in one function that ``wxpush
 check-config`` calls too, so that a config check-config passes is one serve starts with:
-the config, the environment the processes read, the store (opened as serve opens it) and
-the router (the rules file and the Python routers, imported as every process imports them).
+the config, the environment the processes read (gunicorn's settings included), the store
+(opened as serve opens it) and the router (the rules file and the Python routers, imported
+as every process imports them).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
+from types import ModuleType
 
 from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import log_level
 from webhook.config.settings import Settings, config_path, load
+from webhook.errors import ConfigError
 from webhook.routing.router import Router
 from webhook.store import open_store, require_durable
 
-__all__ = ["Checked", "preflight", "placeholders", "is_placeholder"]
+__all__ = ["Checked", "preflight", "placeholders", "is_placeholder", "gunicorn_settings",
+           "GUNICORN_CONF"]
+
+# gunicorn's settings ship in the package, so that wxpush serve works wherever it is installed.
+GUNICORN_CONF = "webhook.server.gunicorn_conf"
 
 # The values wxpush.example.toml ships with: a server started on them answers nothing right.
 EXAMPLE_VALUES = {
@@ -51,6 +59,7 @@ def preflight(config: str | None, *, allow_volatile: bool = False) -> Checked:
     settings = load(path)
     log_level()                             # WXPUSH_LOG_LEVEL
     graceful_timeout()                      # WXPUSH_GRACEFUL_TIMEOUT
+    gunicorn_settings()                     # WXPUSH_WORKERS, WXPUSH_THREADS, ...
     url = settings.server.store
     existed = not url.startswith("sqlite:") or os.path.exists(url[len("sqlite:///"):])
     store = open_store(url)
@@ -63,6 +72,16 @@ def preflight(config: str | None, *, allow_volatile: bool = False) -> Checked:
     router = build_router(settings.server.rules, settings.server.routers, config=path)
     router.compile()
     return Checked(settings=settings, journaled=journaled, store_existed=existed, router=router)
+
+
+def gunicorn_settings() -> ModuleType:
+    """gunicorn's settings as ``wxpush serve`` gives them, read from the ``WXPUSH_*`` variables
+    (one that is not a number is one line here, not a traceback from gunicorn)."""
+    try:
+        return importlib.import_module(GUNICORN_CONF)
+    except ValueError as exc:
+        raise ConfigError(f"a WXPUSH_* variable of gunicorn's is not a number ({exc})",
+                          file="environment") from None
 
 
 def is_placeholder(key: str, value: str | None) -> bool:

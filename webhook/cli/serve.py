@@ -1,6 +1,6 @@
 """``wxpush serve``: check the address to listen on and what ``preflight`` checks (config,
-store, rules, routers), say where the server answers, then run gunicorn with
-``gunicorn.conf.py`` and, with a SQLite store, the delivery process
+store, rules, routers), say where the server answers, then run gunicorn with its settings
+(``webhook/server/gunicorn_conf.py``) and, with a SQLite store, the delivery process
 (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
@@ -8,43 +8,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import runpy
 import socket
 import sys
-from pathlib import Path
 
 from gunicorn.util import is_ipv6, parse_address
 
 from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import configure_logging
-from webhook.cli.preflight import placeholders, preflight
+from webhook.cli.preflight import GUNICORN_CONF, gunicorn_settings, placeholders, preflight
 from webhook.config.settings import Settings
 from webhook.errors import ConfigError, WxpushError
 from webhook.server.supervisor import Supervisor
 
-__all__ = ["register", "gunicorn_config", "check_free", "announce"]
+__all__ = ["register", "check_free", "announce"]
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py, and "
-                                          "a delivery process with a SQLite store)")
+    parser = sub.add_parser("serve", help="run the server (gunicorn, and a delivery process "
+                                          "with a SQLite store)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
     parser.add_argument("--allow-volatile-redis", action="store_true",
                         help="run on a Redis that keeps nothing across a restart (tests only)")
     parser.set_defaults(handler=serve)
-
-
-def gunicorn_config() -> Path:
-    """``./gunicorn.conf.py`` if present, else the one at the root of this checkout."""
-    for candidate in (Path.cwd() / "gunicorn.conf.py",
-                      Path(__file__).resolve().parents[2] / "gunicorn.conf.py"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("gunicorn.conf.py not found in the current directory", file="gunicorn.conf.py")
 
 
 def check_free(bind: str) -> None:
@@ -69,8 +58,7 @@ def check_free(bind: str) -> None:
 def serve(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError("must be at least 1", key="--workers")
-    conf = str(gunicorn_config())
-    bind = args.bind or os.environ.get("WXPUSH_BIND") or _default_bind(conf)
+    bind = args.bind or os.environ.get("WXPUSH_BIND") or gunicorn_settings().bind
     check_free(bind)
     configure_logging()
     # A bad config, store, rules file or router is one line here, not a worker boot loop.
@@ -91,7 +79,7 @@ def serve(args: argparse.Namespace) -> int:
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
     print(announce(bind, settings), flush=True)
-    return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
+    return Supervisor([sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"], delivery,
                       graceful=graceful_timeout(), env=env,
                       stall=settings.server.stall_timeout).run()
 
@@ -111,12 +99,3 @@ def announce(bind: str, settings: Settings) -> str:
     lines.append(f"  try it: wxpush push {url}/wechat/{first} --config {settings.path} "
                  "--text 你好")
     return "\n".join(lines)
-
-
-def _default_bind(conf: str) -> str:
-    """The address ``conf`` gives gunicorn; "" if it cannot be read here (gunicorn will say
-    why when it reads it)."""
-    try:
-        return str(runpy.run_path(conf).get("bind") or "")
-    except Exception:
-        return ""
