@@ -97,6 +97,13 @@ def test_a_bad_log_level(write, monkeypatch):
         "environment: WXPUSH_LOG_LEVEL: must be one of")
 
 
+def test_a_gunicorn_setting_that_is_not_a_number(write, monkeypatch):
+    monkeypatch.setenv("WXPUSH_WORKERS", "two")
+    assert refusals(write('store = "sqlite:///w.db"\n')) == (
+        "environment: a WXPUSH_* variable of gunicorn's is not a number (invalid literal for "
+        "int() with base 10: 'two')\n")
+
+
 def test_ok_is_the_last_line_of_a_config_serve_takes(write, tmp_path, capsys):
     (tmp_path / "shopbot.py").write_text(
         "from webhook import Router\nrouter = Router(name='shop')\n", encoding="utf-8")
