@@ -202,6 +202,11 @@ def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):
     assert err.count("\n") == 1 and "cannot import router 'no_such_module:router'" in err
 
 
+def test_a_bad_flag_is_one_line_naming_the_flag(config, capsys):
+    assert main(["serve", "--config", str(config), "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "wxpush serve: --workers: must be at least 1\n"
+
+
 def test_worker_with_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[apps]]\nappid = "wx1"\ntoken = 5\n', encoding="utf-8")
