@@ -33,8 +33,8 @@ def reply_text(body: str) -> str:
         payload = json.loads(body)
         kind = payload["msgtype"]
         part = payload.get(kind) or {}
-        said = next((part[key] for key in ("content", "title", "media_id", "path") if part.get(key)),
-                    "")
+        said = next((part[key] for key in ("content", "title", "media_id", "path")
+                     if part.get(key)), "")
     except (ValueError, KeyError, TypeError, AttributeError):
         return shown(body, TEXT_SHOWN)
     return f"{shown(kind, 20)} {shown(said, TEXT_SHOWN)}".rstrip()

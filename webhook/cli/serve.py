@@ -75,12 +75,12 @@ def serve(args: argparse.Namespace) -> int:
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
     delivery = None
-    if checked.journaled:   # the request workers leave handling and sending to the delivery process
+    if checked.journaled:   # the request workers leave handling and sending to that process
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
     print(announce(bind, settings), flush=True)
-    return Supervisor([sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"], delivery,
-                      graceful=graceful_timeout(), env=env,
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"]
+    return Supervisor(gunicorn, delivery, graceful=graceful_timeout(), env=env,
                       stall=settings.server.stall_timeout).run()
 
 

@@ -14,9 +14,12 @@ from webhook.cli import main
 from webhook.cli.preflight import EXAMPLE_VALUES, placeholders
 from webhook.config.settings import load
 
+pytestmark = pytest.mark.slow      # most commands here run in processes of their own
+
 ROOT = Path(__file__).parents[3]
 KEY = "0123456789" * 4 + "xyz"
-APP = f'\n[[apps]]\nappid = "wx1"\nsecret = "s3cret-value"\ntoken = "tok"\nencoding_aes_key = "{KEY}"\n'
+APP = (f'\n[[apps]]\nappid = "wx1"\nsecret = "s3cret-value"\ntoken = "tok"\n'
+       f'encoding_aes_key = "{KEY}"\n')
 
 
 def wxpush(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
@@ -48,9 +51,6 @@ def write(tmp_path):
         path.write_text("[server]\n" + server + APP, encoding="utf-8")
         return path
     return write
-
-
-pytestmark = pytest.mark.slow      # processes of their own
 
 
 def test_a_sqlite_url_with_two_slashes_is_the_line_that_has_it(write):
@@ -104,7 +104,7 @@ def test_a_gunicorn_setting_that_is_not_a_number(write, monkeypatch):
         "int() with base 10: 'two')\n")
 
 
-def test_ok_is_the_last_line_of_a_config_serve_takes(write, tmp_path, capsys):
+def test_ok_is_the_last_line_of_a_config_serve_takes(write, tmp_path):
     (tmp_path / "shopbot.py").write_text(
         "from webhook import Router\nrouter = Router(name='shop')\n", encoding="utf-8")
     path = write('store = "sqlite:///w.db"\nrouters = ["shopbot:router"]\n')
