@@ -97,7 +97,7 @@ def _raised_at(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if "importlib" not in f.filename] or frames
     at = f"{own[-1].filename}:{own[-1].lineno}: " if own else ""
-    return f"{at}{type(exc).__name__}: {exc}"
+    return f"{at}{type(exc).__name__}: {' '.join(str(exc).split())}"    # on one line
 
 
 def _shadowed(module: ModuleType, directory: str | None) -> str | None:

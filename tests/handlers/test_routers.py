@@ -73,8 +73,8 @@ def test_a_missing_module_names_the_config_line_and_where_it_looked(project):
 
 @pytest.mark.parametrize("source, problem", [
     ("def broken(:\n", "brokenbot.py:1: SyntaxError: "),
-    ("import os\nraise RuntimeError('no database')\n",
-     "brokenbot.py:2: RuntimeError: no database"),
+    ("import os\nraise RuntimeError('no database\\nat all')\n",
+     "brokenbot.py:2: RuntimeError: no database at all"),
     ("router = 'not a router'\n", "brokenbot.router is not a webhook.Router"),
     ("x = 1\n", "brokenbot has no attribute 'router'"),
 ])
