@@ -27,6 +27,9 @@ at start):
     POST /_emulator/cloud_id         {appid, openid, data} -> {cloud_id}: a cloudID of data
     POST /_emulator/phone_code       {appid, openid, phone} -> {code}: a getPhoneNumber code
                                      (phone "13800138000", or "+1 2025550123")
+    POST /_emulator/cloud_env        {appid, env, collections?, demo?}: a cloud environment
+                                     (collections: name -> records; demo: the demo's
+                                     orderStatus function and faq collection too)
 """
 
 from __future__ import annotations
