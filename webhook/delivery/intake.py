@@ -8,9 +8,7 @@ is not handled again.
 
 Where the store journals pushes (SQLite), recording is one append of the decrypted payload,
 and the retry is found when the background ingests the journal and keys each push
-(``delivery.handling.read_recorded``). Most pushes are then answered without being parsed at
-all: ``parsing.peek`` reads their MsgType and Content, and when ``Router.may_transfer`` rules
-out a hand-off the answer is ``success``; only the rest are parsed and routed before answering.
+(``delivery.handling.read_recorded``).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from collections.abc import Callable
 from webhook.config.settings import AppConfig
 from webhook.logsafe import shown
 from webhook.push.messages import Message, hashed
-from webhook.push.parsing import peek, transfer_fields
+from webhook.push.parsing import transfer_fields
 from webhook.push.receive import Push, seal
 from webhook.routing.router import Route, Router
 from webhook.store import InboxEntry, Store
@@ -54,11 +52,7 @@ class Intake:
         if self._store.journaled:
             # One append; a retry is told apart, and never handled, when it is ingested. Its
             # answer is this one: routing is pure, so the same push gets the same answer.
-            answer = SUCCESS
-            peeked = peek(push.plaintext, push.format)
-            if peeked is None or router.may_transfer(*peeked):
-                answer = self._answer(app, push, router.route(push.message, appid=app.appid),
-                                      now)
+            answer = self._answer(app, push, router.route(push.message, appid=app.appid), now)
             self._store.inbox_log(app.appid, app.format, push.plaintext, answer, now)
             self._log_recorded(app, push)
             return answer
