@@ -32,8 +32,8 @@ reply.text = "9:00–18:00"
 """
 
 
-def start(servers, emulator, tmp_path, **kwargs) -> ServerProcess:
-    server = ServerProcess(tmp_path / "server", store=f"sqlite:///{tmp_path}/wxpush.db",
+def start(servers, emulator, tmp_path, store: str | None = None, **kwargs) -> ServerProcess:
+    server = ServerProcess(tmp_path / "server", store=store or f"sqlite:///{tmp_path}/wxpush.db",
                            api_base=emulator.url, **kwargs)
     servers.append(server)
     return server.start()
@@ -164,8 +164,8 @@ def test_wxpush_push_command(servers, emulator, tmp_path):
 
 
 def test_serve_runs_a_delivery_process_and_sigterm_stops_every_process(servers, emulator,
-                                                                        tmp_path):
-    server = start(servers, emulator, tmp_path, rules=RULES)
+                                                                        tmp_path, store_url):
+    server = start(servers, emulator, tmp_path, store=store_url, rules=RULES)
     delivery = wait_for(server.delivery_pids, timeout=20)
     assert len(delivery) == 1 and delivery[0] not in server.worker_pids()
     assert wait_for(lambda: f"[{delivery[0]}] [INFO] delivery started" in server.logs())

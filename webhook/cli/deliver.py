@@ -1,11 +1,10 @@
-"""``wxpush deliver``: the work done after the answer, without serving HTTP: ingest recorded
+"""``wxpush deliver``: the work done after the answer, without serving HTTP: take recorded
 pushes, run their handlers, send the replies, take over pushes and replies whose process died.
 
-``wxpush serve`` runs one beside gunicorn when the store is SQLite (the delivery process), so
-the request workers run the request path alone. With Redis, every server process delivers;
-a ``wxpush deliver`` on any host adds handlers and senders. SIGTERM or SIGINT: stop claiming,
-let running handlers and in-flight sends finish (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds,
-as for gunicorn's workers).
+``wxpush serve`` runs one beside gunicorn (the delivery process), so the request workers run
+the request path alone. With Redis, a ``wxpush deliver`` on any host adds handlers and
+senders. SIGTERM or SIGINT: stop taking, let running handlers and in-flight sends finish
+(within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds, as for gunicorn's workers).
 """
 
 from __future__ import annotations

@@ -11,13 +11,6 @@ from webhook.store import INBOX_STATES, Store
 __all__ = ["register", "INBOX"]
 
 
-def _stats(store: Store) -> dict[str, int]:
-    counts = store.inbox_stats()
-    if store.journaled:   # recorded, not yet ingested: a growing count means no delivery process
-        counts["journal"] = store.inbox_waiting()
-    return counts
-
-
 def _lines(store: Store, state: str | None, limit: int) -> list[str]:
     return [f"{entry.key}  {entry.state:8} {when(entry.received_at)} attempts={entry.attempts}"
             f"{' error=' + entry.error if entry.error else ''}"
@@ -25,7 +18,7 @@ def _lines(store: Store, state: str | None, limit: int) -> list[str]:
 
 
 INBOX = Queue(command="inbox", help="inspect and repair the pushes waiting to be handled",
-              thing="push", things="pushes", key="key", states=INBOX_STATES, stats=_stats,
+              thing="push", things="pushes", key="key", states=INBOX_STATES, stats=lambda store: store.inbox_stats(),
               lines=_lines,
               requeue=lambda store, settings, keys: store.inbox_requeue(
                   keys, ttl=settings.server.dedupe_ttl),

@@ -1,6 +1,5 @@
 """``wxpush serve``: validate the config and the address to listen on, then run gunicorn with
-``gunicorn.conf.py`` and, with a SQLite store, the delivery process
-(``webhook.server.supervisor``)."""
+``gunicorn.conf.py`` and the delivery process (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ __all__ = ["register", "gunicorn_config", "check_free"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py, and "
-                                          "a delivery process with a SQLite store)")
+                                          "the delivery process)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
@@ -76,19 +75,16 @@ def serve(args: argparse.Namespace) -> int:
     store = open_store(settings.server.store)
     require_durable(store, settings.server.store, allow_volatile=args.allow_volatile_redis
                     or settings.server.allow_volatile_redis)
-    journaled = store.journaled
     store.close()
     from handlers import build_router
     build_router(settings.server.rules, settings.server.routers)   # rules and router imports
     timeout = graceful_timeout()
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
+    delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
-    delivery = None
-    if journaled:   # the request workers leave handling and sending to the delivery process
-        env["WXPUSH_DELIVERY"] = "process"
-        delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
+        delivery.append("--allow-volatile-redis")
     sys.stdout.flush()
     return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
                       graceful=timeout, env=env, stall=settings.server.stall_timeout).run()
