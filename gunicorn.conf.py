@@ -71,7 +71,7 @@ accesslog = _env("WXPUSH_ACCESS_LOG") or None
 
 class QuietAccessLogger(Logger):
     """gunicorn builds every request's access-log fields whenever a logging config is given
-    (as below), even with the access logger off: a tenth of a request's cost. Built here only
+    (as below), even with the access logger off, at a cost to every request. Built here only
     when the line is written."""
 
     def access(self, resp, req, environ, request_time):

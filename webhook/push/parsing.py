@@ -103,8 +103,8 @@ def _parse_xml(body: bytes) -> dict[str, Any]:
     fields: dict[str, Any] = {}
 
     def field(path: list[tuple[str, Any]], value: Any) -> bool:
-        # Called by xmltodict for each child of the root, as it ends (item_depth=2 streaming
-        # is measurably faster than building the whole tree).
+        # Called by xmltodict for each child of the root, as it ends (streaming them spares
+        # building the whole tree).
         if path[0][0] != "xml":
             raise MalformedRequest("XML root element is not <xml>")
         name = path[1][0]

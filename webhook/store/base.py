@@ -214,9 +214,6 @@ class Store(abc.ABC):
         """Dead-letter: never claimed again unless requeued; the user's next row proceeds."""
 
     @abc.abstractmethod
-    def outbox_get(self, row_id: str) -> OutboxRow | None: ...
-
-    @abc.abstractmethod
     def outbox_stats(self) -> dict[str, int]:
         """Row count per state, every state in OUTBOX_STATES present."""
 

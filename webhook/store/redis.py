@@ -335,11 +335,6 @@ class RedisStore(Store):
         return self._mark(row_id, owner, "dead", None, errcode, errmsg)
 
     @_store_errors
-    def outbox_get(self, row_id: str) -> OutboxRow | None:
-        fields = self.client.hgetall(self._row_key(row_id))
-        return _outbox_row(fields) if fields else None
-
-    @_store_errors
     def outbox_stats(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for state in OUTBOX_STATES:

@@ -466,14 +466,6 @@ class SqliteStore(Store):
         return self._mark(row_id, owner, "state = 'dead', attempts = attempts + 1, "
                           "errcode = ?, errmsg = ?", (errcode, errmsg), finished=True)
 
-    def outbox_get(self, row_id: str) -> OutboxRow | None:
-        if not row_id.isdigit():
-            return None
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?",
-                               (int(row_id),)).fetchone()
-        return _outbox_row(row) if row else None
-
     def outbox_stats(self) -> dict[str, int]:
         with self._connection() as conn:
             counts = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))

@@ -128,8 +128,8 @@ class Writes:
 
         PASSIVE copies what no reader still needs and never blocks a writer. But under steady
         load some reader always needs the newest frames, so the WAL never starts over from
-        its beginning and grows by every write (1.3 GB in six seconds of pushes, beside a
-        25 MB database), and keeps that size when the load is gone. Past ``wal_limit``
+        its beginning and grows by every write, to many times the database's size, and keeps
+        that size when the load is gone. Past ``wal_limit``
         bytes, TRUNCATE waits for the readers of the moment (each read here is one short
         statement), copies it all and empties the file. Writers wait meanwhile, so it gives
         up after ``TRUNCATE_WAIT_MS`` and tries again at the next checkpoint; they are

@@ -55,10 +55,6 @@ class WeChatAPI:
         self.tokens.call(appid, lambda token: self.client.typing(
             access_token=token, touser=openid, command=command))
 
-    def upload_image(self, appid: str, path: str) -> str:
-        """The media_id of a local image, uploaded only if not cached for this content."""
-        return self._upload(appid, path)[0]
-
     def code2session(self, appid: str, js_code: str) -> dict[str, Any]:
         app = self.tokens.app(appid)
         return self.client.code2session(appid=appid, secret=app.secret, js_code=js_code)

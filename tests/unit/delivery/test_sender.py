@@ -49,7 +49,8 @@ def reply(store: Store, sender: Sender, openid: str, text: str) -> OutboxRow:
     payload = {"msgtype": "text", "text": {"content": text}}
     [row] = store.inbox_finish(key, [NewReply(APPID, openid, json.dumps(payload))], owner="h")
     assert sender.run_once() == 1
-    return store.outbox_get(row.id)
+    [sent] = [r for r in store.outbox_list() if r.id == row.id]
+    return sent
 
 
 def test_no_window_recorded_sends_and_wechat_decides(store, sender, emulator, clock):
