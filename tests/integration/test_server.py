@@ -121,7 +121,8 @@ def test_rules_reload_while_running(servers, emulator, tmp_path):
     server = start(servers, emulator, tmp_path, rules=RULES)
     rules = server.directory / "rules.toml"
     rules.write_text(RULES.replace("9:00–18:00", "10:00–20:00"), encoding="utf-8")
-    time.sleep(2.5)                                   # reloaded within 2 s, in every worker
+    every = server.workers + 1                        # and the delivery process
+    assert wait_for(lambda: server.logs().count("rules reloaded") == every, timeout=2.5)
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
     session = requests.Session()
     for i in range(6):                                # reaches both workers
@@ -134,14 +135,14 @@ def test_rules_reload_while_running(servers, emulator, tmp_path):
     assert {p["text"]["content"] for _, _, p in emulator.emulator.sent(APPID)} == {"10:00–20:00"}
 
     rules.write_text('[[rule]]\nname = "broken"\nregex = "("\nreply.text = "x"\n', encoding="utf-8")
-    time.sleep(2.5)                                   # a bad edit keeps the previous rules
+    assert wait_for(lambda: server.logs().count("rules reload failed") == every, timeout=2.5)
     fields = fresh_text("营业时间", "o-reload-bad", 200)
     emulator.emulator.notify_push(APPID, fields)
     push = builder.build(fields)
     assert session.post(f"{server.url}/wechat/{APPID}", params=push.query, data=push.body,
                         timeout=5).text == "success"
     assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 7, timeout=20)
-    assert "rules.toml:3" in server.logs()
+    assert "rules.toml:3" in server.logs()                # the previous rules answered
 
 
 def test_plaintext_mode_warns_at_start(servers, emulator, tmp_path):

@@ -118,7 +118,8 @@ def test_official_v3_compatible_xml_push() -> None:
 
 def test_plaintext_mode_decrypts_when_a_key_is_configured() -> None:
     query, body = build("xml", "compatible")
-    assert open_(app("xml", "plaintext"), query, body).cipher is not None
+    push = open_(app("xml", "plaintext"), query, body)
+    assert push.cipher.appid == APPID and push.message.content == TEXT["Content"]
 
 
 def test_plaintext_mode_without_a_key_reads_the_plaintext_copy() -> None:
@@ -140,7 +141,7 @@ def test_previous_key_opens_and_is_reported() -> None:
 def test_keyring_for() -> None:
     assert keyring_for(app("xml", "plaintext", encoding_aes_key=None)) is None
     ring = keyring_for(app())
-    assert ring is not None and ring.previous is None
+    assert ring.current.appid == APPID and ring.previous is None
 
 
 # --- refusals ------------------------------------------------------------------------------

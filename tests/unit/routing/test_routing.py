@@ -207,8 +207,9 @@ def test_context_carries_clock_and_logger():
     def record(message, ctx):
         seen.update(now=ctx.clock(), logger=ctx.logger, match=dict(ctx.match))
 
-    dispatch(router, make_text(), clock=lambda: 42.0)
-    assert seen["now"] == 42.0 and seen["match"] == {} and seen["logger"] is not None
+    logger = logging.getLogger("bot")
+    dispatch(router, make_text(), clock=lambda: 42.0, logger=logger)
+    assert seen == {"now": 42.0, "match": {}, "logger": logger}
 
 
 # --- the index never changes a decision ----------------------------------------------------
