@@ -170,11 +170,20 @@ def test_serve_runs_a_delivery_process_and_sigterm_stops_every_process(servers, 
     delivery = wait_for(server.delivery_pids, timeout=20)
     assert len(delivery) == 1 and delivery[0] not in server.worker_pids()
     assert wait_for(lambda: f"[{delivery[0]}] [INFO] delivery started" in server.logs())
+    # Its every thread yields the CPU to the answers: nicer than the request workers.
+    lowered = min(19, nice(server.worker_pids()[0]) + 10)
+    assert {nice(int(task.name)) for task in Path(f"/proc/{delivery[0]}/task").iterdir()} \
+        == {lowered}
     processes = [server.process.pid, *server.worker_pids(), *delivery]
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
     assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
     assert "delivery stopping" in server.logs()
+
+
+def nice(pid: int) -> int:
+    """The nice value of a process or thread (its task id), from Linux's /proc."""
+    return int(Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()[16])
 
 
 def test_bad_config_is_one_line(tmp_path):

@@ -22,6 +22,7 @@ from webhook.errors import ConfigError
 __all__ = ["register"]
 
 log = logging.getLogger("webhook.delivery.background")
+NICE = 10   # how much nicer than the request workers the delivery process runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +51,9 @@ def work(args: argparse.Namespace) -> int:
 
     settings = load(config_path(args.config))
     configure_logging()
+    # WeChat's 5 s answer comes first, a reply can wait a few ms: on a host short of CPU the
+    # request workers get it first. (Linux: the threads started from here on inherit it.)
+    os.nice(NICE)
     timeout = graceful_timeout()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

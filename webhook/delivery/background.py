@@ -5,8 +5,7 @@ with either store). Stopping means: stop taking, let in-flight work finish. One 
 recorded pushes as soon as they are recorded (the store wakes it) and those whose handler
 died, or failed and waited, when their lease runs out, and hands them to handler threads;
 senders wake when this process queues a reply and otherwise poll, so replies queued by other
-processes or hosts go out too. All of it runs below the CPU priority of the process's other
-threads. A push whose handling fails is tried again later, and set aside as dead with its
+processes or hosts go out too. A push whose handling fails is tried again later, and set aside as dead with its
 error once it has been tried ``handle_attempts`` times (a handler that died counts as a try);
 a loop whose store fails tries again less and less often (``webhook.backoff.Loop``).
 """
@@ -14,8 +13,6 @@ a loop whose store fails tries again less and less often (``webhook.backoff.Loop
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,22 +29,9 @@ from webhook.store import InboxEntry, Store
 __all__ = ["Background"]
 
 log = logging.getLogger(__name__)
-NICE = 10          # background threads run this much nicer than the process's other threads
-AHEAD = 256        # taken pushes waiting for a handler thread, at most
+AHEAD = 256        # taken pushes not yet handled, at most
 TAKE_WAIT = 0.5    # seconds the take loop waits for a push to be recorded, between rounds
 FULL_PAUSE = 0.005  # seconds it waits while the handlers are behind
-
-
-def _lower_priority() -> None:
-    """WeChat's 5 s answer comes first; a reply can wait a few ms. Linux gives every thread
-    its own nice value, so a host short of CPU spends it on answers first."""
-    if sys.platform == "linux":
-        thread = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, thread,
-                           min(19, os.getpriority(os.PRIO_PROCESS, thread) + NICE))
-        except OSError:
-            pass
 
 
 class Background:
@@ -73,25 +57,23 @@ class Background:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._inflight: set[str] = set()     # keys this process is handling right now
+        self._inflight: set[str] = set()     # keys taken and not yet handled: leased to us
         self._inflight_lock = threading.Lock()
-        self._queued = 0                     # submitted to the pool, not yet started
-        self._renew_at = 0.0                 # when the running handlers' leases are renewed
+        self._renew_at = 0.0                 # when their leases are renewed next
 
     def _submit(self, entry: InboxEntry) -> None:
         """Handle a taken push; left to its lease if the process is stopping."""
         with self._inflight_lock:
-            self._queued += 1
+            self._inflight.add(entry.key)
         try:
             self._pool.submit(self._handle, entry)
         except RuntimeError:   # shutting down: taken again when its lease runs out
             with self._inflight_lock:
-                self._queued -= 1
+                self._inflight.discard(entry.key)
 
     def start(self) -> None:
         self._stopping.clear()
-        self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler",
-                                        initializer=_lower_priority)
+        self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler")
         steps = [("inbox take", self._take), *[("outbox send", self._send)] * self._senders]
         names = [f"wxpush-{name.split()[1]}-{i}" for i, (name, _) in enumerate(steps)]
         if self._heartbeat is not None:
@@ -118,15 +100,11 @@ class Background:
         self._pool, self._threads = None, []
 
     def _run(self, name: str, step: Callable[[], float]) -> None:
-        _lower_priority()
         Loop(name, step, stop=self._stopping, wait=self._idle if name == "outbox send" else None,
              base=self._retry_base, cap=self._retry_cap, repeats=self._repeats,
              beat=self._beat, logger=log).run()
 
     def _handle(self, entry: InboxEntry) -> None:
-        with self._inflight_lock:
-            self._inflight.add(entry.key)
-            self._queued -= 1
         try:
             if self._responder.respond(entry):
                 self._wake.set()
@@ -169,20 +147,20 @@ class Background:
                           attempts, error)
 
     def _take(self) -> float:
-        """Renew the leases of running handlers now and then; take due pushes, waiting for
-        one to be recorded while none is. The handlers' queue is refilled to ``AHEAD`` once
-        half of it is taken: a batch at a time, where topping it up would commit a few
-        pushes per round. (A taken push is leased: under a burst the rest waits unleased.)"""
+        """Renew the leases of what was taken now and then (queued or being handled); take due
+        pushes, waiting for one to be recorded while none is. Up to ``AHEAD`` are taken once
+        half of them are handled: a batch at a time, where topping them up would commit a
+        few pushes per round; the rest waits in the store, unleased."""
+        with self._inflight_lock:
+            taken = list(self._inflight)
         if time.monotonic() >= self._renew_at:
             self._renew_at = time.monotonic() + max(0.2, min(5.0, self._lease / 4))
-            with self._inflight_lock:
-                running = list(self._inflight)
-            for key in running:
+            for key in taken:
                 self._store.inbox_renew(key, owner=self._owner, lease=self._lease)
-        if self._queued > AHEAD // 2:
+        if len(taken) > AHEAD // 2:
             return FULL_PAUSE
         for entry in self._store.inbox_take(owner=self._owner, lease=self._lease,
-                                            limit=AHEAD - self._queued,
+                                            limit=AHEAD - len(taken),
                                             max_attempts=self._attempts, wait=TAKE_WAIT):
             if entry.state == "dead":
                 self._set_aside(entry.key, entry.attempts, entry.error or "")

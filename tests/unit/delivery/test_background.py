@@ -1,6 +1,7 @@
 """The background on a bad day: a push that cannot be handled is tried a few times and set
 aside with its error; a store whose writes fail (a full disk) is tried less and less often,
-logged once per interval with a count, and used again at once when it recovers."""
+logged once per interval with a count, and used again at once when it recovers; pushes taken
+in a burst stay this process's while they wait for a handler."""
 
 from __future__ import annotations
 
@@ -47,18 +48,19 @@ class NoSends:
         raise AssertionError("nothing should be sent")
 
 
-def background(store: SqliteStore, router=Router, lease: float = 30, **kwargs) -> Background:
-    responder = Responder(store=store, router=router, owner="w", clock=time.time, budget=3)
-    sender = Sender(store=store, api=NoSends(), owner="w", clock=time.time,
+def background(store: SqliteStore, router=Router, lease: float = 30, owner: str = "w",
+               **kwargs) -> Background:
+    responder = Responder(store=store, router=router, owner=owner, clock=time.time, budget=3)
+    sender = Sender(store=store, api=NoSends(), owner=owner, clock=time.time,
                     rng=random.Random(1), lease=lease, max_attempts=3)
-    return Background(store=store, responder=responder, sender=sender, owner="w", lease=lease,
-                      senders=1, **kwargs)
+    return Background(store=store, responder=responder, sender=sender, owner=owner,
+                      lease=lease, senders=1, **kwargs)
 
 
-def recorded(store: SqliteStore, content: str = "你好") -> None:
-    push = make_text(content, msg_id=77, create_time=int(time.time()))
+def recorded(store: SqliteStore, content: str = "你好", msg_id: int = 77) -> None:
+    push = make_text(content, msg_id=msg_id, create_time=int(time.time()))
     payload = PushBuilder(appid=APPID, token="t", mode="plaintext").build(push).body
-    store.inbox_record(InboxEntry(key=f"{APPID}:msg:77", appid=APPID, format="xml",
+    store.inbox_record(InboxEntry(key=f"{APPID}:msg:{msg_id}", appid=APPID, format="xml",
                                   payload=payload.decode(), answer="success",
                                   received_at=time.time()), ttl=600)
 
@@ -151,3 +153,33 @@ def test_a_push_whose_handler_never_finishes_is_set_aside_once_it_had_its_attemp
     assert (dead.attempts, dead.error) == (1, DID_NOT_FINISH)
     assert f"push set aside key={APPID}:9 attempts=1 error=LeaseExpired" in caplog.text
     store.close()
+
+
+def test_pushes_waiting_for_a_handler_past_their_lease_are_not_taken_by_another_process(
+        tmp_path):
+    """Taken in a burst, they wait in this process's queue longer than a lease: their leases
+    are renewed as the running handler's is, so another process does not handle them too."""
+    handled: Counter[str] = Counter()
+
+    def slow() -> Router:
+        router = Router()
+        router.add(lambda message: True, lambda message, ctx: (
+            handled.update([str(message.msg_id)]), time.sleep(0.4))[1], name="slow")
+        return router
+
+    first, second = (SqliteStore(str(tmp_path / "w.db")) for _ in range(2))
+    for n in range(6):
+        recorded(first, msg_id=n)
+    works = [background(first, router=slow, lease=1, owner="p1", handler_threads=1)]
+    works[0].start()
+    try:
+        wait_until(lambda: handled)            # p1 took all six; its queue is 2 s long
+        works.append(background(second, router=slow, lease=1, owner="p2"))
+        works[1].start()
+        wait_until(lambda: inbox_states(tmp_path / "w.db") == {"done": 6})
+    finally:
+        for work in works:
+            work.stop()
+    assert handled == {str(n): 1 for n in range(6)}
+    for store in (first, second):
+        store.close()
