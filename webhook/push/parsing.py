@@ -18,7 +18,7 @@ import xmltodict
 from webhook.errors import MalformedRequest
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage,
                                    Message, MiniProgramPageMessage, TextMessage, UnknownMessage)
-from webhook.wellformed import json_is_text
+from webhook.wellformed import NotText, loads
 
 __all__ = ["parse_body", "read_message", "to_message", "message_fields", "render", "cdata",
            "transfer_fields", "FORMATS"]
@@ -48,29 +48,15 @@ def parse_body(body: bytes, fmt: str) -> dict[str, Any]:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise MalformedRequest(f"JSON constant {name} refused")
-
-
-# One decoder for every body (json.loads with options would build a new one per call).
-# NaN/Infinity are not JSON; json.loads would accept them.
-_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
 def _parse_json(text: str) -> dict[str, Any]:
-    # raw_decode plus str.strip spares decode()'s two regex passes; strip returns the same
-    # object when there is nothing to strip, which is how WeChat sends JSON.
-    start = len(text) - len(text.lstrip(_SPACE))
     try:
-        value, end = _JSON.raw_decode(text, start)
+        value = loads(text)
+    except NotText:
+        raise MalformedRequest("body is not valid Unicode (a lone surrogate)") from None
     except (ValueError, RecursionError):
         raise MalformedRequest("body is not JSON") from None
-    if end != len(text.rstrip(_SPACE)):
-        raise MalformedRequest("body is not JSON (data after the object)")
     if not isinstance(value, dict):
         raise MalformedRequest("JSON body is not an object")
-    if not json_is_text(text, value):
-        raise MalformedRequest("body is not valid Unicode (a lone surrogate)")
     return value
 
 
