@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def test_bad_age_is_a_clear_error():
 @pytest.mark.slow
 def test_demo_plays_a_conversation(tmp_path):
     result = subprocess.run([sys.executable, "-m", "webhook.cli", "demo"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},   # the checkout's
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
