@@ -59,7 +59,7 @@ READER_LOCK = "reader.lock"
 
 @dataclass(slots=True)
 class Chunk:
-    """Whole lines read from one file: ``entries`` (each with the time its key expires) end
+    """Whole lines read from one file: ``entries`` (each with how long its key is kept) end
     at byte ``end``. ``final``: its writer is gone and this is the rest of the file, to delete
     once the chunk is committed."""
 
@@ -69,7 +69,7 @@ class Chunk:
     final: bool = False
 
 
-# A line: received_at and expires_at (seconds, 6 decimals), key, appid, format, answer,
+# A line: received_at and the key's ttl (seconds, 6 decimals), key, appid, format, answer,
 # payload, tab-separated; the key, the answer and the payload with backslash, newline, tab and
 # NUL escaped (escaping bytes costs the request path far less than JSON).
 _UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\t": b"\t", b"\\0": b"\0"}
@@ -85,19 +85,19 @@ def _unescape(data: bytes) -> bytes:
     return _ESCAPED.sub(lambda found: _UNESCAPE[found[0]], data) if b"\\" in data else data
 
 
-def _encode(entry: InboxEntry, expires_at: float) -> bytes:
+def _encode(entry: InboxEntry, ttl: float) -> bytes:
     # Microseconds are all a time needs; ``%r`` (a float's shortest exact repr) costs a push
     # as much as the rest of its line.
     return b"%.6f\t%.6f\t%s\t%s\t%s\t%s\t%s\n" % (
-        entry.received_at, expires_at, _escape(entry.key.encode()), entry.appid.encode(),
+        entry.received_at, ttl, _escape(entry.key.encode()), entry.appid.encode(),
         entry.format.encode(), _escape(entry.answer.encode()), _escape(entry.payload.encode()))
 
 
 def _decode(line: bytes) -> tuple[InboxEntry, float]:
-    received_at, expires_at, key, appid, fmt, answer, payload = line.split(b"\t")
+    received_at, ttl, key, appid, fmt, answer, payload = line.split(b"\t")
     return InboxEntry(key=_unescape(key).decode(), appid=appid.decode(), format=fmt.decode(),
                       payload=_unescape(payload).decode(), answer=_unescape(answer).decode(),
-                      received_at=float(received_at)), float(expires_at)
+                      received_at=float(received_at)), float(ttl)
 
 
 class Journal:
@@ -127,9 +127,9 @@ class Journal:
         private_directory(directory)
 
     # -- request path -----------------------------------------------------------------------
-    def append(self, entry: InboxEntry, expires_at: float) -> None:
+    def append(self, entry: InboxEntry, ttl: float) -> None:
         """One line, copied into the mapped file; raises OSError if no file can hold it."""
-        line = _encode(entry, expires_at)
+        line = _encode(entry, ttl)
         with self._write_lock:
             end = self._size + len(line)
             if self._map is None or end > len(self._map):

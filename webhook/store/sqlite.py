@@ -264,7 +264,7 @@ class SqliteStore(Store):
         # the journal is not found either: the one case where an answer is made again (by the
         # rules of the moment); its line is dropped, with a log line, when it is taken.
         try:
-            self._journal.append(entry, expires_at=self.clock() + ttl)
+            self._journal.append(entry, ttl)
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         return entry.answer
@@ -298,8 +298,8 @@ class SqliteStore(Store):
 
         def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
             for chunk in chunks:
-                for entry, expires_at in chunk.entries:
-                    self._insert(conn, entry, expires_at, now)
+                for entry, ttl in chunk.entries:
+                    self._insert(conn, entry, now + ttl, now)
                 # Kept while the file may still be read; a finished file's row just expires.
                 conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) "
                              "VALUES (?, ?, ?)", (f"journal:{chunk.name}", str(chunk.end),

@@ -13,6 +13,7 @@ import pytest
 from webhook.store.base import InboxEntry
 from webhook.store.journal import READ_BYTES, READER_LOCK, SUFFIX, Journal, _encode
 from webhook.store.sqlite import SqliteStore
+from webhook.testing.clock import FakeClock
 
 
 def entry(key: str, answer: str = "success", payload: str | None = None) -> InboxEntry:
@@ -89,11 +90,10 @@ def test_a_line_that_cannot_be_read_is_skipped_with_a_log_line(tmp_path, caplog)
     """Not a line this journal writes (a payload that is not UTF-8): it does not vanish unseen,
     and the lines around it are taken."""
     store = SqliteStore(str(tmp_path / "w.db"))
-    expires = time.time() + 600
-    good, bad = _encode(entry("wx1:a"), expires), _encode(entry("wx1:x"), expires)
+    good, bad = _encode(entry("wx1:a"), 600), _encode(entry("wx1:x"), 600)
     bad = bad.replace(b"<xml>wx1:x", b"<xml>\xff\xfe")
     (tmp_path / "w.db-inbox" / f"1-gone{SUFFIX}").write_bytes(
-        good + bad + _encode(entry("wx1:b"), expires))   # the file of a writer that is gone
+        good + bad + _encode(entry("wx1:b"), 600))   # the file of a writer that is gone
     with caplog.at_level(logging.WARNING, logger="webhook.store"):
         assert take(store) == ["wx1:a", "wx1:b"]
     [line] = [r.getMessage() for r in caplog.records]
@@ -183,7 +183,7 @@ def test_a_writer_moves_to_a_new_file_and_the_old_one_is_read_to_the_end(tmp_pat
                       monotonic=lambda: clock[0], max_bytes=100)
     keys = [f"wx1:{i}" for i in range(6)]
     for key in keys:
-        journal.append(entry(key), 600.0)
+        journal.append(entry(key), 600)
     assert len(journals(tmp_path, "j")) > 1
     read: list[str] = []
     for _ in range(10):
@@ -202,9 +202,9 @@ def written_end(path: Path) -> int:
 
 def test_a_line_is_read_once_every_byte_of_it_has_landed_in_any_order(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-    journal.append(entry("wx1:ok"), 600.0)
+    journal.append(entry("wx1:ok"), 600)
     path = tmp_path / "j" / journals(tmp_path, "j")[0]
-    line = _encode(entry("wx1:late"), 600.0)
+    line = _encode(entry("wx1:late"), 600)
     at = written_end(path)
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -222,10 +222,10 @@ def test_a_line_torn_by_its_writers_death_is_dropped_with_the_file(tmp_path) -> 
     pid = os.fork()
     if pid == 0:   # a worker killed in the middle of copying its second push
         journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
-        journal.append(entry("wx1:ok"), 600.0)
+        journal.append(entry("wx1:ok"), 600)
         path = tmp_path / "j" / journals(tmp_path, "j")[0]
         fd = os.open(path, os.O_WRONLY)
-        line = _encode(entry("wx1:torn"), 600.0)
+        line = _encode(entry("wx1:torn"), 600)
         os.pwrite(fd, line[:8] + b"\0" + line[9:], written_end(path))
         os._exit(0)
     os.waitpid(pid, 0)
@@ -238,12 +238,12 @@ def test_a_line_torn_by_its_writers_death_is_dropped_with_the_file(tmp_path) -> 
 def test_a_push_no_file_can_take_is_refused_and_the_next_one_is_kept(tmp_path) -> None:
     directory = tmp_path / "j"
     journal = Journal(str(directory), offset=lambda name: 0, max_bytes=60)
-    journal.append(entry("wx1:1"), 600.0)        # the first file has no room for another
+    journal.append(entry("wx1:1"), 600)        # the first file has no room for another
     directory.rename(tmp_path / "away")          # no new file can be made
     with pytest.raises(OSError):
-        journal.append(entry("wx1:lost"), 600.0)
+        journal.append(entry("wx1:lost"), 600)
     (tmp_path / "away").rename(directory)
-    journal.append(entry("wx1:2"), 600.0)
+    journal.append(entry("wx1:2"), 600)
     assert len(journals(tmp_path, "j")) == 2
     assert sorted(keys_read(journal)) == ["wx1:1", "wx1:2"]
     assert [n for n in os.listdir(directory) if n.endswith(".new")] == []
@@ -253,8 +253,8 @@ def test_a_push_no_file_can_take_is_refused_and_the_next_one_is_kept(tmp_path) -
 def test_a_line_longer_than_one_read_is_read_whole(tmp_path) -> None:
     journal = Journal(str(tmp_path / "j"), offset=lambda name: 0)
     big = "wx1:" + "x" * READ_BYTES
-    journal.append(entry(big), 600.0)
-    journal.append(entry("wx1:small"), 600.0)
+    journal.append(entry(big), 600)
+    journal.append(entry("wx1:small"), 600)
     read = []
     for _ in range(3):
         read += keys_read(journal)
@@ -272,3 +272,15 @@ def test_a_file_its_writer_never_named_is_removed(tmp_path) -> None:
     # The young one may be a writer about to lock it.
     assert sorted(os.listdir(tmp_path / "j")) == [young.name, READER_LOCK]
     journal.close()
+
+
+def test_a_push_kept_in_the_journal_past_its_ttl_is_still_taken(tmp_path) -> None:
+    """The delivery process was down longer than the key's ttl: the push was answered, so it
+    is handled, its key kept from when it reached the inbox."""
+    clock = FakeClock()
+    store = SqliteStore(str(tmp_path / "w.db"), clock=clock)
+    store.inbox_record(entry("wx1:late"), ttl=60)
+    clock.advance(3600)
+    assert take(store) == ["wx1:late"]
+    assert store.inbox_record(entry("wx1:late", answer="retry"), ttl=60) == "success"
+    store.close()
