@@ -16,8 +16,8 @@ much at most.
 gthread hands every request to a pool thread and the connection back to its loop through a
 pipe: two GIL hand-offs per request, and the pool's threads sharing the GIL take turns on
 requests in no fair order, so an answer's wait varied widely under load. An app names the
-paths whose requests wait on nothing but the CPU (``inline_paths``: the push path, when the
-store journals). The loop reads every request whole before anyone handles it
+paths whose requests wait on nothing but the CPU (``inline_paths``: the push path, when
+recording a push waits on no other server). The loop reads every request whole before anyone handles it
 (``webhook.server.wholeworker``); such a request is answered by the loop itself
 (``on_loop``), in the order requests came. Any other one (another path, a chunked body) goes
 to the pool.
