@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.ciphers import Cipher as AES, algorithms, modes  # noqa: E402
+from Crypto.Cipher import AES  # noqa: E402
 
 from webhook.errors import DecryptError  # noqa: E402
 from webhook.push.crypto import Cipher, aes_key  # noqa: E402
@@ -33,8 +33,7 @@ BATCH = 200
 
 def sealed(plain: bytes) -> bytes:
     key = aes_key(KEY)
-    encryptor = AES(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return encryptor.update(plain) + encryptor.finalize()
+    return AES.new(key, AES.MODE_CBC, iv=key[:16]).encrypt(plain)
 
 
 def cases() -> dict[str, bytes]:

@@ -34,7 +34,6 @@ import runpy
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from webhook.store.journal import Journal  # noqa: E402
+from webhook.store.sqlite import SqliteStore  # noqa: E402
 from webhook.testing import Emulator, PushBuilder, serve  # noqa: E402
 from webhook.testing.processes import (cpu_seconds, delivery_processes, kill,  # noqa: E402
                                        request_workers, tree)
@@ -216,24 +215,16 @@ def run_wrk(server: Server, pushes: Path, *, seconds: float, threads: int,
     return result
 
 
-def backlog(db: Path) -> tuple[int, int, int]:
-    """(pushes in the journal not yet ingested, inbox rows still pending, outbox rows not yet
-    sent or dead) in wxpush's store."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        inbox = conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0]
-        outbox = conn.execute("SELECT count(*) FROM outbox "
-                              "WHERE state IN ('pending', 'sending')").fetchone()[0]
-        read = dict(conn.execute("SELECT substr(key, 9), CAST(value AS INTEGER) FROM kv "
-                                 "WHERE key LIKE 'journal:%'").fetchall())
-    journal = Journal(f"{db}-inbox", offset=lambda name: read.get(name, 0))
-    return journal.waiting(), inbox, outbox
-
-
 def wait_drained(db: Path, timeout: float = 180.0) -> float:
-    """Seconds until wxpush's background work (ingest, handlers, sends) has caught up."""
+    """Seconds until wxpush's delivery process (handlers, sends) has caught up: no push
+    pending (in the journals or the inbox), no reply waiting."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout and backlog(db) != (0, 0, 0):
+    store = SqliteStore(str(db))
+    while time.monotonic() - started < timeout and (
+            store.inbox_stats()["pending"] or sum(store.outbox_stats()[state]
+                                                  for state in ("pending", "sending"))):
         time.sleep(0.1)
+    store.close()
     return time.monotonic() - started
 
 

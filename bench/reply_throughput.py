@@ -20,11 +20,11 @@ matches, ``api_base`` at the emulator) and stops it by pid afterwards.
 - steady: pushes paced at a fixed rate at 50 ms API latency; push sent -> reply answered by
   the emulator, percentiles.
 - ``--redis``: the burst at 50 ms with one and with two ``wxpush serve`` on one redis-server
-  (appendonly, started here on a free loopback port); with Redis every request worker also
-  delivers, so two servers should send about twice as fast.
+  (appendonly, started here on a free loopback port); each runs its own delivery process, so
+  two servers should send about twice as fast.
 
-CPU is read from /proc before and after each burst: the delivery process's per reply (SQLite),
-the request workers' per push, and this process's (the emulator) per reply. A burst that has
+CPU is read from /proc before and after each burst: the delivery processes' per reply, the
+request workers' per push, and this process's (the emulator) per reply. A burst that has
 not drained by ``--timeout`` prints what it got. Prints a table and PASS/FAIL against the
 targets; asserts nothing.
 """
@@ -85,7 +85,7 @@ class Burst:
     socket_errors: int
     repeated: int                # pushes wrk sent more than once (after a lost connection)
     workers_cpu_s: float
-    delivery_cpu_s: float | None  # None: delivery runs inside the request workers (Redis)
+    delivery_cpu_s: float
     emulator_cpu_s: float
 
     @property
@@ -243,7 +243,7 @@ def burst(servers: list[Server], emulator: Emulator, work: Path, *, count: int, 
         refused=len(calls) - len(answered), non200=sum(r["non200"] for r in results),
         socket_errors=sum(r[k] for r in results for k in ("connect", "read", "write", "timeout")),
         repeated=sum(r["wrapped"] for r in results),
-        workers_cpu_s=used[0], delivery_cpu_s=used[1] if delivery else None,
+        workers_cpu_s=used[0], delivery_cpu_s=used[1],
         emulator_cpu_s=used[2])
 
 
@@ -296,8 +296,7 @@ def row(label: str, b: Burst, target: float | None) -> str:
         notes.append(f"{b.non200} non-200, {b.socket_errors} socket errors")
     if b.repeated:
         notes.append(f"pushes sent again {b.repeated}x")
-    delivery = micros(b.delivery_cpu_s, b.replies) if b.delivery_cpu_s is not None \
-        else "  (in workers)"
+    delivery = micros(b.delivery_cpu_s, b.replies)
     return (f"  {label:<14}{acked:>10}{b.replies:>9}{last:>12}{b.rps:>11.0f}{goal:>16}   "
             f"{micros(b.workers_cpu_s, b.pushes):>20}{delivery:>16}"
             f"{micros(b.emulator_cpu_s, b.replies):>16}" + ("   " + "; ".join(notes)

@@ -1,8 +1,8 @@
 """Integration harness: the WeChat emulator on loopback, real gunicorn servers and Debian's
 nginx in front of them.
 
-Servers run ``wxpush serve`` (gunicorn with webhook/server/gunicorn_conf.py and, with a SQLite
-store, the delivery process) as a child process on a free loopback port and are stopped by pid
+Servers run ``wxpush serve`` (gunicorn with webhook/server/gunicorn_conf.py and the delivery
+process) as a child process on a free loopback port and are stopped by pid
 at the end of the test. nginx runs deploy/nginx.conf, its TLS lines swapped for plain HTTP on
 another free loopback port, as a child of the test with its files in a temporary directory.
 """
@@ -48,8 +48,7 @@ class EmulatorServer:
 
 
 class ServerProcess:
-    """One ``wxpush serve``: a gunicorn master and its workers, and with a SQLite store the
-    delivery process."""
+    """One ``wxpush serve``: a gunicorn master and its workers, and the delivery process."""
 
     def __init__(self, directory: Path, *, store: str, api_base: str, rules: str | None = None,
                  workers: int = 2, mode: str = "safe", fmt: str = "xml", server: str = "",
@@ -70,13 +69,13 @@ class ServerProcess:
             f'appid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
             f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n' + apps,
             encoding="utf-8")
-        self.workers, self.env, self.journaled = workers, env or {}, store.startswith("sqlite")
+        self.workers, self.env, self.redis = workers, env or {}, store.startswith("redis")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "WXPUSH_LOG_LEVEL": "info", **self.env}
         # The tests' Redis keeps nothing across a restart (and is never restarted).
-        volatile = [] if self.journaled else ["--allow-volatile-redis"]
+        volatile = ["--allow-volatile-redis"] if self.redis else []
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "webhook.cli", "serve", "--config", str(self.config),
@@ -106,10 +105,10 @@ class ServerProcess:
         return request_workers(self.process.pid)
 
     def delivery_pids(self) -> list[int]:
-        """The processes running handlers and senders: the delivery process with SQLite (none
-        while it is being started again), the request workers with Redis."""
+        """The delivery process, running handlers and senders (none while it is being started
+        again)."""
         assert self.process is not None
-        return delivery_processes(self.process.pid) if self.journaled else self.worker_pids()
+        return delivery_processes(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is None or self.process.poll() is not None:

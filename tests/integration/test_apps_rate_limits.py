@@ -7,20 +7,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
-import random
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 import requests
 
-from harness import APPID, ServerProcess, free_port
+from harness import APPID, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +23,10 @@ LIMITS = (f"rate_per_client = {RATE}\nburst_per_client = {CLIENT_BURST}\n"
 RELAYED = ("/sns/jscode2session", "/wxa/business/getuserphonenumber")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def server(request, servers, emulator, tmp_path) -> ServerProcess:
-    if request.param == "sqlite":
-        store = f"sqlite:///{tmp_path}/wxpush.db"
-    else:
-        redis_server = request.getfixturevalue("redis_server")
-        db = random.randrange(1, 16)
-        redis.Redis(host="127.0.0.1", port=redis_server.port, db=db).flushdb()   # a fresh store
-        store = f"redis://127.0.0.1:{redis_server.port}/{db}"
-    proc = ServerProcess(tmp_path / "server", store=store, api_base=emulator.url, server=LIMITS)
+@pytest.fixture
+def server(servers, emulator, tmp_path, store_url) -> ServerProcess:
+    proc = ServerProcess(tmp_path / "server", store=store_url, api_base=emulator.url,
+                         server=LIMITS)
     servers.append(proc)
     return proc.start()
 
@@ -110,57 +97,6 @@ def test_a_peer_that_is_no_proxy_cannot_pick_its_address(server, emulator):
     assert [status for status, _ in answers][-1] == 429
 
 
-NGINX = """daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-"""
-
-
-@pytest.fixture
-def nginx(server, tmp_path) -> Iterator[int]:
-    """Debian's nginx on loopback in front of the server, as deployed; its port."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(binary):
-        pytest.fail("nginx is not installed (apt-get install nginx)", pytrace=False)
-    directory, port = tmp_path / "nginx", free_port()
-    directory.mkdir()
-    conf = directory / "nginx.conf"
-    conf.write_text(NGINX.format(dir=directory, port=port, upstream=server.port))
-    proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (directory / "error.log").read_text()
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def login_from(source: str, port: int, forwarded: str) -> int:
     """A bogus login sent from the loopback address ``source``, claiming ``forwarded``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
@@ -176,12 +112,13 @@ def login_from(source: str, port: int, forwarded: str) -> int:
 
 
 def test_behind_nginx_each_client_is_its_own_address(server, emulator, nginx):
-    """nginx appends the address it was called from; what a client writes in the header
-    itself is left of that and changes nothing."""
+    """nginx (deploy/nginx.conf) appends the address it was called from; what a client writes
+    in the header itself is left of that and changes nothing."""
+    port = nginx(server.port).port
     started = time.monotonic()
-    spoofing = [login_from("127.0.0.2", nginx, f"192.0.2.{n}") for n in range(12)]
+    spoofing = [login_from("127.0.0.2", port, f"192.0.2.{n}") for n in range(12)]
     refill = math.ceil((time.monotonic() - started) * RATE)
     assert sum(status != 429 for status in spoofing) <= CLIENT_BURST + refill
     assert spoofing[-1] == 429
-    assert login_from("127.0.0.3", nginx, "192.0.2.1") == 401        # another client
+    assert login_from("127.0.0.3", port, "192.0.2.1") == 401         # another client
     assert relayed(emulator) == sum(status != 429 for status in spoofing) + 1

@@ -41,7 +41,6 @@ def test_lock_holder_killed_mid_refresh(servers, emulator, redis_server, tmp_pat
         emulator.emulator.notify_push(APPID, fields)
         built = builder.build(fields)
         host = hosts[i % 2]
-        # A new connection each time: a kept-alive one may lead to the worker killed below.
         assert requests.post(f"{host.url}/wechat/{APPID}", params=built.query, data=built.body,
                              timeout=5).text == "success"
 
@@ -51,7 +50,7 @@ def test_lock_holder_killed_mid_refresh(servers, emulator, redis_server, tmp_pat
     holder = redis_db.get(f"wxpush:{LOCK}")
     assert holder, "nobody took the refresh lock"
     pid = int(holder.split("|", 1)[1].split(":")[1])
-    assert any(pid in host.worker_pids() for host in hosts)
+    assert any(pid in host.delivery_pids() for host in hosts)
     os.kill(pid, signal.SIGKILL)                      # mid-refresh: the fetch is still hanging
     emulator.emulator.set_faults()
     for i in range(1, 20):                            # pushes to both hosts meanwhile

@@ -63,7 +63,10 @@ def test_nesting_as_deep_as_the_decoder_takes_is_walked(depth: int) -> None:
     inner = '"\\ud800"'
     with pytest.raises(NotText):
         loads('{"a":' + "[" * depth + inner + "]" * depth + "}")
-    assert loads("[" * depth + '"\\ud83d\\ude00"' + "]" * depth) is not None
+    nested: object = "\U0001f600"
+    for _ in range(depth):
+        nested = [nested]
+    assert loads("[" * depth + '"\\ud83d\\ude00"' + "]" * depth) == nested
 
 
 def test_a_pair_and_an_escaped_backslash_are_text() -> None:

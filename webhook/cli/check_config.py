@@ -31,9 +31,8 @@ def check_config(args: argparse.Namespace) -> int:
     settings = checked.settings
     server = settings.server
     store = mask_url(server.store)
-    if checked.journaled:
-        store += (" (SQLite: serve runs a delivery process beside gunicorn"
-                  + ("" if checked.store_existed else "; created by this check") + ")")
+    if not checked.store_existed:
+        store += " (SQLite: created by this check)"
     print(f"store    {store}")
     print(f"api      {server.api_base} (token endpoint: {server.token_endpoint})")
     if server.routers:

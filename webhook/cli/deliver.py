@@ -1,11 +1,10 @@
-"""``wxpush deliver``: the work done after the answer, without serving HTTP: ingest recorded
+"""``wxpush deliver``: the work done after the answer, without serving HTTP: take recorded
 pushes, run their handlers, send the replies, take over pushes and replies whose process died.
 
-``wxpush serve`` runs one beside gunicorn when the store is SQLite (the delivery process), so
-the request workers run the request path alone. With Redis, every server process delivers;
-a ``wxpush deliver`` on any host adds handlers and senders. SIGTERM or SIGINT: stop claiming,
-let running handlers and in-flight sends finish (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds,
-as for gunicorn's workers).
+``wxpush serve`` runs one beside gunicorn (the delivery process), so the request workers run
+the request path alone. With Redis, a ``wxpush deliver`` on any host adds handlers and
+senders. SIGTERM or SIGINT: stop taking, let running handlers and in-flight sends finish
+(within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds, as for gunicorn's workers).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from webhook.errors import ConfigError
 __all__ = ["register"]
 
 log = logging.getLogger("webhook.delivery.background")
+NICE = 10   # how much nicer than the request workers the delivery process runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +51,9 @@ def work(args: argparse.Namespace) -> int:
 
     settings = load(config_path(args.config))
     configure_logging()
+    # WeChat's 5 s answer comes first, a reply can wait a few ms: on a host short of CPU the
+    # request workers get it first. (Linux: the threads started from here on inherit it.)
+    os.nice(NICE)
     timeout = graceful_timeout()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from webhook.server.app import get_app
+    from webhook.config.settings import load
+    from webhook.server.app import create_app, create_background, parts
     from webhook.testing import Emulator, PushBuilder, serve
     from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
 
@@ -71,15 +72,21 @@ def demo(args: argparse.Namespace) -> int:
             f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n'
             f'cloud_env = "{CLOUD_ENV}"\n',
             encoding="utf-8")
-        app = get_app(str(config))
+        settings = load(str(config))
+        store, api, router = parts(settings)
+        app = create_app(settings, store=store, api=api, router=router)
+        background = create_background(settings, store=store, api=api, router=router)
         app.start()
+        background.start()   # the delivery process's work, here in the same process
         try:
             with serve(app) as server:
                 print(f"emulator {upstream.url}   server {server.url}/wechat/{APPID} (safe mode, XML)\n")
                 _converse(emulator, PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY),
                           f"{server.url}/wechat/{APPID}")
         finally:
+            background.stop()
             app.stop()
+            store.close()
     return 0
 
 

@@ -15,13 +15,6 @@ from webhook.store import INBOX_STATES, InboxEntry, Store
 __all__ = ["register", "INBOX", "sender"]
 
 
-def _stats(store: Store) -> dict[str, int]:
-    counts = store.inbox_stats()
-    if store.journaled:   # recorded, not yet ingested: a growing count means no delivery process
-        counts["journal"] = store.inbox_waiting()
-    return counts
-
-
 def _lines(store: Store, state: str | None, limit: int, reveal: bool) -> list[str]:
     lines = []
     for entry in store.inbox_list(state=state, limit=limit):
@@ -42,7 +35,7 @@ def sender(entry: InboxEntry) -> str | None:
 
 
 INBOX = Queue(command="inbox", help="inspect and repair the pushes waiting to be handled",
-              thing="push", things="pushes", key="key", states=INBOX_STATES, stats=_stats,
+              thing="push", things="pushes", key="key", states=INBOX_STATES, stats=lambda store: store.inbox_stats(),
               lines=_lines, user="sender",
               requeue=lambda store, settings, keys: store.inbox_requeue(
                   keys, ttl=settings.server.dedupe_ttl),

@@ -42,11 +42,10 @@ _WHERE = {
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """A config that passed: its settings (``path`` absolute), whether its store journals
-    pushes (SQLite: serve runs a delivery process) and the router every process will build."""
+    """A config that passed: its settings (``path`` absolute), whether its SQLite store was
+    there before the check, and the router every process will build."""
 
     settings: Settings
-    journaled: bool
     store_existed: bool
     router: Router
 
@@ -66,12 +65,11 @@ def preflight(config: str | None, *, allow_volatile: bool = False) -> Checked:
     try:
         require_durable(store, url,
                         allow_volatile=allow_volatile or settings.server.allow_volatile_redis)
-        journaled = store.journaled
     finally:
         store.close()
     router = build_router(settings.server.rules, settings.server.routers, config=path)
     router.compile()
-    return Checked(settings=settings, journaled=journaled, store_existed=existed, router=router)
+    return Checked(settings=settings, store_existed=existed, router=router)
 
 
 def gunicorn_settings() -> ModuleType:

@@ -1,7 +1,6 @@
 """``wxpush serve``: check the address to listen on and what ``preflight`` checks (config,
 store, rules, routers), say where the server answers, then run gunicorn with its settings
-(``webhook/server/gunicorn_conf.py``) and, with a SQLite store, the delivery process
-(``webhook.server.supervisor``)."""
+(``webhook/server/gunicorn_conf.py``) and the delivery process (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ log = logging.getLogger("webhook.server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the server (gunicorn, and a delivery process "
-                                          "with a SQLite store)")
+    parser = sub.add_parser("serve", help="run the server (gunicorn, and the delivery process)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
@@ -77,12 +75,10 @@ def serve(args: argparse.Namespace) -> int:
         env["WXPUSH_BIND"] = args.bind
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
+    delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
-    delivery = None
-    if checked.journaled:   # the request workers leave handling and sending to that process
-        env["WXPUSH_DELIVERY"] = "process"
-        delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
+        delivery.append("--allow-volatile-redis")
     print(announce(bind, settings), flush=True)
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"]
     with RunDir(metrics=settings.server.metrics != "off", env=os.environ) as run:

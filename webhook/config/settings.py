@@ -63,7 +63,7 @@ class ServerConfig:
     token_refresh_ahead: int = 300
     handler_budget: float = 3.0
     dedupe_ttl: int = 86400
-    senders: int = 2
+    senders: int = 4
     handler_threads: int = 2
     send_attempts: int = 8
     handle_attempts: int = 5

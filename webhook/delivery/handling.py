@@ -1,17 +1,13 @@
 """Handling a recorded push after the answer: run its rules, queue their replies.
 
-``Responder.respond`` runs in the background, from the recorded row, so a crash after the
-answer loses nothing: the row's lease runs out and another process claims it. A push recorded
-with ``inbox_add`` is handed over with the message and route the request path already has; an
-ingested or reclaimed row is parsed and routed again from its stored copy. A push whose
-handling keeps failing is set aside as dead with its error (``failure``), and so is one
-logged that cannot be parsed (under ``unreadable_key``), to be seen and retried with
-``wxpush inbox``.
+``Responder.respond`` runs in the delivery process, from the recorded entry (parsed and
+routed again from its payload), so a crash after the answer loses nothing: the entry's lease
+runs out and it is taken again. A push whose handling keeps failing is set aside as dead with
+its error (``failure``), to be seen and retried with ``wxpush inbox``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -31,23 +27,9 @@ from webhook.routing.router import Route, Router
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
 from webhook.wechat.api import WeChatAPI
 
-__all__ = ["Responder", "read_recorded", "unreadable_key", "failure"]
+__all__ = ["Responder", "failure"]
 
 log = logging.getLogger(__name__)
-
-
-def read_recorded(entry: InboxEntry) -> Message:
-    """The message of a push logged without a key (``Store.inbox_ingest`` keys it with
-    ``inbox_key``); MalformedRequest for one that cannot be read: it was answered, but no
-    handler can take it."""
-    return read_message(entry.payload.encode("utf-8"), entry.format)
-
-
-def unreadable_key(entry: InboxEntry) -> str:
-    """The key of a logged push that cannot be parsed, so that it can be set aside (and a
-    retry of it, the same payload, found): its payload's digest."""
-    digest = hashlib.sha256(entry.payload.encode("utf-8")).hexdigest()[:24]
-    return f"{entry.appid}:unreadable-{digest}"
 
 
 def failure(exc: BaseException) -> str:
@@ -72,16 +54,13 @@ class Responder:
         self._clock, self._budget, self._timer = clock, budget, timer
         self._api, self._log_content = api, log_content
 
-    def respond(self, entry: InboxEntry, message: Message | None = None,
-               route: Route | None = None) -> int:
-        """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
-        request path, if this process recorded it); returns how many replies were queued."""
+    def respond(self, entry: InboxEntry) -> int:
+        """Handle ``entry``; how many replies were queued. MalformedRequest for a payload
+        that does not read (it read when it was recorded: no use trying again)."""
         started = self._timer()
-        if message is None:
-            message = read_recorded(entry)
+        message = read_message(entry.payload.encode("utf-8"), entry.format)
         router = self._router()
-        if route is None:
-            route = router.route(message, appid=entry.appid)
+        route = router.route(message, appid=entry.appid)
         failed: list[str] = []
 
         def observe(rule: str, seconds: float, error: Exception | None) -> None:

@@ -3,11 +3,6 @@
 docs/protocol.md §2.4: AESKey = Base64_Decode(EncodingAESKey + "="), AES-256-CBC with
 IV = AESKey[:16], PKCS#7 over **32-byte** blocks, and the plaintext
 ``random(16) ‖ be32(len(msg)) ‖ msg ‖ receiveid`` where receiveid is the AppID.
-
-AES here is ``cryptography``'s: every push is decrypted on a request thread, and its AES call
-keeps the GIL for the microsecond it takes. pycryptodome's (a cffi call) releases the GIL, and
-under load another request thread takes it and holds it for up to the switch interval, so
-each decrypt cost an answer milliseconds of waiting.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import re
 import threading
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher as AESContext, algorithms, modes
+from Crypto.Cipher import AES
 
 from webhook.errors import DecryptError, MalformedRequest
 
@@ -58,33 +53,30 @@ def _unbase64(encrypt: str) -> bytes:
 
 
 class Cipher:
-    """One EncodingAESKey bound to one AppID; key, IV and AppID bytes are derived once, and
-    each thread keeps one decryptor (with its key schedule) for every push it opens."""
+    """One EncodingAESKey bound to one AppID; key and AppID bytes are derived once, and each
+    thread keeps one decryptor for every push it opens."""
 
-    __slots__ = ("appid", "_key", "_iv", "_local", "_receiveid")
+    __slots__ = ("appid", "_key", "_receiveid", "_local")
 
     def __init__(self, encoding_aes_key: str, appid: str) -> None:
-        key = aes_key(encoding_aes_key)
         self.appid = appid
-        self._key = key
-        self._iv = key[:16]
-        self._local = threading.local()
+        self._key = aes_key(encoding_aes_key)
         self._receiveid = appid.encode("utf-8")
+        self._local = threading.local()
 
-    def _context(self) -> AESContext:
-        return AESContext(algorithms.AES(self._key), modes.CBC(self._iv))
+    def _cbc(self) -> Any:
+        """AES-256-CBC with IV = the key's first 16 bytes."""
+        return AES.new(self._key, AES.MODE_CBC, iv=self._key[:16])
 
     def _decryptor(self) -> Any:
-        """This thread's CBC decryptor, key schedule computed once per thread.
-
-        CBC decryption of block i needs only ciphertext blocks i and i-1; the IV (or the
-        chaining state a previous push left in the object) touches block 0 alone, which holds
-        WeChat's 16 random bytes and is never read. So one object serves every push.
-        """
+        """This thread's decryptor: making one costs a push more than its decryption does.
+        CBC decryption of block i reads only ciphertext blocks i and i-1; the chaining state
+        a previous push left in the object touches block 0 alone, which holds WeChat's 16
+        random bytes and is never read. So one object serves every push."""
         try:
             return self._local.cbc
         except AttributeError:
-            self._local.cbc = self._context().decryptor()
+            self._local.cbc = self._cbc()
             return self._local.cbc
 
     def __repr__(self) -> str:
@@ -106,8 +98,7 @@ class Cipher:
         receiveid = self._receiveid
         if len(data) < _HEADER + len(receiveid) + 1:   # the length is public: no oracle
             raise DecryptError(NOT_OPEN, detail="too short")
-        # Whole blocks and no padding set: update() gives all of them back at once.
-        plain = self._decryptor().update(data)  # plain[:16] is meaningless: _decryptor
+        plain = self._decryptor().decrypt(data)   # plain[:16] is meaningless: _decryptor
         padding = _PADDING[plain[-1]]
         end = len(plain) - len(padding)
         start = end - len(receiveid)
@@ -126,9 +117,7 @@ class Cipher:
         plain = b"".join((random16, len(msg).to_bytes(4, "big"), msg, self._receiveid))
         pad = BLOCK - len(plain) % BLOCK
         plain += bytes((pad,)) * pad
-        encryptor = self._context().encryptor()
-        ciphertext = encryptor.update(plain) + encryptor.finalize()
-        return base64.b64encode(ciphertext).decode("ascii")
+        return base64.b64encode(self._cbc().encrypt(plain)).decode("ascii")
 
 
 class KeyRing:

@@ -27,7 +27,6 @@ __all__ = [
     "LinkReply",
     "MiniProgramPageReply",
     "TransferToHuman",
-    "reply_from_payload",
     "hashed",
 ]
 
@@ -208,19 +207,3 @@ class TransferToHuman(Reply):
 
     def payload(self) -> dict[str, Any]:
         return {"msgtype": self.msgtype}
-
-
-def reply_from_payload(payload: dict[str, Any]) -> Reply:
-    """Rebuild a reply from ``payload()`` (how replies are kept in the outbox)."""
-    kind = payload.get("msgtype")
-    if kind == "text":
-        return TextReply(payload["text"]["content"])
-    if kind == "image":
-        return ImageReply(**payload["image"])
-    if kind == "link":
-        return LinkReply(**payload["link"])
-    if kind == "miniprogrampage":
-        return MiniProgramPageReply(**payload["miniprogrampage"])
-    if kind == TransferToHuman.msgtype:
-        return TransferToHuman()
-    raise ValueError(f"unknown reply msgtype {kind!r}")

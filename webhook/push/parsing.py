@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pyexpat
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,10 +18,10 @@ import xmltodict
 from webhook.errors import MalformedRequest
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage,
                                    Message, MiniProgramPageMessage, TextMessage, UnknownMessage)
-from webhook.wellformed import json_is_text
+from webhook.wellformed import NotText, loads
 
-__all__ = ["parse_body", "parse_envelope", "peek", "read_message", "to_message",
-           "message_fields", "render", "cdata", "transfer_fields", "FORMATS"]
+__all__ = ["parse_body", "read_message", "to_message", "message_fields", "render", "cdata",
+           "transfer_fields", "FORMATS"]
 
 FORMATS = ("xml", "json")
 _SPACE = " \t\r\n"  # whitespace, the same set in XML and JSON
@@ -49,43 +48,15 @@ def parse_body(body: bytes, fmt: str) -> dict[str, Any]:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def parse_envelope(body: bytes, fmt: str) -> dict[str, Any]:
-    """parse_body for the outer body of an encrypted push.
-
-    The safe-mode XML envelope ``<xml><ToUserName>…</ToUserName><Encrypt>…</Encrypt></xml>``
-    is read without an XML parser when it has exactly that simple shape (printable ASCII,
-    no markup or entity characters in the values); anything else goes through parse_body.
-    """
-    if fmt == "xml":
-        fields = _xml_envelope(body)
-        if fields is not None:
-            return fields
-    return parse_body(body, fmt)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise MalformedRequest(f"JSON constant {name} refused")
-
-
-# One decoder for every body (json.loads with options would build a new one per call).
-# NaN/Infinity are not JSON; json.loads would accept them.
-_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
 def _parse_json(text: str) -> dict[str, Any]:
-    # raw_decode plus str.strip spares decode()'s two regex passes; strip returns the same
-    # object when there is nothing to strip, which is how WeChat sends JSON.
-    start = len(text) - len(text.lstrip(_SPACE))
     try:
-        value, end = _JSON.raw_decode(text, start)
+        value = loads(text)
+    except NotText:
+        raise MalformedRequest("body is not valid Unicode (a lone surrogate)") from None
     except (ValueError, RecursionError):
         raise MalformedRequest("body is not JSON") from None
-    if end != len(text.rstrip(_SPACE)):
-        raise MalformedRequest("body is not JSON (data after the object)")
     if not isinstance(value, dict):
         raise MalformedRequest("JSON body is not an object")
-    if not json_is_text(text, value):
-        raise MalformedRequest("body is not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -105,26 +76,21 @@ class _NoDoctypeExpat:
 
 
 def _parse_xml(body: bytes) -> dict[str, Any]:
-    # Fast refusal before any parsing. A DOCTYPE can only precede the root element, so only
-    # that prolog is searched: a user's text may legitimately contain "<!DOCTYPE" in CDATA.
+    """The root's children, nested ones as dicts.
+
+    A DOCTYPE can only precede the root element, so only that prolog is searched for a fast
+    refusal (a user's text may hold "<!DOCTYPE" in CDATA); expat then refuses any DOCTYPE it
+    meets, so no entity is ever declared.
+    """
     root = body.find(b"<xml")
     prolog = body if root < 0 else body[:root]
     if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
         raise MalformedRequest("XML DOCTYPE/entities refused")
-    try:
-        flat = _flat_xml(body)
-    except (pyexpat.ExpatError, ValueError):
-        raise MalformedRequest("body is not well-formed XML (or declares entities)") from None
-    return _xmltodict_fields(body) if flat is None else flat
-
-
-def _xmltodict_fields(body: bytes) -> dict[str, Any]:
-    """The root's children of any XML message, nested ones as dicts (the general path)."""
     fields: dict[str, Any] = {}
 
     def field(path: list[tuple[str, Any]], value: Any) -> bool:
-        # Called by xmltodict for each child of the root, as it ends (item_depth=2 streaming
-        # is measurably faster than building the whole tree).
+        # Called by xmltodict for each child of the root, as it ends (streaming them spares
+        # building the whole tree).
         if path[0][0] != "xml":
             raise MalformedRequest("XML root element is not <xml>")
         name = path[1][0]
@@ -142,57 +108,6 @@ def _xmltodict_fields(body: bytes) -> dict[str, Any]:
     return fields
 
 
-class _Nested(Exception):
-    """The document has elements below the root's children: xmltodict reads it instead."""
-
-
-def _flat_xml(body: bytes) -> dict[str, str] | None:
-    """A message whose fields are all plain elements under ``<xml>``, read with expat itself.
-
-    Every push WeChat documents has this shape, and xmltodict's Python layer costs more than
-    twice the parse here; anything nested returns None and goes through xmltodict. The result
-    is what the xmltodict path gives (a property test holds them equal), and DOCTYPEs and
-    entity declarations are refused the same way.
-    """
-    fields: dict[str, str] = {}
-    text: list[str] = []
-    depth = 0
-
-    def start(name: str, attrs: Any) -> None:
-        nonlocal depth
-        depth += 1
-        if depth == 1 and name != "xml":
-            raise MalformedRequest("XML root element is not <xml>")
-        if depth == 3:
-            raise _Nested
-        text.clear()
-
-    def end(name: str) -> None:
-        nonlocal depth
-        if depth == 2:
-            if name in fields:
-                raise MalformedRequest(f"XML field {name} repeated")
-            fields[name] = "".join(text)
-        depth -= 1
-
-    def chars(data: str) -> None:
-        if depth == 2:
-            text.append(data)
-
-    parser = pyexpat.ParserCreate("utf-8")
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_doctype
-    parser.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.buffer_text = True
-    parser.StartElementHandler, parser.EndElementHandler = start, end
-    parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(body, True)
-    except _Nested:
-        return None
-    return fields
-
-
 def _clean(value: Any, depth: int) -> Any:
     """Empty elements -> "", indentation between nested elements dropped."""
     if value is None:
@@ -207,147 +122,6 @@ def _clean(value: Any, depth: int) -> Any:
             del value["#text"]
         return {key: _clean(item, depth + 1) for key, item in value.items()}
     return value
-
-
-# (name, open tag, close tag of a bare value, close tag of a CDATA value)
-_ENVELOPE_TAGS = tuple((name, f"<{name}>".encode(), f"</{name}>".encode(),
-                        f"]]></{name}>".encode()) for name in ("ToUserName", "Encrypt"))
-_BYTE_SPACE = _SPACE.encode()
-# What an envelope value may hold: printable ASCII except markup and entity characters.
-_PLAIN = bytes(range(0x20, 0x7F)).translate(None, b"<&]")
-
-
-# The envelope as WeChat lays it out, both values in CDATA: one pass. ToUserName holds _PLAIN
-# bytes, an Encrypt base64 alone.
-_SAFE_ENVELOPE = re.compile(
-    rb"[ \t\r\n]*<xml>[ \t\r\n]*<ToUserName><!\[CDATA\[([" + re.escape(_PLAIN) + rb"]*)\]\]>"
-    rb"</ToUserName>[ \t\r\n]*<Encrypt><!\[CDATA\[([A-Za-z0-9+/=]*)\]\]></Encrypt>[ \t\r\n]*"
-    rb"</xml>[ \t\r\n]*")
-
-
-def _xml_envelope(body: bytes) -> dict[str, str] | None:
-    """The safe-mode envelope read by hand, or None if the body is anything more complex.
-
-    Accepts only ``<xml>``, then ToUserName/Encrypt elements (each at most once, values in
-    CDATA or bare) separated by XML whitespace, then ``</xml>``. Values must be printable
-    ASCII without ``<``, ``&`` or ``]``, so the result is exactly what xmltodict would give
-    and no entity, DOCTYPE or markup can hide in it.
-    """
-    envelope = _SAFE_ENVELOPE.fullmatch(body)
-    if envelope is not None:
-        return {"ToUserName": envelope[1].decode("ascii"), "Encrypt": envelope[2].decode("ascii")}
-    doc = body.strip(_BYTE_SPACE)
-    if not (doc.startswith(b"<xml>") and doc.endswith(b"</xml>")):
-        return None
-    fields: dict[str, str] = {}
-    pos, end = 5, len(doc) - 6
-    while True:
-        tag = doc.find(b"<", pos, end)
-        if tag != pos and doc[pos:end if tag < 0 else tag].strip(_BYTE_SPACE):
-            return None  # text between elements
-        if tag < 0:
-            return fields
-        for name, open_tag, close_tag, close_cdata in _ENVELOPE_TAGS:
-            if doc.startswith(open_tag, tag):
-                break
-        else:
-            return None
-        start = tag + len(open_tag)
-        # Values hold no "<" or "]", so one-byte searches find where they end.
-        if doc.startswith(b"<![CDATA[", start):
-            start += 9
-            stop, close_tag = doc.find(b"]", start, end), close_cdata
-        else:
-            stop = doc.find(b"<", start, end)
-        if stop < 0 or not doc.startswith(close_tag, stop, end) or name in fields:
-            return None
-        value = doc[start:stop]
-        if value.translate(None, _PLAIN):
-            return None  # a byte that is not plain printable ASCII
-        fields[name] = value.decode("ascii")
-        pos = stop + len(close_tag)
-
-
-# --- peek: what routing needs to know before answering, without a Message -------------------
-
-# Characters XML forbids (expat refuses them) and CR (expat rewrites it): none may appear.
-_NOT_ASCII_CHAR = r"\x00-\x08\x0b\x0c\x0e-\x1f\r"
-_NOT_CHAR = _NOT_ASCII_CHAR + r"\ufffe\uffff"
-
-
-def _no_cdata_end(excluded: str) -> str:
-    """Characters outside ``excluded`` and "]", and "]" not starting "]]>"."""
-    return rf"[^\]{excluded}]*(?:\](?!\]>)[^\]{excluded}]*)*"
-
-
-# A field of the plain shape: one CDATA section, or text with no markup or entity, holding
-# no "]]>" either way; its value is then exactly the characters between the tags.
-_PLAIN_FIELD = (rf"<(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)>(?:"
-                rf"<!\[CDATA\[({_no_cdata_end(_NOT_CHAR)})\]\]>"
-                rf"|({_no_cdata_end('<&' + _NOT_CHAR)}))</(?P=name)>")
-_FIELD = re.compile(_PLAIN_FIELD)
-_PLAIN_XML = re.compile(rf"[ \t\n]*<xml>((?:[ \t\n]*{_PLAIN_FIELD})*)[ \t\n]*</xml>[ \t\n]*")
-# A text push laid out as WeChat sends it (docs/protocol.md §3.1), read in one pass over the bytes:
-# ids in printable ASCII, numbers in digits, the Content one CDATA section whose bytes hold no
-# character XML forbids (U+FFFE/U+FFFF are checked once it is decoded). Everything around the
-# Content is ASCII, so decoding the Content checks the whole body is UTF-8.
-_ID = rb"<!\[CDATA\[[!-\\^-~]+\]\]>"
-_TEXT_PUSH = re.compile(
-    rb"[ \t\n]*<xml>[ \t\n]*<ToUserName>" + _ID + rb"</ToUserName>[ \t\n]*"
-    rb"<FromUserName>" + _ID + rb"</FromUserName>[ \t\n]*<CreateTime>[0-9]{1,20}</CreateTime>"
-    rb"[ \t\n]*<MsgType><!\[CDATA\[text\]\]></MsgType>[ \t\n]*<Content><!\[CDATA\["
-    rb"(" + _no_cdata_end(_NOT_ASCII_CHAR).encode() + rb")\]\]></Content>[ \t\n]*"
-    rb"(?:<MsgId>[0-9]{1,20}</MsgId>[ \t\n]*)?</xml>[ \t\n]*")
-
-
-def peek(body: bytes, fmt: str) -> tuple[str, str] | None:
-    """(MsgType, Content) of a push, read with regex passes instead of a parse (one for a
-    text push in WeChat's layout, two for any other): enough for routing to know the push is
-    not a hand-off (Content is "" unless MsgType is text).
-
-    Only the plain shape every WeChat push has is read: flat fields, each one CDATA section
-    or plain text (JSON: strings and integers), the required fields present. Anything else
-    gives None, and the caller parses. Whatever ``peek`` reads, ``to_message(parse_body())``
-    reads too, without error and with the same MsgType and Content (a property test).
-    """
-    if fmt == "xml":
-        text_push = _TEXT_PUSH.fullmatch(body)
-        if text_push is not None:
-            try:
-                content = text_push[1].decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-            return None if "\ufffe" in content or "\uffff" in content else ("text", content)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if fmt == "xml":
-        document = _PLAIN_XML.fullmatch(text)
-        if document is None:
-            return None
-        found = _FIELD.findall(text, document.start(1), document.end(1))
-        fields: dict[str, Any] = {name: cdata or plain for name, cdata, plain in found}
-        if len(fields) != len(found):
-            return None   # a repeated field: parse_body refuses it
-    else:
-        try:
-            fields = _parse_json(text)
-        except MalformedRequest:
-            return None
-        if not all(type(value) in (str, int) for value in fields.values()):  # noqa: E721
-            return None   # bool, float, null, nested: left to the parser's rules
-    msg_type, content = fields.get("MsgType"), fields.get("Content", "")
-    for name in ("MsgType", "ToUserName", "FromUserName"):
-        if type(fields.get(name)) is not str or not fields[name]:  # noqa: E721
-            return None
-    try:
-        _create_time(fields.get("CreateTime"))
-    except MalformedRequest:
-        return None
-    if msg_type != "text":
-        return msg_type, ""
-    return (msg_type, content) if type(content) is str else None  # noqa: E721
 
 
 # --- fields <-> Message --------------------------------------------------------------------

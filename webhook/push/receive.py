@@ -9,46 +9,45 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.config.settings import AppConfig
 from webhook.errors import DecryptError, MalformedRequest
 from webhook.push.crypto import NOT_OPEN, Cipher, KeyRing
 from webhook.push.messages import Message
-from webhook.push.parsing import cdata, parse_envelope, read_message, render
+from webhook.push.parsing import cdata, parse_body, read_message, render
 from webhook.push.signature import check_timestamp, signature, verify
 
 __all__ = ["Push", "keyring_for", "verify_url", "open_push", "seal", "sealed_body"]
 
 
+@dataclass(frozen=True, slots=True)
 class Push:
-    """One opened push. ``plaintext`` is the message text as decrypted (or the body in
-    plaintext mode), in ``format``; ``cipher`` the key that opened it, which must seal the
-    answer. ``message`` is parsed when first asked for: most pushes are answered and
-    recorded without it (``parsing.peek``).
+    """One opened push: ``plaintext`` is the message text as decrypted (or the body in
+    plaintext mode), in ``format``, and ``message`` what it says; ``cipher`` the key that
+    opened it, which must seal the answer."""
 
-    A message that cannot be read raises MalformedRequest (400) in plaintext mode, and the
-    DecryptError of a ciphertext that does not open (403) when it was decrypted: a tampered
-    ciphertext whose padding and AppID still check out decrypts to garbage, and a different
-    answer would tell whoever altered it that those checks passed.
-    """
+    plaintext: bytes
+    format: str
+    cipher: Cipher | None
+    nonce: str
+    message: Message
 
-    __slots__ = ("plaintext", "format", "cipher", "nonce", "_message")
 
-    def __init__(self, plaintext: bytes, format: str, cipher: Cipher | None, nonce: str) -> None:
-        self.plaintext, self.format, self.cipher, self.nonce = plaintext, format, cipher, nonce
-        self._message: Message | None = None
-
-    @property
-    def message(self) -> Message:
-        if self._message is None:
-            try:
-                self._message = read_message(self.plaintext, self.format)
-            except MalformedRequest as exc:
-                if self.cipher is None:
-                    raise
-                raise DecryptError(NOT_OPEN, detail=f"message unreadable: {exc.reason}") from None
-        return self._message
+def _read(plaintext: bytes, fmt: str, cipher: Cipher | None, nonce: str) -> Push:
+    """The push whose message is ``plaintext``. One that cannot be read is MalformedRequest
+    (400) in plaintext mode, and the DecryptError of a ciphertext that does not open (403)
+    when it was decrypted: a tampered ciphertext whose padding and AppID still check out
+    decrypts to garbage, and a different answer would tell whoever altered it that those
+    checks passed."""
+    try:
+        message = read_message(plaintext, fmt)
+    except MalformedRequest as exc:
+        if cipher is None:
+            raise
+        raise DecryptError(NOT_OPEN, detail=f"message unreadable: {exc.reason}") from None
+    return Push(plaintext, fmt, cipher, nonce, message)
 
 
 def keyring_for(app: AppConfig) -> KeyRing | None:
@@ -97,15 +96,15 @@ def verify_url(app: AppConfig, query: Mapping[str, str], *, now: float, toleranc
 
 def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str], body: bytes,
               *, now: float, tolerance: int) -> Push:
-    """Authenticate and decrypt one POSTed push (its message is parsed when read).
+    """Authenticate, decrypt and parse one POSTed push.
 
     With ``encrypt_type=aes`` the push is authenticated by ``msg_signature`` alone, as the
     official docs say ("校验msg_signature签名是否正确 … 注意：不要使用signature验证！",
     docs/protocol.md §2.1): it signs the same Token, timestamp and nonce as the URL ``signature``
     plus the body's ``Encrypt``. Order: query parameters (400), timestamp window (403),
     envelope (400), ``msg_signature`` (403), ``Encrypt`` as base64 of whole blocks (400),
-    decrypt (403); then, when read, the message in the app's format (403 like a decrypt
-    failure, see Push). Compatible mode ignores the body's plaintext copy. Without ``aes``:
+    decrypt (403); then the message in the app's format (403 like a decrypt failure, see
+    ``_read``). Compatible mode ignores the body's plaintext copy. Without ``aes``:
     ``signature`` (403) before the body is looked at, then the message (400).
     """
     # WeChat's FAQ: no encrypt_type, or "raw", means a plaintext body; "aes" an encrypted one.
@@ -118,15 +117,15 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
             raise (MalformedRequest("encrypted push expected") if encrypt_type == "raw"
                    else DecryptError("no EncodingAESKey configured for this app"))
         # Plaintext mode, or encrypt_type=aes while we hold no key: read the plaintext copy.
-        return Push(body, app.format, None, nonce)
+        return _read(body, app.format, None, nonce)
     msg_signature, timestamp, nonce = _signed(query, "msg_signature", now=now,
                                               tolerance=tolerance)
-    encrypt = parse_envelope(body, app.format).get("Encrypt")
+    encrypt = parse_body(body, app.format).get("Encrypt")
     if not encrypt or type(encrypt) is not str:  # noqa: E721
         raise MalformedRequest("Encrypt is missing")
     verify(msg_signature, app.token, timestamp, nonce, encrypt)
     plaintext, cipher = keyring.decrypt(encrypt)
-    return Push(plaintext, app.format, cipher, nonce)
+    return _read(plaintext, app.format, cipher, nonce)
 
 
 def sealed_body(cipher: Cipher, token: str, message: bytes, *, nonce: str, now: int,

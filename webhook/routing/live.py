@@ -2,8 +2,7 @@
 
 Each process polls the file's stat (mtime, size, inode) from a daemon thread; a change loads a
 new router off the request path and swaps it in with one assignment, so there is never a gap.
-A bad edit keeps the previous router and logs one line naming file:line. The thread is
-restarted after a fork (gunicorn workers), the first time ``current`` is read in the child.
+A bad edit keeps the previous router and logs one line naming file:line.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable
 
 from webhook.backoff import Loop
@@ -21,7 +19,6 @@ from webhook.routing.router import Router
 __all__ = ["LiveRouter"]
 
 log = logging.getLogger(__name__)
-_starting = threading.Lock()
 
 Stamp = tuple[int, int, int] | None
 
@@ -49,16 +46,10 @@ class LiveRouter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = 0  # the process whose thread is polling
-        self._forked = False  # set in a forked child of a polling process
-        _routers.add(self)
 
     @property
     def current(self) -> Router:
         """The router to use now."""
-        if self._forked:  # the polling thread stayed behind in the parent
-            self._forked = False
-            self.start()
         return self._router
 
     def _build(self) -> Router:
@@ -94,22 +85,18 @@ class LiveRouter:
             return True
 
     def start(self) -> None:
-        """Poll in a daemon thread of this process (no-op without a file)."""
-        with _starting:
-            if self._path is None or (self._pid == os.getpid() and self._thread is not None):
-                return
-            self._pid = os.getpid()
-            self._lock = threading.Lock()  # a lock copied from a parent mid-reload may be held
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._poll, name="wxpush-rules", daemon=True)
-            self._thread.start()
+        """Poll in a daemon thread (no-op without a file, or once started)."""
+        if self._path is None or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="wxpush-rules", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=self._interval + 1)
         self._thread = None
-        self._pid = 0
 
     def _poll(self) -> None:
         def step() -> float:
@@ -117,15 +104,3 @@ class LiveRouter:
             return self._interval
         Loop("rules reload", step, stop=self._stop, base=self._interval,
              cap=max(self._interval, 60.0), logger=self._log).run()
-
-
-# This process's live routers; a forked child polls again, as the parent did.
-_routers: weakref.WeakSet[LiveRouter] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for live in list(_routers):
-        live._forked = live._pid != 0
-
-
-os.register_at_fork(after_in_child=_after_fork)

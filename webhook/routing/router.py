@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from webhook.push.messages import Event, Message, Reply, TransferToHuman
 from webhook.routing.handlerapi import OFFLINE, HandlerAPI
 from webhook.routing.matchers import (ENTER_SESSION, IMAGE, MESSAGE, TEXT, Env, Matcher,
-                                      MatchResult, as_matcher, event, fold)
+                                      MatchResult, as_matcher, event)
 from webhook.routing.ruleindex import RuleIndex
 
 __all__ = ["Router", "Route", "Rule", "Context", "Handler"]
@@ -158,7 +158,6 @@ class Router:
         self._items: list[Rule | Router] = []
         self._index: RuleIndex | None = None
         self._rules: tuple[Rule, ...] = ()
-        self._transfers: tuple[tuple[frozenset[str] | None, frozenset[str] | None], ...] = ()
 
     # --- registration ----------------------------------------------------------------------
 
@@ -250,36 +249,6 @@ class Router:
         if self._index is None:
             self._rules = self.rules
             self._index = RuleIndex([rule.matcher for rule in self._rules])
-            self._transfers = tuple(
-                (rule.matcher.kinds, None if rule.matcher.terms is None
-                 else frozenset(word for _, word in rule.matcher.terms))
-                for rule in self._rules if rule.transfer)
-
-    def may_transfer(self, msg_type: str, content: str) -> bool:
-        """False when no transfer rule can match a message of ``msg_type`` whose text is
-        ``content``: the answer is then ``success`` without parsing the push or routing it.
-
-        Asks only what matchers declare: ``kinds``, and ``terms`` (one of their words occurs
-        in the folded text of whatever the matcher matches). So it may say True for a message
-        ``route`` does not hand off, never False for one it does. Events are never handed
-        off (docs/protocol.md §4.4).
-        """
-        if self._index is None:
-            self.compile()
-        if msg_type == "event":
-            return False
-        folded: str | None = None
-        for kinds, words in self._transfers:
-            if kinds is not None and msg_type not in kinds:
-                continue
-            if words is None:
-                return True
-            if folded is None:
-                folded = fold(content) if msg_type == "text" else ""
-            for word in words:   # a plain loop: any() over a generator costs three times more
-                if word in folded:
-                    return True
-        return False
 
     def route(self, message: Message, *, appid: str) -> Route:
         """Which rules ``message`` reaches, in order. Pure and fast; runs no handler."""

@@ -1,17 +1,15 @@
 """Composition root: ``create_app`` and ``create_background`` take their parts; ``get_app``
-alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_DELIVERY``,
-``WXPUSH_RUN_DIR``) and is what gunicorn loads (``webhook.server.app:get_app()``); ``parts``
-builds them for ``wxpush deliver``."""
+alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_RUN_DIR``) and is what
+gunicorn loads (``webhook.server.app:get_app()``); ``parts`` builds them for ``wxpush
+deliver``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable
 
 import falcon
@@ -28,12 +26,12 @@ from webhook.miniprogram.files import register as register_files
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
 from webhook.server.exposition import MetricsResource, QueueCollector
-from webhook.server.readiness import (DeliveryCheck, Readiness, ReadyResource, delivery_by_file,
-                                      delivery_in_process)
+from webhook.server.readiness import DeliveryCheck, Readiness, ReadyResource, delivery_by_file
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
 from webhook.server.rundir import BEAT_FILE
 from webhook.server.tokenservice import register as register_token_service
 from webhook.store import Store, open_store, require_durable
+from webhook.store.base import lease_owner
 from webhook.wechat.api import WeChatAPI
 from webhook.wechat.client import WeChatClient
 from webhook.wechat.tokens import TokenProvider
@@ -42,42 +40,42 @@ __all__ = ["WxpushApp", "create_app", "create_background", "get_app", "load_rout
 
 log = logging.getLogger(__name__)
 # A request thread waiting for the GIL waits up to this long while another holds it. Python's
-# 5 ms default queues answers behind each other for tens of ms under load; 1 ms keeps the tail
-# of the answer time short for a few extra switches a second.
+# 5 ms default queues answers behind each other under load; 1 ms keeps the tail of the answer
+# time short for a few extra switches a second.
 SWITCH_INTERVAL = 0.001
 
 
 class WxpushApp(falcon.App):
-    """The Falcon app plus the background work of this process (started by gunicorn hooks)."""
+    """The Falcon app of a request worker, with its rules reloader (started by gunicorn's
+    ``post_worker_init``). Pushes are handled by the delivery process, never here."""
 
-    background: Background
-    delivers: bool
     live: LiveRouter | None
     store: Store
     #: Paths whose requests wait on nothing but the CPU, which the worker may answer on its
-    #: own loop (webhook/server/fairworker.py): the push path when the store journals it (a copy
-    #: into a file), not when it is a round trip to Redis; never the mini program's, which
-    #: call WeChat.
+    #: own loop (webhook/server/fairworker.py): the push path when recording it is local (a
+    #: read and a copy into a file), not when it is a round trip to Redis; never the mini
+    #: program's, which call WeChat.
     inline_paths: tuple[str, ...]
     #: The largest request body taken, on any path: the worker refuses a larger one (413)
     #: before reading it.
     max_body: int
+    #: The process that built the app.
+    pid: int
 
     def start(self) -> None:
+        # The one check for a fork: gunicorn builds the app in each worker, after the fork
+        # (preload_app = False). Built before it (gunicorn --preload), every worker would
+        # write the same journal file and share the store's connections and locks.
+        if os.getpid() != self.pid:
+            raise RuntimeError("the app was built before the fork: run gunicorn without "
+                               "--preload (wxpush's gunicorn.conf.py sets preload_app = False)")
         sys.setswitchinterval(SWITCH_INTERVAL)
         if self.live is not None:
             self.live.start()
-        if self.delivers:
-            self.background.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self.background.stop(timeout)
+    def stop(self) -> None:
         if self.live is not None:
             self.live.stop()
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _current(router: Router | LiveRouter) -> Callable[[], Router]:
@@ -88,10 +86,10 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                       router: Router | LiveRouter, clock: Callable[[], float] = time.time,
                       rng: random.Random | None = None, owner: str | None = None,
                       heartbeat: Heartbeat | None = None) -> Background:
-    """The work done after the answer: ingest, handlers, senders, the inbox sweeper
-    (``heartbeat``: in a delivery process, told of its progress)."""
+    """The work done after the answer, in the delivery process: handlers, senders
+    (``heartbeat``: told of its progress)."""
     rng = rng or random.SystemRandom()
-    owner = owner or _owner()
+    owner = owner or lease_owner()
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
@@ -99,37 +97,23 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay)
     return Background(store=store, responder=responder, sender=sender, owner=owner, lease=lease,
-                      dedupe_ttl=server.dedupe_ttl, senders=server.senders,
-                      handler_threads=server.handler_threads,
+                      senders=server.senders, handler_threads=server.handler_threads,
                       handle_attempts=server.handle_attempts, heartbeat=heartbeat)
 
 
 def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
                router: Router | LiveRouter, clock: Callable[[], float] = time.time,
-               rng: random.Random | None = None, owner: str | None = None,
-               delivers: bool = True, delivery: DeliveryCheck | None = None,
+               rng: random.Random | None = None, delivery: DeliveryCheck | None = None,
                allow_volatile: bool = False) -> WxpushApp:
-    """Wire the request path and the background work; nothing here reads the environment.
-    ``delivers=False``: a journaled store's pushes are handled by another process (the
-    delivery process of ``wxpush serve``, which ``delivery`` checks for ``/readyz``), so
-    ``start`` leaves the background off."""
-    rng = rng or random.SystemRandom()
-    owner = owner or _owner()
+    """Wire the request path; nothing here reads the environment. ``delivery``: how
+    ``/readyz`` tells the delivery process makes progress (None: it does not ask)."""
     server = settings.server
-    heartbeat = Heartbeat(None) if delivers else None
-    background = create_background(settings, store=store, api=api, router=router, clock=clock,
-                                   rng=rng, owner=owner, heartbeat=heartbeat)
-    if heartbeat is not None:
-        delivery = delivery_in_process(heartbeat, server.stall_timeout)
-    intake = Intake(store=store, router=_current(router), owner=owner, clock=clock, rng=rng,
-                    dedupe_ttl=server.dedupe_ttl, lease=float(server.lease),
-                    submit=background.submit)
-
+    intake = Intake(store=store, router=_current(router), clock=clock,
+                    rng=rng or random.SystemRandom(), dedupe_ttl=server.dedupe_ttl)
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
-    app.background, app.store, app.delivers = background, store, delivers
+    app.store, app.pid, app.max_body = store, os.getpid(), server.max_body
     app.live = router if isinstance(router, LiveRouter) else None
-    app.inline_paths = ("/wechat/", "/healthz") if store.journaled else ("/healthz",)
-    app.max_body = server.max_body
+    app.inline_paths = ("/healthz",) if store.remote else ("/wechat/", "/healthz")
     add_error_handlers(app)
     app.add_route("/wechat/{appid}", WeChatResource(
         apps=settings.apps, intake=intake, clock=clock,
@@ -173,9 +157,9 @@ def parts(settings: Settings, *, allow_volatile: bool = False
 
 def get_app(config: str | None = None) -> WxpushApp:
     """Build everything from ``WXPUSH_CONFIG`` (or ``config``); the only reader of the
-    environment. ``WXPUSH_DELIVERY=process`` (set by ``wxpush serve`` beside its delivery
-    process) leaves a journaled store's handling and sending to that process;
-    ``WXPUSH_ALLOW_VOLATILE_REDIS=1`` is ``wxpush serve --allow-volatile-redis``."""
+    environment. ``WXPUSH_ALLOW_VOLATILE_REDIS=1`` is ``wxpush serve --allow-volatile-redis``;
+    ``WXPUSH_RUN_DIR`` the run directory of ``wxpush serve``, where its supervisor notes the
+    delivery process's progress for ``/readyz``."""
     settings = load(config_path(config))
     for app in settings.apps.values():
         if app.mode == "plaintext":
@@ -183,9 +167,8 @@ def get_app(config: str | None = None) -> WxpushApp:
                         "choose safe mode in the console", app.appid)
     volatile = os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1"
     store, api, router = parts(settings, allow_volatile=volatile)
-    delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
     run = os.environ.get("WXPUSH_RUN_DIR")
-    delivery = None if delivers or not run else delivery_by_file(
-        BeatFile(os.path.join(run, BEAT_FILE)), settings.server.stall_timeout)
-    return create_app(settings, store=store, api=api, router=router, delivers=delivers,
-                      delivery=delivery, allow_volatile=volatile)
+    delivery = run and delivery_by_file(BeatFile(os.path.join(run, BEAT_FILE)),
+                                        settings.server.stall_timeout)
+    return create_app(settings, store=store, api=api, router=router, delivery=delivery or None,
+                      allow_volatile=volatile)

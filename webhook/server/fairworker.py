@@ -2,8 +2,8 @@
 share of the connections, and answering quick requests on its own loop.
 
 Every gthread worker waits on the same listening socket and whichever wakes first accepts. A
-busy worker is awake more often, so it wins more often: under a proxy's 32 kept-alive
-connections two workers split them 30/2 or 26/6, one queueing pushes while the other idled
+busy worker is awake more often, so it wins more often: two workers under a proxy's
+kept-alive connections split them far from evenly, one queueing pushes while the other idled
 (gunicorn issues #2817 and #3433, left to the kernel's scheduler there). Here the master and
 its workers share one page where each worker keeps how many connections it holds. A worker
 holding more than another one lets a new connection wait up to ``DEFER`` for that worker to
@@ -15,9 +15,9 @@ much at most.
 
 gthread hands every request to a pool thread and the connection back to its loop through a
 pipe: two GIL hand-offs per request, and the pool's threads sharing the GIL take turns on
-requests in no fair order, so an answer's wait varied fourfold under load. An app names the
-paths whose requests wait on nothing but the CPU (``inline_paths``: the push path, when the
-store journals). The loop reads every request whole before anyone handles it
+requests in no fair order, so an answer's wait varied widely under load. An app names the
+paths whose requests wait on nothing but the CPU (``inline_paths``: the push path, when
+recording a push waits on no other server). The loop reads every request whole before anyone handles it
 (``webhook.server.wholeworker``); such a request is answered by the loop itself
 (``on_loop``), in the order requests came. Any other one (another path, a chunked body) goes
 to the pool.

@@ -56,10 +56,6 @@ class Framer:
         self._chunk = 0       # a chunked body: where the next chunk-size line starts
         self._total = 0       # ... and how many bytes of data its chunks held so far
 
-    @property
-    def head_whole(self) -> bool:
-        return self._body > 0
-
     def expects_continue(self, data: bytes | bytearray) -> bool:
         """The whole head asks for ``100 Continue`` before the client sends the body."""
         return self._body > 0 and _CONTINUE.search(data, 0, self._body - 2) is not None

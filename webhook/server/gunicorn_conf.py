@@ -16,7 +16,7 @@ from webhook.server import fairworker
 _env = os.environ.get
 
 # The composition root builds the app in each worker after the fork, so every worker has its
-# own store connections, HTTP keep-alive pool and background threads.
+# own store connections, journal file and HTTP keep-alive pool (the app checks it).
 wsgi_app = "webhook.server.app:get_app()"
 preload_app = False
 
@@ -26,7 +26,7 @@ preload_app = False
 # does, where a slow or idle client holds a thread (webhook/server/wholeworker.py).
 bind = _env("WXPUSH_BIND", "127.0.0.1:8000")
 
-# Pushes are CPU-light (verify, decrypt, one store write): about one worker per core.
+# Pushes are CPU-light (verify, decrypt, parse, route, record): about one worker per core.
 workers = int(_env("WXPUSH_WORKERS", "2"))
 
 # A gthread worker that reads each request whole on its loop before a thread handles it
@@ -44,7 +44,8 @@ request_timeout = float(_env("WXPUSH_REQUEST_TIMEOUT", "3"))
 # WeChat itself gives up after 5 s, so nothing useful happens past that anyway.
 timeout = int(_env("WXPUSH_TIMEOUT", "30"))
 
-# On SIGTERM workers stop claiming and finish in-flight sends within this time.
+# On SIGTERM workers finish the requests in hand within this time (the delivery process,
+# its handlers and sends).
 graceful_timeout = int(_env("WXPUSH_GRACEFUL_TIMEOUT", "20"))
 
 # WeChat reuses connections; keep them a little while.
@@ -74,7 +75,7 @@ log_format = _env("WXPUSH_LOG_FORMAT", "text")
 
 class QuietAccessLogger(Logger):
     """gunicorn builds every request's access-log fields whenever a logging config is given
-    (as below), even with the access logger off: a tenth of a request's cost. Built here only
+    (as below), even with the access logger off, at a cost to every request. Built here only
     when the line is written."""
 
     def access(self, resp, req, environ, request_time):
@@ -155,13 +156,11 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Start this worker's rules reloader and, unless a delivery process runs them (SQLite
-    with ``wxpush serve``), its handlers and senders, once its app is loaded."""
+    """Start this worker's rules reloader once its app is loaded."""
     worker.wsgi.start()
 
 
 def worker_exit(server, worker):
-    """Graceful shutdown: stop claiming, let running handlers and sends finish."""
     app = getattr(worker, "wsgi", None)
     if hasattr(app, "stop"):
-        app.stop(timeout=graceful_timeout - 2)
+        app.stop()

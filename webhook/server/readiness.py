@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import falcon
 
-from webhook.delivery.heartbeat import BeatFile, Heartbeat
+from webhook.delivery.heartbeat import BeatFile
 from webhook.errors import StoreError
 from webhook.routing.live import LiveRouter
 from webhook.store import Backlog, Store
 
-__all__ = ["Check", "Readiness", "ReadyResource", "delivery_in_process", "delivery_by_file"]
+__all__ = ["Check", "Readiness", "ReadyResource", "delivery_by_file"]
 
 CACHE = 1.0   # seconds a worker keeps its last answer
 
@@ -36,15 +36,6 @@ class Check:
 
 
 DeliveryCheck = Callable[[], Check]
-
-
-def delivery_in_process(heartbeat: Heartbeat, stall: float,
-                        monotonic: Callable[[], float] = time.monotonic) -> DeliveryCheck:
-    """This process delivers (Redis): its loops' last sign, from its own heartbeat."""
-    def check() -> Check:
-        return _beat("in this process", None if heartbeat.last is None
-                     else monotonic() - heartbeat.last, stall)
-    return check
 
 
 def delivery_by_file(beats: BeatFile, stall: float) -> DeliveryCheck:

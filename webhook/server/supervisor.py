@@ -1,6 +1,6 @@
 """``wxpush serve``'s own process: it starts gunicorn (the master and its request workers)
-and, with a SQLite store, one delivery process (``wxpush deliver``: ingest, handlers,
-senders), watches both and stops them together.
+and one delivery process (``wxpush deliver``: handlers, senders), watches both and stops
+them together.
 
 Why a process of its own for delivery: in one process, a handler or a send holds the GIL the
 request threads need, and lowering its thread's CPU priority makes that worse (the kernel
@@ -35,21 +35,21 @@ FORWARD = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal
 
 
 class Supervisor:
-    """``server``: gunicorn's command line; ``delivery``: the delivery process's, or None
-    (Redis: every gunicorn worker delivers). ``graceful``: seconds the delivery process gets
+    """``server``: gunicorn's command line; ``delivery``: the delivery process's.
+    ``graceful``: seconds the delivery process gets
     to finish its in-flight work once asked to stop, before it is killed. ``stall``: seconds
     without a heartbeat after which the delivery process is killed and started again (None:
     not watched); its command line gets ``--heartbeat-fd N``. ``progress(pid)`` is told of
     each sign it gives (the request workers' ``/readyz`` reads it), ``gone(pid)`` of its exit
     (its metrics files are then marked dead)."""
 
-    def __init__(self, server: Sequence[str], delivery: Sequence[str] | None, *,
+    def __init__(self, server: Sequence[str], delivery: Sequence[str], *,
                  graceful: float, env: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 0.1,
                  first_delay: float = 0.1, max_delay: float = 10.0, steady: float = 10.0,
                  stall: float | None = None, progress: Callable[[int], None] | None = None,
                  gone: Callable[[int], None] | None = None) -> None:
-        self._server_argv, self._delivery_argv = list(server), delivery and list(delivery)
+        self._server_argv, self._delivery_argv = list(server), list(delivery)
         self._graceful, self._env, self._clock, self._poll = graceful, env, clock, poll
         self._first_delay, self._max_delay, self._steady = first_delay, max_delay, steady
         self._stall, self._progress, self._gone = stall, progress, gone
@@ -72,8 +72,7 @@ class Supervisor:
         self._server = subprocess.Popen(self._server_argv, env=self._env)
         if self._stopping:                      # asked to stop while it was starting
             _signal(self._server, signal.SIGTERM)
-        if self._delivery_argv:
-            self._start_delivery()
+        self._start_delivery()
         while True:
             for pid, code in _reap():
                 if pid == self._server.pid:

@@ -4,7 +4,8 @@ Four concerns, all keyed so several apps share one store:
 
 - values with a TTL: cached access_tokens, login sessions, uploaded media ids, quota state;
 - a lease lock: ``SET NX PX`` semantics, released only by its holder (token single-flight);
-- the inbox: one row per push, keyed by its dedupe key; a retry of the push finds the row;
+- the inbox: one entry per push, keyed by its dedupe key, recorded on the request path and
+  taken by the delivery process; a retry of the push is answered as the first delivery was;
   one whose handling keeps failing is set aside ("dead") with its error, until requeued;
 - the outbox: one row per reply, claimed with a lease, delivered in order per user.
 
@@ -17,16 +18,26 @@ answers with 503 (WeChat delivers the push again) rather than holding a request 
 from __future__ import annotations
 
 import abc
+import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "Backlog", "OUTBOX_STATES",
-           "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
+from webhook.logsafe import shown
+from webhook.metrics import DUPLICATES
+
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "Backlog",
+           "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT", "log_duplicate",
+           "lease_owner"]
+
+log = logging.getLogger(__name__)
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 # The inbox's states worth counting and listing; a done entry only keeps its key till expiry.
 INBOX_STATES = ("pending", "dead")
-# The error of an entry set aside by ``inbox_claim``: its last handling never ended.
+# The error of an entry set aside by ``inbox_take``: its last handling never ended.
 DID_NOT_FINISH = "LeaseExpired: its handler did not finish (its process died or hung)"
 WAIT = 2.0   # seconds: well inside WeChat's 5 s for an answer
 
@@ -43,7 +54,7 @@ class InboxEntry:
     answer: str
     received_at: float
     state: str = "pending"   # pending | done | dead
-    attempts: int = 0        # how many times handling was claimed
+    attempts: int = 0        # how many times it was taken to be handled
     error: str | None = None  # why the last handling failed: error type and a short reason
 
 
@@ -101,6 +112,8 @@ class Store(abc.ABC):
     """Implementations: ``webhook.store.sqlite.SqliteStore``, ``webhook.store.redis.RedisStore``."""
 
     clock: Callable[[], float]
+    #: Whether its calls wait on another server, over the network (Redis).
+    remote: bool = False
 
     # -- values ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -139,60 +152,35 @@ class Store(abc.ABC):
 
     # -- inbox ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
-                  ttl: float) -> InboxEntry | None:
-        """Record a push durably (committed before returning) and lease it to ``owner``.
-
-        Returns None if the key was new, else the entry already recorded (done or in
-        progress) which must not be handled again. Keys are kept ``ttl`` seconds."""
-
-    #: True where pushes are recorded with ``inbox_log`` and reach the inbox by ``inbox_ingest``
-    #: (SQLite: an append to a journal file instead of a commit on the request path).
-    journaled: bool = False
-
-    def inbox_log(self, appid: str, fmt: str, payload: bytes, answer: str,
-                  received_at: float) -> None:
-        """Record a push (its decrypted ``payload``, as received) durably, written before
-        returning, for ``inbox_ingest``; only where ``journaled``. It gets its key, and is
-        told apart from a retry, when it is ingested."""
-        raise NotImplementedError("this store records pushes with inbox_add")
-
-    def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
-                     key: Callable[[InboxEntry], str | None], limit: int | None = None
-                     ) -> tuple[list[InboxEntry], list[InboxEntry]]:
-        """Move logged pushes (about ``limit`` at most) into the inbox under ``key(entry)``
-        (None: dropped), each as ``inbox_add`` would record it: (the new entries, now leased
-        to ``owner``; the entries already recorded under a logged push's key)."""
-        return [], []
-
-    def inbox_waiting(self) -> int:
-        """Pushes logged with ``inbox_log`` and not yet ingested (0 where not ``journaled``):
-        what waits for the delivery process."""
-        return 0
+    def inbox_record(self, entry: InboxEntry, *, ttl: float) -> str | None:
+        """Record a push for ``inbox_take``, durably (written before this returns), its key
+        kept ``ttl`` seconds; None if the key is new, else (a retry, not handled again) the
+        answer the first delivery got, with a log line."""
 
     @abc.abstractmethod
-    def inbox_claim(self, *, owner: str, lease: float, limit: int,
-                    max_attempts: int) -> list[InboxEntry]:
-        """Lease pending entries whose previous lease ran out (their handler died, or failed
-        and waited for ``inbox_retry``'s ``next_at``). One already claimed ``max_attempts``
-        times is set aside instead, as ``inbox_dead`` would (its error: the handler did not
-        finish), and returned with state "dead", not leased."""
+    def inbox_take(self, *, owner: str, lease: float, limit: int, max_attempts: int,
+                   wait: float = 0.0) -> list[InboxEntry]:
+        """Lease up to ``limit`` pending entries that are due: recorded and not yet taken, or
+        whose lease ran out (their handler died, or failed and waited for ``inbox_retry``'s
+        ``next_at``); with none due, wait up to ``wait`` seconds for a push to be recorded.
+        One already taken ``max_attempts`` times is set aside instead, as ``inbox_dead``
+        would (its error: the handler did not finish), and returned with state "dead"."""
 
     @abc.abstractmethod
     def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
-        """``owner``'s handling failed: the entry is claimable again from ``next_at``, with
+        """``owner``'s handling failed: the entry is due again from ``next_at``, with
         its ``error`` kept; False if it is no longer ``owner``'s."""
 
     @abc.abstractmethod
     def inbox_dead(self, key: str, *, owner: str, error: str) -> bool:
-        """Set aside with its ``error``: never claimed again unless requeued, and kept (its
+        """Set aside with its ``error``: never taken again unless requeued, and kept (its
         key too, so a retry of the push is still a duplicate) until purged, whatever its ttl;
         False if it is no longer ``owner``'s."""
 
     @abc.abstractmethod
     def inbox_renew(self, key: str, *, owner: str, lease: float) -> bool:
         """Extend ``owner``'s lease on a pending entry it is still handling, so that a slow
-        handler is not claimed and run a second time; False if the entry is no longer its."""
+        handler is not taken and run a second time; False if the entry is no longer its."""
 
     @abc.abstractmethod
     def inbox_finish(self, key: str, replies: Sequence[NewReply], *, owner: str,
@@ -214,7 +202,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
-        """Dead entries (all of them if ``keys`` is None) back to pending, claimable now with
+        """Dead entries (all of them if ``keys`` is None) back to pending, due now, with
         their attempts from zero and their key kept ``ttl`` seconds more; the count."""
 
     @abc.abstractmethod
@@ -241,9 +229,6 @@ class Store(abc.ABC):
     def outbox_dead(self, row_id: str, *, owner: str, errcode: int | None,
                     errmsg: str | None) -> bool:
         """Dead-letter: never claimed again unless requeued; the user's next row proceeds."""
-
-    @abc.abstractmethod
-    def outbox_get(self, row_id: str) -> OutboxRow | None: ...
 
     @abc.abstractmethod
     def outbox_stats(self) -> dict[str, int]:
@@ -273,3 +258,16 @@ class Store(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def log_duplicate(entry: InboxEntry, state: str) -> None:
+    """A delivery of a push already recorded (a WeChat retry): answered, not handled again."""
+    DUPLICATES.labels(entry.appid).inc()
+    log.info("push duplicate appid=%s key=%s state=%s", entry.appid,
+             shown(entry.key.partition(":")[2]), state)
+
+
+def lease_owner() -> str:
+    """A name for who holds a lease: its host and process, so an operator can see who holds
+    what, and a random part, so two holders are never taken for one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -1,15 +1,15 @@
-"""The SQLite store's intake journal: pushes appended on the request path, moved into the
-inbox in batches by the background.
+"""The SQLite store's journal: pushes appended on the request path, moved into the inbox in
+batches by ``SqliteStore.inbox_take``.
 
 A SQLite commit costs the request path far more than the rest of a push (a write turn on the
 file, several pages into the WAL, and every statement a GIL hand-off between the request
 threads). A line copied into a file mapped ``MAP_SHARED`` is as durable against a process
 crash as a WAL commit with ``synchronous=NORMAL``: both sit in the OS page cache. So the
-request path copies the push into its process's journal and answers; the background ingests
-the files' new lines in one transaction, deduplicating them by key (a retry's line finds the
-first one's row), and stores how far it read in that same transaction, so each line counts
-once. A copy into memory keeps the GIL, where a ``write()`` hands it to another request
-thread and waits to get it back, on every push.
+request path copies the push, with its key, into its process's journal and answers; the
+delivery process moves the files' new lines into the inbox in one transaction, dropping a
+line whose key is already there (a retry), and stores how far it read in that same
+transaction, so each line counts once. A copy into memory keeps the GIL, where a ``write()``
+hands it to another request thread and waits to get it back, on every push.
 
 Each file is allocated whole (``posix_fallocate``, so a full disk refuses a new file instead
 of killing the writer at a page fault) and reads as zeros until written; a line never holds
@@ -22,6 +22,9 @@ while it lives. One process of the host reads every file: whichever holds the ``
 ``reader.lock`` (usually the delivery process of ``wxpush serve``, which writes nothing), so
 the request workers do no reading at all. A file whose lock nobody holds belongs to a writer
 that died or moved on to a new file: the reader reads it to the end and deletes it.
+
+A process keeps its own files: one that forks must not append in the child (gunicorn builds
+the app in each worker, after the fork).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import re
 import threading
 import time
 import uuid
-import weakref
 
 from webhook.logsafe import Repeats
 from webhook.store.base import InboxEntry
@@ -49,7 +51,7 @@ _repeats = Repeats()   # an unreadable line is logged, once per interval
 
 SUFFIX = ".journal"
 MAX_BYTES = 4 << 20    # the size of a file: a writer moves to a new one when it is full
-READ_BYTES = 256 << 10  # at most this much of one file per ingest
+READ_BYTES = 256 << 10  # at most this much of one file per read
 SCAN_EVERY = 1.0       # seconds between looks for files whose writer is gone
 UNNAMED_AGE = 60.0     # seconds after which a file never named is a dead writer's
 READER_LOCK = "reader.lock"
@@ -57,18 +59,19 @@ READER_LOCK = "reader.lock"
 
 @dataclass(slots=True)
 class Chunk:
-    """Whole lines read from one file: ``entries`` end at byte ``end``. ``final``: its writer
-    is gone and this is the rest of the file, to delete once the chunk is committed."""
+    """Whole lines read from one file: ``entries`` (each with how long its key is kept) end
+    at byte ``end``. ``final``: its writer is gone and this is the rest of the file, to delete
+    once the chunk is committed."""
 
     name: str
     end: int
-    entries: list[InboxEntry] = field(default_factory=list)
+    entries: list[tuple[InboxEntry, float]] = field(default_factory=list)
     final: bool = False
 
 
-# A line: received_at (seconds, 6 decimals), appid, format, answer, payload, tab-separated;
-# the answer and the payload with backslash, newline, tab and NUL escaped. (The payload is
-# written as it was decrypted: escaping bytes costs the request path far less than JSON.)
+# A line: received_at and the key's ttl (seconds, 6 decimals), key, appid, format, answer,
+# payload, tab-separated; the key, the answer and the payload with backslash, newline, tab and
+# NUL escaped (escaping bytes costs the request path far less than JSON).
 _UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\t": b"\t", b"\\0": b"\0"}
 _ESCAPED = re.compile(rb"\\[\\nt0]")
 
@@ -82,19 +85,19 @@ def _unescape(data: bytes) -> bytes:
     return _ESCAPED.sub(lambda found: _UNESCAPE[found[0]], data) if b"\\" in data else data
 
 
-def _encode(appid: str, fmt: str, payload: bytes, answer: str, received_at: float) -> bytes:
-    # Microseconds are all a receive time needs; ``%r`` (a float's shortest exact repr)
-    # costs a push as much as the rest of its line.
-    return b"%.6f\t%s\t%s\t%s\t%s\n" % (received_at, appid.encode(), fmt.encode(),
-                                       _escape(answer.encode()), _escape(payload))
+def _encode(entry: InboxEntry, ttl: float) -> bytes:
+    # Microseconds are all a time needs; ``%r`` (a float's shortest exact repr) costs a push
+    # as much as the rest of its line.
+    return b"%.6f\t%.6f\t%s\t%s\t%s\t%s\t%s\n" % (
+        entry.received_at, ttl, _escape(entry.key.encode()), entry.appid.encode(),
+        entry.format.encode(), _escape(entry.answer.encode()), _escape(entry.payload.encode()))
 
 
-def _decode(line: bytes) -> InboxEntry:
-    """The logged push, keyed later: the ingester derives the key from the payload."""
-    received_at, appid, fmt, answer, payload = line.split(b"\t")
-    return InboxEntry(key="", appid=appid.decode(), format=fmt.decode(),
+def _decode(line: bytes) -> tuple[InboxEntry, float]:
+    received_at, ttl, key, appid, fmt, answer, payload = line.split(b"\t")
+    return InboxEntry(key=_unescape(key).decode(), appid=appid.decode(), format=fmt.decode(),
                       payload=_unescape(payload).decode(), answer=_unescape(answer).decode(),
-                      received_at=float(received_at))
+                      received_at=float(received_at)), float(ttl)
 
 
 class Journal:
@@ -122,13 +125,11 @@ class Journal:
         self._reader: int | None = None        # the reader lock, flocked, once taken
         self._next_scan = 0.0
         private_directory(directory)
-        _journals.add(self)
 
     # -- request path -----------------------------------------------------------------------
-    def append(self, appid: str, fmt: str, payload: bytes, answer: str,
-               received_at: float) -> None:
+    def append(self, entry: InboxEntry, ttl: float) -> None:
         """One line, copied into the mapped file; raises OSError if no file can hold it."""
-        line = _encode(appid, fmt, payload, answer, received_at)
+        line = _encode(entry, ttl)
         with self._write_lock:
             end = self._size + len(line)
             if self._map is None or end > len(self._map):
@@ -144,25 +145,9 @@ class Journal:
             os.close(self._fd)   # its lock goes with it: the file is read to the end elsewhere
         self._fd, self._map, self._name = None, None, ""
 
-    def _after_fork(self) -> None:
-        """A forked child starts afresh: the parent's files (and locks) stay the parent's.
-        Closing the child's copies of their descriptors and mappings leaves the parent's
-        locks held and its file written. Run in the child by ``os.fork`` itself (so the
-        request path checks no pid); a lock another thread held at the fork stays held in the
-        child, so the locks are new too."""
-        for mapped in [self._map, *self._maps.values()]:
-            if mapped is not None:
-                mapped.close()
-        for fd in [self._fd, self._reader, *self._held.values()]:
-            if fd is not None:
-                os.close(fd)
-        self._fd, self._map, self._name, self._held, self._positions = None, None, "", {}, {}
-        self._maps, self._reader = {}, None
-        self._write_lock, self._read_lock = threading.Lock(), threading.Lock()
-
     def _open(self, need: int) -> None:
         """A new file of at least ``need`` bytes, allocated and locked before it gets its name,
-        so no ingester takes it for orphaned."""
+        so no reader takes it for orphaned."""
         self._close_own()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         temporary = os.path.join(self.directory, name + ".new")
@@ -180,10 +165,9 @@ class Journal:
         self._fd, self._map, self._name, self._size = fd, mapped, name, 0
 
     # -- background -------------------------------------------------------------------------
-    def read(self, limit: int | None = None) -> list[Chunk]:
-        """New whole lines of every file, if this process is the reader (else none); about
-        ``limit`` lines in all at most, shared between the files so that none waits behind
-        another's burst."""
+    def read(self) -> list[Chunk]:
+        """New whole lines of every file (up to ``READ_BYTES`` of each), if this process is
+        the reader (else none)."""
         with self._write_lock:
             own = self._name
         with self._read_lock:
@@ -193,10 +177,10 @@ class Journal:
                 self._next_scan = self._monotonic() + SCAN_EVERY
                 self._take_orphans(own)
             chunks = []
-            names = sorted(name for name in os.listdir(self.directory) if name.endswith(SUFFIX))
-            share = None if limit is None else max(1, -(-limit // max(1, len(names))))
-            for name in names:
-                chunk = self._read_file(name, final=name in self._held, limit=share)
+            for name in sorted(os.listdir(self.directory)):
+                if not name.endswith(SUFFIX):
+                    continue
+                chunk = self._read_file(name, final=name in self._held)
                 if chunk is not None:
                     chunks.append(chunk)
             return chunks
@@ -210,7 +194,7 @@ class Journal:
                     self._release(chunk.name, delete=True)
 
     def waiting(self) -> int:
-        """Pushes (whole lines) appended to any file but not yet ingested, counted from the
+        """Pushes (whole lines) appended to any file but not yet taken, counted from the
         committed read positions; any process may ask."""
         return self.backlog()[0]
 
@@ -284,17 +268,12 @@ class Journal:
                 continue
             self._held[name] = fd
 
-    def _read_file(self, name: str, *, final: bool, limit: int | None) -> Chunk | None:
+    def _read_file(self, name: str, *, final: bool) -> Chunk | None:
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self._offset(name)
         path = os.path.join(self.directory, name)
-        mapped = self._maps.get(name)
-        if mapped is not None and _written(mapped, position) == len(mapped) \
-                and os.stat(path).st_size > len(mapped):
-            del self._maps[name]      # grown by write() (an earlier release's writer)
-            mapped.close()
-            mapped = None
+        mapped = self._maps.get(name)    # a file never grows once named: mapped once
         if mapped is None:
             try:
                 mapped = _map_for_reading(path)
@@ -313,14 +292,6 @@ class Journal:
         if not whole:
             # Nothing whole yet; a gone writer's file ends here (in a line torn by its death).
             return Chunk(name, position, final=True) if final else None
-        if limit is not None:     # ... and no more than ``limit`` of them
-            stop = position
-            for _ in range(limit):
-                newline = mapped.find(b"\n", stop, whole)
-                if newline < 0:
-                    break
-                stop = newline + 1
-            whole = stop
         entries = []
         # Split at newlines alone: a payload keeps its \r (splitlines would cut a message
         # typed with a line break into pieces that are not lines, and drop them).
@@ -328,7 +299,7 @@ class Journal:
         for line in mapped[position:whole - 1].split(b"\n"):
             try:
                 entries.append(_decode(line))
-            except ValueError:   # not a line this journal writes: no key to keep it under
+            except ValueError:   # not a line this journal writes
                 _repeats.log(log, logging.ERROR, "unreadable line", "journal line unreadable, "
                              "skipped file=%s offset=%d bytes=%d", name, start, len(line))
             start += len(line) + 1
@@ -348,18 +319,6 @@ class Journal:
         if fd is not None:
             os.close(fd)
         self._positions.pop(name, None)
-
-
-# This process's journals: a forked child drops what each holds of its parent's files.
-_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
-
-
-def _forget_parents_files() -> None:
-    for journal in list(_journals):
-        journal._after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_parents_files)
 
 
 def _map_for_reading(path: str) -> mmap.mmap | None:

@@ -5,7 +5,10 @@ Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not C
     P v:{key}            string "<expires_at>|<value>"   (expires_at empty: no ttl)
     P lock:{name}        string "<expires_at>|<owner>"
     P in:{key}           hash: one inbox entry + owner, lease_until, expires_at
-    P in:leased          zset: pending inbox keys by lease expiry (reclaim of dead handlers)
+    P in:due             zset: pending inbox keys by when they are due: at once when recorded,
+                         when the lease runs out once taken
+    P in:new             list: one element while a push was recorded and not yet looked for,
+                         which the delivery processes wait on (BLPOP)
     P in:dead            zset: dead inbox keys by received_at (listing, purge)
     P ob:seq             INCR counter of outbox row ids
     P ob:row:{id}        hash: one outbox row (+ owner while sending)
@@ -38,7 +41,7 @@ import redis
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
-                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate)
 
 __all__ = ["RedisStore", "mask_url", "SCHEMA_VERSION"]
 
@@ -101,6 +104,8 @@ def _outbox_row(f: dict[str, str]) -> OutboxRow:
 
 class RedisStore(Store):
     """``Store`` over one Redis database; ``client`` must decode responses to str."""
+
+    remote = True
 
     def __init__(self, client: redis.Redis, *, prefix: str = "wxpush:",
                  clock: Callable[[], float] = time.time) -> None:
@@ -227,21 +232,29 @@ class RedisStore(Store):
 
     # -- inbox ----------------------------------------------------------------------------
     @_store_errors
-    def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
-                  ttl: float) -> InboxEntry | None:
+    def inbox_record(self, entry: InboxEntry, *, ttl: float) -> str | None:
         now = self.clock()
-        found = self._run_p("INBOX_ADD", now, entry.key, entry.appid, entry.format,
-                            entry.payload, entry.answer, repr(entry.received_at), owner,
-                            repr(now + lease), repr(now + ttl), _px(ttl))
-        return None if found is None else _inbox_entry(_fields(found))
+        found = self._run_p("INBOX_RECORD", now, entry.key, entry.appid, entry.format,
+                            entry.payload, entry.answer, repr(entry.received_at),
+                            repr(now + ttl), _px(ttl))
+        if found is None:
+            return None
+        log_duplicate(entry, found[1])
+        return found[0]
 
     @_store_errors
-    def inbox_claim(self, *, owner: str, lease: float, limit: int,
-                    max_attempts: int) -> list[InboxEntry]:
+    def inbox_take(self, *, owner: str, lease: float, limit: int, max_attempts: int,
+                   wait: float = 0.0) -> list[InboxEntry]:
         if lease <= 0:
             raise ValueError("lease must be positive")
+        taken = self._take(owner, lease, limit, max_attempts)
+        if not taken and wait > 0 and self.client.blpop([f"{self.prefix}in:new"], wait):
+            taken = self._take(owner, lease, limit, max_attempts)
+        return taken
+
+    def _take(self, owner: str, lease: float, limit: int, max_attempts: int) -> list[InboxEntry]:
         now = self.clock()
-        found = self._run_p("INBOX_CLAIM", now, owner, repr(now + lease), limit, max_attempts,
+        found = self._run_p("INBOX_TAKE", now, owner, repr(now + lease), limit, max_attempts,
                             DID_NOT_FINISH)
         return sorted((_inbox_entry(_fields(f)) for f in found), key=lambda e: e.received_at)
 
@@ -256,7 +269,7 @@ class RedisStore(Store):
     @_store_errors
     def inbox_stats(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcard(f"{self.prefix}in:leased")
+        pipe.zcard(f"{self.prefix}in:due")
         pipe.zcard(f"{self.prefix}in:dead")
         return dict(zip(INBOX_STATES, pipe.execute()))
 
@@ -267,8 +280,8 @@ class RedisStore(Store):
         keys = []
         if state in (None, "dead"):
             keys += self.client.zrevrange(f"{self.prefix}in:dead", 0, limit - 1)
-        if state in (None, "pending"):   # being handled, or waiting to be tried again: few
-            keys += self.client.zrange(f"{self.prefix}in:leased", 0, -1)
+        if state in (None, "pending"):   # recorded, being handled or waiting: few
+            keys += self.client.zrange(f"{self.prefix}in:due", 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(f"{self.prefix}in:{key}")
@@ -333,11 +346,6 @@ class RedisStore(Store):
         return self._mark(row_id, owner, "dead", None, errcode, errmsg)
 
     @_store_errors
-    def outbox_get(self, row_id: str) -> OutboxRow | None:
-        fields = self.client.hgetall(self._row_key(row_id))
-        return _outbox_row(fields) if fields else None
-
-    @_store_errors
     def outbox_stats(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
         for state in OUTBOX_STATES:
@@ -368,11 +376,11 @@ class RedisStore(Store):
     def backlog(self) -> Backlog:
         p = self.prefix
         pipe = self.client.pipeline(transaction=False)
-        for index in ("in:leased", "in:dead", "ob:st:pending", "ob:st:sending", "ob:st:dead"):
+        for index in ("in:due", "in:dead", "ob:st:pending", "ob:st:sending", "ob:st:dead"):
             pipe.zcard(p + index)
         pipe.zrange(p + "ob:st:pending", 0, 0)
         pipe.zrange(p + "ob:st:sending", 0, 0)
-        pipe.zrange(p + "in:leased", 0, OLDEST_SCAN - 1)
+        pipe.zrange(p + "in:due", 0, OLDEST_SCAN - 1)
         inbox, inbox_dead, pending, sending, outbox_dead, *firsts, leased = pipe.execute()
         for row_id in (i for ids in firsts for i in ids):
             pipe.hget(self._row_key(row_id), "created_at")

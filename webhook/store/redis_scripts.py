@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "PUT_NEW", "DELETE_IF", "ACQUIRE",
-    "INBOX_ADD", "INBOX_CLAIM", "INBOX_RENEW", "INBOX_FINISH", "INBOX_RETRY", "INBOX_DEAD",
+    "INBOX_RECORD", "INBOX_TAKE", "INBOX_RENEW", "INBOX_FINISH", "INBOX_RETRY", "INBOX_DEAD",
     "INBOX_REQUEUE", "INBOX_PURGE",
     "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
 ]
@@ -101,48 +101,51 @@ local function bury(key, error)
   redis.call('HSET', k, 'state', 'dead', 'error', error)
   redis.call('HDEL', k, 'owner', 'lease_until')
   redis.call('PERSIST', k)
-  redis.call('ZREM', P .. 'in:leased', key)
+  redis.call('ZREM', P .. 'in:due', key)
   redis.call('ZADD', P .. 'in:dead', redis.call('HGET', k, 'received_at'), key)
 end
 """
 
-# ARGV: prefix, now, key, appid, format, payload, answer, received_at, owner, lease_until,
-#       expires_at, px. Returns nil if new, else the recorded entry's fields.
-INBOX_ADD = _COMMON + """
+# ARGV: prefix, now, key, appid, format, payload, answer, received_at, expires_at, px.
+# Returns nil if new (due now, and the delivery processes woken), else the recorded entry's
+# answer and state.
+INBOX_RECORD = _COMMON + """
 local k = P .. 'in:' .. ARGV[3]
-local r = redis.call('HMGET', k, 'expires_at', 'state')
-if r[1] and (r[2] == 'dead' or tonumber(r[1]) > now) then return redis.call('HGETALL', k) end
+local r = redis.call('HMGET', k, 'expires_at', 'state', 'answer')
+if r[1] and (r[2] == 'dead' or tonumber(r[1]) > now) then return {r[3], r[2]} end
 redis.call('DEL', k)
 redis.call('HSET', k, 'key', ARGV[3], 'appid', ARGV[4], 'format', ARGV[5],
            'payload', ARGV[6], 'answer', ARGV[7], 'received_at', ARGV[8], 'state', 'pending',
-           'attempts', 1, 'owner', ARGV[9], 'lease_until', ARGV[10], 'expires_at', ARGV[11])
-redis.call('PEXPIRE', k, ARGV[12])
-redis.call('ZADD', P .. 'in:leased', ARGV[10], ARGV[3])
+           'attempts', 0, 'lease_until', NOW, 'expires_at', ARGV[9])
+redis.call('PEXPIRE', k, ARGV[10])
+redis.call('ZADD', P .. 'in:due', NOW, ARGV[3])
+redis.call('LPUSH', P .. 'in:new', 1)
+redis.call('LTRIM', P .. 'in:new', 0, 0)
 return false
 """
 
 # ARGV: prefix, now, owner, lease_until, limit, max_attempts, error of one that used them up.
-# Returns a list of entries' fields (those set aside instead of claimed among them).
-INBOX_CLAIM = _COMMON + """
+# Returns a list of entries' fields (those set aside instead of taken among them).
+INBOX_TAKE = _COMMON + """
 local limit = tonumber(ARGV[5])
 local out = {}
 while #out < limit do
-  local keys = redis.call('ZRANGEBYSCORE', P .. 'in:leased', '-inf', NOW, 'LIMIT', 0, limit - #out)
+  local keys = redis.call('ZRANGEBYSCORE', P .. 'in:due', '-inf', NOW, 'LIMIT', 0, limit - #out)
   if #keys == 0 then break end
   for _, key in ipairs(keys) do
     local k = P .. 'in:' .. key
     local r = redis.call('HMGET', k, 'state', 'expires_at', 'lease_until')
     if r[1] ~= 'pending' or tonumber(r[2]) <= now then
-      redis.call('ZREM', P .. 'in:leased', key)
+      redis.call('ZREM', P .. 'in:due', key)
     elseif tonumber(r[3]) > now then
-      redis.call('ZADD', P .. 'in:leased', r[3], key)
+      redis.call('ZADD', P .. 'in:due', r[3], key)
     elseif tonumber(redis.call('HGET', k, 'attempts')) >= tonumber(ARGV[6]) then
       bury(key, ARGV[7])
       out[#out + 1] = redis.call('HGETALL', k)
     else
       redis.call('HSET', k, 'owner', ARGV[3], 'lease_until', ARGV[4])
       redis.call('HINCRBY', k, 'attempts', 1)
-      redis.call('ZADD', P .. 'in:leased', ARGV[4], key)
+      redis.call('ZADD', P .. 'in:due', ARGV[4], key)
       out[#out + 1] = redis.call('HGETALL', k)
     end
   end
@@ -156,7 +159,7 @@ local k = P .. 'in:' .. ARGV[3]
 local r = redis.call('HMGET', k, 'state', 'owner')
 if r[1] ~= 'pending' or r[2] ~= ARGV[4] then return 0 end
 redis.call('HSET', k, 'lease_until', ARGV[5])
-redis.call('ZADD', P .. 'in:leased', ARGV[5], ARGV[3])
+redis.call('ZADD', P .. 'in:due', ARGV[5], ARGV[3])
 return 1
 """
 
@@ -166,7 +169,7 @@ local k = P .. 'in:' .. ARGV[3]
 if redis.call('HGET', k, 'state') ~= 'pending' then return {} end
 redis.call('HSET', k, 'state', 'done')
 redis.call('HDEL', k, 'owner', 'lease_until')
-redis.call('ZREM', P .. 'in:leased', ARGV[3])
+redis.call('ZREM', P .. 'in:due', ARGV[3])
 local out = {}
 for i = 4, #ARGV, 4 do
   local id = tostring(redis.call('INCR', P .. 'ob:seq'))
@@ -190,7 +193,7 @@ local r = redis.call('HMGET', k, 'state', 'owner')
 if r[1] ~= 'pending' or r[2] ~= ARGV[4] then return 0 end
 redis.call('HSET', k, 'lease_until', ARGV[5], 'error', ARGV[6])
 redis.call('HDEL', k, 'owner')
-redis.call('ZADD', P .. 'in:leased', ARGV[5], ARGV[3])
+redis.call('ZADD', P .. 'in:due', ARGV[5], ARGV[3])
 return 1
 """
 
@@ -212,7 +215,7 @@ for i = 5, #ARGV do
                'expires_at', ARGV[3])
     redis.call('PEXPIRE', k, ARGV[4])
     redis.call('ZREM', P .. 'in:dead', ARGV[i])
-    redis.call('ZADD', P .. 'in:leased', NOW, ARGV[i])
+    redis.call('ZADD', P .. 'in:due', NOW, ARGV[i])
     n = n + 1
   end
 end

@@ -1,19 +1,16 @@
-"""The SQLite store: one file in WAL mode, shared by every worker process of one host.
+"""The SQLite store: one file in WAL mode, shared by every process of one host.
 
-Each thread of each process has its own connection (re-opened after a fork). Every write
-runs inside ``BEGIN IMMEDIATE``, in groups, in this host's write turn, and no write or read
-waits past the store's ``timeout`` (``webhook.store.sqlite_writes``). Pushes reach the inbox
-through a journal (``webhook.store.journal``): the request path appends, the background
-ingests in batches (``inbox_log`` / ``inbox_ingest``).
-``sqlite:///:memory:`` keeps one connection shared by all threads (for unit tests) and
-records pushes with ``inbox_add``.
+Each thread has its own connection. Every write runs inside ``BEGIN IMMEDIATE``, in groups,
+in this host's write turn, and no write or read waits past the store's ``timeout``
+(``webhook.store.sqlite_writes``). A push is recorded by an append to this process's journal
+(``webhook.store.journal``), not by a commit; ``inbox_take`` moves the journals' new lines
+into the inbox before it takes what is due.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 import os
 import sqlite3
 import threading
@@ -22,7 +19,7 @@ from typing import TypeVar
 
 from webhook.errors import StoreError
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
-                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
@@ -31,6 +28,8 @@ __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
+JOURNAL_POLL = 0.005    # seconds between looks at the journals while ``inbox_take`` waits
+READ_FILE_TTL = 86400.0  # seconds a journal file's read offset outlives the file's end
 
 # An outbox row is "unfinished" while pending or sending. For a sending row, next_at holds
 # its lease expiry: either way a row is due when next_at <= now. is_head marks each user's
@@ -70,6 +69,9 @@ _USER_UNFINISHED = "appid = ? AND openid = ? AND state IN ('pending', 'sending')
 _INBOX_COLS = "key, appid, format, payload, answer, received_at, state, attempts, error"
 # A dead entry is kept until purged: it never expires, and a retry of its push stays a duplicate.
 _NEVER = float("inf")
+_RECORDED = "key = ? AND (state = 'dead' OR expires_at > ?)"
+# Pending entries due to be taken: new, or their lease ran out.
+_DUE = "state = 'pending' AND lease_until <= ? AND expires_at > ?"
 _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, created_at, "
                 "updated_at, errcode, errmsg")
 
@@ -116,7 +118,7 @@ def _outbox_row(row: tuple) -> OutboxRow:
 
 
 class SqliteStore(Store):
-    """``Store`` over one SQLite file (``path``) or ``":memory:"``."""
+    """``Store`` over one SQLite file, ``path``."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
                  timeout: float = WAIT, wal_limit: int = WAL_LIMIT) -> None:
@@ -124,25 +126,17 @@ class SqliteStore(Store):
         self.clock = clock
         self.timeout = timeout
         self._local = threading.local()
-        self._all: list[tuple[int, sqlite3.Connection]] = []   # (pid that opened it, conn)
+        self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._next_sweep = 0.0
-        # ":memory:" is private to one connection: share it, one thread at a time.
-        self._shared: sqlite3.Connection | None = None
-        self._shared_lock = threading.RLock()
         self._writes = Writes(path, connection=self._connection, clock=lambda: self.clock(),
                               timeout=timeout, wal_limit=wal_limit)
-        self._journal: Journal | None = None
         try:
-            if path == ":memory:":
-                self._shared = self._connect()
-                self._shared.executescript(_SCHEMA)
-            else:
-                self._make_files()
-                with self._connection() as conn:
-                    conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
-                    _migrate(conn, path)
-                self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
+            self._make_files()
+            with self._connection() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
+                _migrate(conn, path)
+            self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
 
@@ -160,23 +154,19 @@ class SqliteStore(Store):
         for path in (self.path, f"{self.path}-wxpush.lock"):
             os.close(private_file(path))
 
-    @property
-    def journaled(self) -> bool:   # a file store journals; ":memory:" records with inbox_add
-        return self._journal is not None
-
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], float] = time.time,
                  timeout: float = WAIT) -> SqliteStore:
-        """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``."""
-        if not url.startswith("sqlite:///"):
+        """``sqlite:///relative.db`` or ``sqlite:////absolute.db``: a file, which the request
+        workers and the delivery process share (an in-memory database would be one process's)."""
+        path = url[len("sqlite:///"):]
+        if not url.startswith("sqlite:///") or path in ("", ":memory:"):
             raise StoreError(f"sqlite store URL must look like sqlite:///path.db, got {url}")
-        path = url[len("sqlite:///"):] or ":memory:"
-        if path != ":memory:":
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory):
-                raise StoreError(f"sqlite store {url}: directory {directory} does not exist")
-            if not os.access(directory, os.W_OK):
-                raise StoreError(f"sqlite store {url}: directory {directory} is not writable")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise StoreError(f"sqlite store {url}: directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise StoreError(f"sqlite store {url}: directory {directory} is not writable")
         return cls(path, clock=clock, timeout=timeout)
 
     # -- connections ----------------------------------------------------------------------
@@ -192,20 +182,16 @@ class SqliteStore(Store):
         # checkpoint waits on fsync; Writes runs them after the turn instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         with self._all_lock:
-            self._all.append((os.getpid(), conn))
+            self._all.append(conn)
         return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
-            if self._shared is not None:
-                with self._shared_lock:
-                    yield self._shared
-                return
-            local = self._local
-            if getattr(local, "pid", None) != os.getpid():   # new thread, or forked child
-                local.conn, local.pid = self._connect(), os.getpid()
-            yield local.conn
+            conn = getattr(self._local, "conn", None)
+            if conn is None:   # this thread's first call
+                conn = self._local.conn = self._connect()
+            yield conn
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
 
@@ -225,18 +211,13 @@ class SqliteStore(Store):
                      "WHERE expires_at <= ? LIMIT ?)", (now, SWEEP_BATCH))
 
     def close(self) -> None:
-        """Close this process's connections; those inherited through a fork belong to the
-        parent (SQLite forbids using them in the child) and are left alone."""
-        pid = os.getpid()
         with self._all_lock:
-            mine = [conn for opener, conn in self._all if opener == pid]
-            self._all = [(opener, conn) for opener, conn in self._all if opener != pid]
-        for conn in mine:
+            connections, self._all = self._all, []
+        for conn in connections:
             conn.close()
         self._local = threading.local()
         self._writes.close()
-        if self._journal is not None:
-            self._journal.close()
+        self._journal.close()
 
     # -- values ---------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -302,99 +283,57 @@ class SqliteStore(Store):
             (name, owner, now)).rowcount == 1)
 
     # -- inbox ----------------------------------------------------------------------------
-    def inbox_add(self, entry: InboxEntry, *, owner: str, lease: float,
-                  ttl: float) -> InboxEntry | None:
-        def write(conn: sqlite3.Connection, now: float) -> InboxEntry | None:
-            return self._insert_inbox(conn, entry, owner=owner, lease_until=now + lease,
-                                      expires_at=now + ttl, now=now)
-        return self._write(write)
-
-    def _insert_inbox(self, conn: sqlite3.Connection, entry: InboxEntry, *, owner: str,
-                      lease_until: float, expires_at: float, now: float) -> InboxEntry | None:
-        """One statement: inserts a new key, or replaces one whose ttl ran out; else the
-        entry recorded under the key."""
-        cur = conn.execute(
-            "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
-            "attempts, owner, lease_until, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
-            "format = excluded.format, payload = excluded.payload, "
-            "answer = excluded.answer, received_at = excluded.received_at, "
-            "state = 'pending', attempts = 1, owner = excluded.owner, "
-            "lease_until = excluded.lease_until, expires_at = excluded.expires_at, error = NULL "
-            "WHERE inbox.expires_at <= ?",
-            (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
-             entry.received_at, owner, lease_until, expires_at, now))
-        if cur.rowcount == 1:
-            self._maybe_sweep(conn, now)
-            return None
-        return _inbox_entry(conn.execute(f"SELECT {_INBOX_COLS} FROM inbox WHERE key = ?",
-                                         (entry.key,)).fetchone())
-
-    def inbox_log(self, appid: str, fmt: str, payload: bytes, answer: str,
-                  received_at: float) -> None:
-        if self._journal is None:
-            super().inbox_log(appid, fmt, payload, answer, received_at)
+    def inbox_record(self, entry: InboxEntry, *, ttl: float) -> str | None:
+        with self._connection() as conn:   # a read: WAL readers wait for no writer
+            found = conn.execute(f"SELECT answer, state FROM inbox WHERE {_RECORDED}",
+                                 (entry.key, self.clock())).fetchone()
+        if found is not None:
+            log_duplicate(entry, found[1])
+            return found[0]
+        # Not in the inbox yet. A retry that comes before its first delivery was taken from
+        # the journal is not found either: the one case where an answer is made again (by the
+        # rules of the moment); its line is dropped, with a log line, when it is taken.
         try:
-            self._journal.append(appid, fmt, payload, answer, received_at)
+            self._journal.append(entry, ttl)
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+        return None
 
-    def inbox_ingest(self, *, owner: str, lease: float, ttl: float,
-                     key: Callable[[InboxEntry], str | None], limit: int | None = None
-                     ) -> tuple[list[InboxEntry], list[InboxEntry]]:
-        if self._journal is None:
-            return [], []
+    def inbox_take(self, *, owner: str, lease: float, limit: int, max_attempts: int,
+                   wait: float = 0.0) -> list[InboxEntry]:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        deadline = time.monotonic() + wait
+        while True:
+            taken = self._take(owner, lease, limit, max_attempts)
+            left = deadline - time.monotonic()
+            if taken or left <= 0:
+                return taken
+            time.sleep(min(JOURNAL_POLL, left))
+
+    def _take(self, owner: str, lease: float, limit: int, max_attempts: int) -> list[InboxEntry]:
+        """Move the journals' new lines into the inbox, then lease what is due, in one write;
+        none when there is nothing to move and nothing due (found by a read)."""
         try:
-            chunks = self._journal.read(limit)
+            chunks = self._journal.read()
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         if not chunks:
-            return [], []
-        keyed = [[replace(entry, key=k, attempts=1) for entry in chunk.entries
-                  if (k := key(entry)) is not None] for chunk in chunks]
+            with self._connection() as conn:
+                now = self.clock()
+                if conn.execute(f"SELECT 1 FROM inbox WHERE {_DUE} LIMIT 1",
+                                (now, now)).fetchone() is None:
+                    return []
+        due = f"SELECT key FROM inbox WHERE {_DUE} AND attempts {{}} ? ORDER BY lease_until LIMIT ?"
 
-        def write(conn: sqlite3.Connection,
-                  now: float) -> tuple[list[InboxEntry], list[InboxEntry]]:
-            new, seen = [], []
-            for chunk, entries in zip(chunks, keyed):
-                for entry in entries:
-                    existing = self._insert_inbox(conn, entry, owner=owner,
-                                                  lease_until=now + lease,
-                                                  expires_at=now + ttl, now=now)
-                    if existing is None:
-                        new.append(entry)
-                    else:
-                        seen.append(existing)
+        def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
+            for chunk in chunks:
+                for entry, ttl in chunk.entries:
+                    self._insert(conn, entry, now + ttl, now)
                 # Kept while the file may still be read; a finished file's row just expires.
                 conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) "
                              "VALUES (?, ?, ?)", (f"journal:{chunk.name}", str(chunk.end),
-                                                  now + ttl if chunk.final else None))
-            return new, seen
-
-        result = self._write(write)
-        self._journal.done(chunks)
-        return result
-
-    def inbox_waiting(self) -> int:
-        if self._journal is None:
-            return 0
-        try:
-            return self._journal.waiting()
-        except OSError as exc:
-            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
-
-    def _journal_offset(self, name: str) -> int:
-        return int(self.get(f"journal:{name}") or 0)
-
-    def inbox_claim(self, *, owner: str, lease: float, limit: int,
-                    max_attempts: int) -> list[InboxEntry]:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
-        due = ("SELECT key FROM inbox WHERE state = 'pending' AND lease_until <= ? "
-               "AND expires_at > ? AND attempts {} ? ORDER BY lease_until LIMIT ?")
-
-        def write(conn: sqlite3.Connection, now: float) -> list[tuple]:
+                                                  now + READ_FILE_TTL if chunk.final else None))
             dead = conn.execute(
                 "UPDATE inbox SET state = 'dead', owner = NULL, lease_until = NULL, "
                 f"expires_at = ?, error = ? WHERE key IN ({due.format('>=')}) "
@@ -404,7 +343,35 @@ class SqliteStore(Store):
                 "UPDATE inbox SET owner = ?, lease_until = ?, attempts = attempts + 1 "
                 f"WHERE key IN ({due.format('<')}) RETURNING {_INBOX_COLS}",
                 (owner, now + lease, now, now, max_attempts, limit)).fetchall()
-        return sorted((_inbox_entry(r) for r in self._write(write)), key=lambda e: e.received_at)
+
+        rows = self._write(write)
+        self._journal.done(chunks)
+        return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
+
+    def _insert(self, conn: sqlite3.Connection, entry: InboxEntry, expires_at: float,
+                now: float) -> None:
+        """A new key, or one whose ttl ran out, as a pending entry due now; a key still
+        recorded is a retry's, dropped with a log line."""
+        cur = conn.execute(
+            "INSERT INTO inbox (key, appid, format, payload, answer, received_at, state, "
+            "attempts, owner, lease_until, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, NULL, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET appid = excluded.appid, "
+            "format = excluded.format, payload = excluded.payload, "
+            "answer = excluded.answer, received_at = excluded.received_at, "
+            "state = 'pending', attempts = 0, owner = NULL, "
+            "lease_until = excluded.lease_until, expires_at = excluded.expires_at, error = NULL "
+            "WHERE inbox.expires_at <= ?",
+            (entry.key, entry.appid, entry.format, entry.payload, entry.answer,
+             entry.received_at, now, expires_at, now))
+        if cur.rowcount == 1:
+            self._maybe_sweep(conn, now)
+        else:
+            log_duplicate(entry, conn.execute("SELECT state FROM inbox WHERE key = ?",
+                                              (entry.key,)).fetchone()[0])
+
+    def _journal_offset(self, name: str) -> int:
+        return int(self.get(f"journal:{name}") or 0)
 
     def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
         return self._write(lambda conn, now: conn.execute(
@@ -419,11 +386,16 @@ class SqliteStore(Store):
             (_NEVER, error, key, owner)).rowcount == 1)
 
     def inbox_stats(self) -> dict[str, int]:
+        """Pending counts the pushes still in the journals too (retries among them)."""
+        try:
+            journaled = self._journal.waiting()
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         with self._connection() as conn:
             pending = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending' "
                                    "AND expires_at > ?", (self.clock(),)).fetchone()[0]
             dead = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'dead'").fetchone()[0]
-        return {"pending": pending, "dead": dead}
+        return {"pending": pending + journaled, "dead": dead}
 
     def inbox_list(self, *, state: str | None = None, limit: int = 100) -> list[InboxEntry]:
         states = INBOX_STATES if state is None else (state,)
@@ -523,14 +495,6 @@ class SqliteStore(Store):
                     errmsg: str | None) -> bool:
         return self._mark(row_id, owner, "state = 'dead', attempts = attempts + 1, "
                           "errcode = ?, errmsg = ?", (errcode, errmsg), finished=True)
-
-    def outbox_get(self, row_id: str) -> OutboxRow | None:
-        if not row_id.isdigit():
-            return None
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?",
-                               (int(row_id),)).fetchone()
-        return _outbox_row(row) if row else None
 
     def outbox_stats(self) -> dict[str, int]:
         with self._connection() as conn:

@@ -56,9 +56,8 @@ class _Pending:
 
 
 class Writes:
-    """The writes of one store object to the file at ``path`` (``":memory:"``: no turn to
-    take, no WAL), on the connection ``connection()`` gives the calling thread, at the time
-    ``clock()`` gives."""
+    """The writes of one store object to the file at ``path``, on the connection
+    ``connection()`` gives the calling thread, at the time ``clock()`` gives."""
 
     def __init__(self, path: str, *,
                  connection: Callable[[], AbstractContextManager[sqlite3.Connection]],
@@ -67,8 +66,7 @@ class Writes:
         self.timeout, self._wal_limit = timeout, wal_limit
         self._queue: deque[_Pending] = deque()
         self._committing = threading.Lock()
-        self._queue_pid = os.getpid()
-        self._lock_path = None if path == ":memory:" else f"{path}-wxpush.lock"
+        self._lock_path = f"{path}-wxpush.lock"
         self._lock_fd: int | None = None
         self._commits = 0
 
@@ -82,9 +80,6 @@ class Writes:
         gives up when the oldest write of its group runs out of time, so no write waits past
         its own deadline for a turn that a frozen process holds.
         """
-        if self._queue_pid != os.getpid():   # forked: the parent's locks are not ours
-            self._queue, self._committing = deque(), threading.Lock()
-            self._queue_pid, self._lock_fd = os.getpid(), None
         pending = _Pending(fn, time.monotonic() + self.timeout)
         self._queue.append(pending)
         checkpoint = False
@@ -102,7 +97,7 @@ class Writes:
                     batch.append(self._queue.popleft())
                 self._commit(batch)
                 self._commits += 1
-                checkpoint = self._lock_path is not None and self._commits % CHECKPOINT_EVERY == 0
+                checkpoint = self._commits % CHECKPOINT_EVERY == 0
         finally:
             self._committing.release()
         if checkpoint:
@@ -112,8 +107,8 @@ class Writes:
         return pending.result
 
     def close(self) -> None:
-        """Let go of this process's lock file descriptor."""
-        if self._queue_pid == os.getpid() and self._lock_fd is not None:
+        """Let go of the lock file's descriptor."""
+        if self._lock_fd is not None:
             with self._committing:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -133,8 +128,8 @@ class Writes:
 
         PASSIVE copies what no reader still needs and never blocks a writer. But under steady
         load some reader always needs the newest frames, so the WAL never starts over from
-        its beginning and grows by every write (1.3 GB in six seconds of pushes, beside a
-        25 MB database), and keeps that size when the load is gone. Past ``wal_limit``
+        its beginning and grows by every write, to many times the database's size, and keeps
+        that size when the load is gone. Past ``wal_limit``
         bytes, TRUNCATE waits for the readers of the moment (each read here is one short
         statement), copies it all and empties the file. Writers wait meanwhile, so it gives
         up after ``TRUNCATE_WAIT_MS`` and tries again at the next checkpoint; they are
@@ -160,10 +155,7 @@ class Writes:
         whether it had to wait for it. StoreError at ``deadline`` (``time.monotonic``): a
         process stopped while it holds the turn must not stop every other with it. Linux
         has no flock with a timeout, so a turn another holds is tried again after a nap."""
-        if self._lock_path is None:
-            yield False
-            return
-        if self._lock_fd is None:   # per process: a forked child's copy would share the lock
+        if self._lock_fd is None:
             self._lock_fd = private_file(self._lock_path)
         nap, waited = NAP_FIRST, False
         while True:

@@ -63,10 +63,6 @@ class WeChatAPI:
         return self.tokens.call(appid, lambda token: self.client.get_media(
             access_token=token, media_id=media_id))
 
-    def upload_image(self, appid: str, path: str) -> str:
-        """The media_id of a local image, uploaded only if not cached for this content."""
-        return self._upload(appid, path)[0]
-
     def code2session(self, appid: str, js_code: str) -> dict[str, Any]:
         app = self.tokens.app(appid)
         return self.client.code2session(appid=appid, secret=app.secret, js_code=js_code)

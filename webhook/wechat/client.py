@@ -12,7 +12,6 @@ import logging
 import mimetypes
 import os
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from webhook.errors import Permanent, Retryable, TimedOut, api_error
 from webhook.wellformed import loads
 
-__all__ = ["WeChatClient", "TokenGrant", "shared_session", "scrub"]
+__all__ = ["WeChatClient", "TokenGrant", "scrub"]
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,12 @@ class _ScrubFilter(logging.Filter):
 for _name in ("connectionpool", "connection", "poolmanager", "response", "util.retry"):
     logging.getLogger(f"urllib3.{_name}").addFilter(_ScrubFilter())
 
-_session: requests.Session | None = None
-_session_lock = threading.Lock()
-
 
 def _new_session() -> requests.Session:
+    """A keep-alive Session with a pool for a process's sender and request threads."""
     session = requests.Session()
-    # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call,
-    # about 100 µs a send; each client resolves the proxy and CA settings once instead.
+    # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call;
+    # each client resolves the proxy and CA settings once instead.
     session.trust_env = False
     # No transport retries: a send is not idempotent; callers retry with backoff instead.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
@@ -69,23 +66,6 @@ def _new_session() -> requests.Session:
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "wxpush"
     return session
-
-
-def shared_session() -> requests.Session:
-    """The process's one Session (a fresh one in a forked child: sockets are not shared)."""
-    global _session
-    with _session_lock:
-        if _session is None:
-            _session = _new_session()
-        return _session
-
-
-def _forget_session() -> None:
-    global _session, _session_lock
-    _session, _session_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +87,7 @@ class WeChatClient:
                  timeout: tuple[float, float] = (3.05, 10),
                  token_timeout: tuple[float, float] = (3.05, 5)) -> None:
         self.base_url = base_url.rstrip("/")
-        self.session = session if session is not None else shared_session()
+        self.session = session if session is not None else _new_session()
         self._proxies = requests.utils.get_environ_proxies(self.base_url)
         self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or \
             os.environ.get("CURL_CA_BUNDLE") or True

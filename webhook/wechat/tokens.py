@@ -25,11 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random as _random
-import socket
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -39,7 +36,7 @@ from webhook.config.settings import AppConfig
 from webhook.errors import Permanent, Retryable, TokenInvalid, UnknownApp, WeChatAPIError, api_error
 from webhook.logsafe import Repeats
 from webhook.metrics import TOKEN_REFRESHES
-from webhook.store.base import Store
+from webhook.store.base import Store, lease_owner
 from webhook.wechat.client import TokenGrant, WeChatClient
 
 __all__ = ["TokenProvider", "TokenInfo"]
@@ -192,8 +189,7 @@ class TokenProvider:
 
     def _refresh(self, appid: str, *, usable: _Entry | None, failed: str | None,
                  always: bool = False, force: bool = False) -> str:
-        # The owner names its host and pid, so an operator (or a test) can see who refreshes.
-        lock, owner = f"token:{appid}", f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lock, owner = f"token:{appid}", lease_owner()
         deadline = self._clock() + self._wait
         while True:
             if self.store.acquire(lock, owner, lease=self._lease):

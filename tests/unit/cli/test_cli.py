@@ -50,8 +50,9 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_outbox_operations(config, tmp_path, capsys):
     store = open_store(f"sqlite:///{tmp_path}/w.db")
-    store.inbox_add(InboxEntry(key="wx1:msg:1", appid="wx1", format="xml", payload="<xml/>",
-                               answer="success", received_at=0), owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:msg:1", appid="wx1", format="xml", payload="<xml/>",
+                                  answer="success", received_at=0), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     rows = store.inbox_finish("wx1:msg:1", [NewReply("wx1", "o1", '{"msgtype":"text"}', "r"),
                                             NewReply("wx1", "o2", '{"msgtype":"text"}', "r")],
                               owner="t")
@@ -78,17 +79,17 @@ def test_listings_show_who_and_what_and_a_hash_leads_back_to_the_openid(config, 
     payload = (f"<xml><ToUserName>gh_1</ToUserName><FromUserName>{openid}</FromUserName>"
                "<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>几点开门</Content>"
                "<MsgId>7</MsgId></xml>")
-    store.inbox_add(InboxEntry(key="wx1:msg:7", appid="wx1", format="xml", payload=payload,
-                               answer="success", received_at=time.time()),
-                    owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:msg:7", appid="wx1", format="xml", payload=payload,
+                                  answer="success", received_at=time.time()), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     store.inbox_finish("wx1:msg:7", [
         NewReply("wx1", openid, '{"msgtype": "text", "text": {"content": "' + "营业" * 30 + '"}}',
                  "hours"),
         NewReply("wx1", other, '{"msgtype": "image", "image": {"media_id": "MEDIA_1"}}', "pic")],
         owner="t")
-    store.inbox_add(InboxEntry(key="wx1:msg:8", appid="wx1", format="xml", payload=payload,
-                               answer="success", received_at=time.time()),
-                    owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:msg:8", appid="wx1", format="xml", payload=payload,
+                                  answer="success", received_at=time.time()), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     user = hashed(openid)
     assert main(["outbox", "list", "--config", str(config)]) == 0
     image, text = capsys.readouterr().out.splitlines()
@@ -114,10 +115,10 @@ def test_listings_show_who_and_what_and_a_hash_leads_back_to_the_openid(config, 
 def test_a_sender_found_only_in_a_dead_push_is_found(config, tmp_path, capsys):
     store = open_store(f"sqlite:///{tmp_path}/w.db")
     openid = "o_dead_push_sender_000000001"
-    store.inbox_add(InboxEntry(key="wx1:msg:9", appid="wx1", format="json",
-                               payload=f'{{"FromUserName": "{openid}", "MsgType": "text"}}',
-                               answer="success", received_at=time.time()),
-                    owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:msg:9", appid="wx1", format="json",
+                                  payload=f'{{"FromUserName": "{openid}", "MsgType": "text"}}',
+                                  answer="success", received_at=time.time()), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     store.inbox_dead("wx1:msg:9", owner="t", error="RuntimeError at bot.py:1")
     assert main(["user", "--config", str(config), hashed(openid)]) == 0
     assert capsys.readouterr().out == f"{openid}\n"
@@ -130,22 +131,23 @@ def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
 
 def test_inbox_operations(config, tmp_path, capsys):
     store = open_store(f"sqlite:///{tmp_path}/w.db")
-    for i in range(3):
-        store.inbox_add(InboxEntry(key=f"wx1:msg:{i}", appid="wx1", format="xml",
-                                   payload="<xml/>", answer="success", received_at=time.time()),
-                        owner="t", lease=30, ttl=60)
+    for i in range(4):
+        store.inbox_record(InboxEntry(key=f"wx1:msg:{i}", appid="wx1", format="xml",
+                                      payload="<xml/>", answer="success",
+                                      received_at=time.time()), ttl=60)
+        if i < 3:   # the last is recorded, not yet taken
+            store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     store.inbox_dead("wx1:msg:0", owner="t", error="RuntimeError at bot.py:12")
     store.inbox_dead("wx1:msg:1", owner="t", error="MalformedRequest: CreateTime is missing")
-    store.inbox_log("wx1", "xml", b"<xml>3</xml>", "success", 0)   # not yet ingested
     assert main(["inbox", "--config", str(config), "stats"]) == 0
-    assert capsys.readouterr().out.split() == ["pending", "1", "dead", "2", "journal", "1"]
+    assert capsys.readouterr().out.split() == ["pending", "2", "dead", "2"]
     assert main(["inbox", "--config", str(config), "list", "--state", "dead"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in listed] == [["wx1:msg:1", "dead"], ["wx1:msg:0", "dead"]]
     assert listed[1].endswith("attempts=1 error=RuntimeError at bot.py:12")
     assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 0
     assert capsys.readouterr().out == "requeued 1 push\n"
-    assert store.inbox_stats() == {"pending": 2, "dead": 1}
+    assert store.inbox_stats() == {"pending": 3, "dead": 1}
     assert main(["inbox", "--config", str(config), "retry", "wx1:msg:0"]) == 1
     assert capsys.readouterr().err == "wxpush inbox: no dead push with key wx1:msg:0\n"
     assert main(["inbox", "--config", str(config), "purge", "--older-than", "1h"]) == 0

@@ -16,15 +16,17 @@ def test_the_store_shows_the_customers_new_rows_as_they_settle(tmp_path):
     from webhook.store.sqlite import SqliteStore
 
     store = SqliteStore(str(tmp_path / "w.db"))
-    store.inbox_add(InboxEntry(key="wx1:1", appid="wx1", format="xml", payload="<xml/>",
-                               answer="success", received_at=0), owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:1", appid="wx1", format="xml", payload="<xml/>",
+                                  answer="success", received_at=0), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     store.inbox_finish("wx1:1", [NewReply("wx1", "o1", TEXT, "old")], owner="t")
     (old,) = store.outbox_claim(owner="t", lease=30, limit=10)
     store.outbox_sent(old.id, owner="t")
     replies = StoreReplies(store, "wx1", "o1")
     assert replies() == []                                    # there before the push
-    store.inbox_add(InboxEntry(key="wx1:2", appid="wx1", format="xml", payload="<xml/>",
-                               answer="success", received_at=0), owner="t", lease=30, ttl=60)
+    store.inbox_record(InboxEntry(key="wx1:2", appid="wx1", format="xml", payload="<xml/>",
+                                  answer="success", received_at=0), ttl=60)
+    store.inbox_take(owner="t", lease=30, limit=1, max_attempts=5)
     new = store.inbox_finish("wx1:2", [NewReply("wx1", "o1", TEXT, "hours"),
                                        NewReply("wx1", "o2", TEXT, "hours"),
                                        NewReply("wx1", "o1", TEXT, "more")], owner="t")

@@ -63,7 +63,9 @@ def record(store, message) -> InboxEntry:
     payload = PushBuilder(appid=APPID, token="t", mode="plaintext").build(message).body
     entry = InboxEntry(key=f"{APPID}:{message.dedupe_key}", appid=APPID, format="xml",
                        payload=payload.decode(), answer="success", received_at=time.time())
-    assert store.inbox_add(entry, owner="w", lease=30, ttl=600) is None
+    assert store.inbox_record(entry, ttl=600) is None
+    [taken] = store.inbox_take(owner="w", lease=30, limit=1, max_attempts=5)
+    assert taken.key == entry.key
     return entry
 
 

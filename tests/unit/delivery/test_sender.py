@@ -44,13 +44,14 @@ def sender(store, emulator, clock) -> Iterator[Sender]:
 def reply(store: Store, sender: Sender, openid: str, text: str) -> OutboxRow:
     """Queue one text reply to ``openid`` as a handler does, and let the sender take it."""
     key = f"{APPID}:{openid}:{text}"
-    store.inbox_add(InboxEntry(key=key, appid=APPID, format="json", payload="{}",
-                               answer="success", received_at=store.clock()),
-                    owner="h", lease=10, ttl=600)
+    store.inbox_record(InboxEntry(key=key, appid=APPID, format="json", payload="{}",
+                                  answer="success", received_at=store.clock()), ttl=600)
+    store.inbox_take(owner="h", lease=10, limit=1, max_attempts=5)
     payload = {"msgtype": "text", "text": {"content": text}}
     [row] = store.inbox_finish(key, [NewReply(APPID, openid, json.dumps(payload))], owner="h")
     assert sender.run_once() == 1
-    return store.outbox_get(row.id)
+    [sent] = [r for r in store.outbox_list() if r.id == row.id]
+    return sent
 
 
 def test_no_window_recorded_sends_and_wechat_decides(store, sender, emulator, clock):

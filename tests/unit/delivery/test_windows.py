@@ -69,7 +69,7 @@ def test_both_windows_add_up():
     for _ in range(7):
         assert verdict(state, 1010) is None
         state = take(state, 1010)
-    assert verdict(state, 1010) is not None
+    assert "45047" in verdict(state, 1010)
 
 
 def test_a_send_counts_against_the_window_closing_first():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import pytest
@@ -78,23 +77,3 @@ def test_without_a_file_nothing_polls():
     live.start()
     assert live.check() is False and not names(live)
     live.stop()
-
-
-def test_each_forked_worker_polls(rules):
-    live = LiveRouter(lambda: build_router(str(rules)), str(rules), interval=0.1)
-    live.start()
-    try:
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: its polling thread starts when it first reads the router
-            ok = names(live) == ("first",)
-            rules.write_text(RULE.format(name="from-worker"), encoding="utf-8")
-            ok = ok and wait_for(lambda: names(live) == ("from-worker",))
-            os.write(write, b"1" if ok else b"0")
-            os._exit(0)
-        os.close(write)
-        assert os.read(read, 1) == b"1"
-        os.waitpid(pid, 0)
-        assert wait_for(lambda: names(live) == ("from-worker",))
-    finally:
-        live.stop()

@@ -1,5 +1,6 @@
 """The whole request path through falcon.testing: all six console settings, every bad input,
-the passive hand-off, dedupe, and a keyword rule's answer reaching the emulator."""
+the passive hand-off, dedupe, and, with the delivery process's work running beside it, a
+keyword rule's answer reaching the emulator."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 import random
 import sqlite3
 import sys
-import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import falcon.testing
@@ -19,6 +20,8 @@ import requests
 from handlers import build_router
 from webhook.config.settings import AppConfig, ServerConfig, Settings
 from webhook.server.app import create_app, create_background
+from webhook.store.base import InboxEntry
+from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 from webhook.testing import Emulator, PushBuilder, serve
 from webhook.testing.factories import make_enter_session, make_text
@@ -52,15 +55,29 @@ def emulator():
     server.stop()
 
 
-def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, delivers=True,
-          **server):
+def build(tmp_path: Path, emulator, *, mode="safe", fmt="xml", rules=RULES, **server):
     (tmp_path / "rules.toml").write_text(rules, encoding="utf-8")
     settings = make_settings(tmp_path, emulator, mode=mode, fmt=fmt, **server)
     store, api = store_and_api(tmp_path, settings)
     app = create_app(settings, store=store, api=api, router=build_router(settings.server.rules),
-                     rng=random.Random(1), delivers=delivers)
+                     rng=random.Random(1))
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=KEY, format=fmt, mode=mode)
     return app, falcon.testing.TestClient(app), builder
+
+
+@contextmanager
+def delivering(tmp_path: Path, emulator):
+    """The delivery process's work, on a store of its own over the same file."""
+    settings = make_settings(tmp_path, emulator)
+    store, api = store_and_api(tmp_path, settings)
+    background = create_background(settings, store=store, api=api,
+                                   router=build_router(settings.server.rules))
+    background.start()
+    try:
+        yield store
+    finally:
+        background.stop()
+        store.close()
 
 
 def make_settings(tmp_path: Path, emulator, *, mode="safe", fmt="xml", **server) -> Settings:
@@ -120,7 +137,7 @@ def test_hand_off_is_answered_passively_and_encrypted(tmp_path, emulator, fmt):
     reply = builder.open_reply(first.content)
     assert reply["MsgType"] == "transfer_customer_service"
     assert reply["ToUserName"] == "o-hand"
-    # A retry gets the same passive reply (sealed afresh: routing is pure).
+    # A retry before the first was taken from the journal: sealed afresh, by the same rules.
     again = post(client, push)
     assert again.status_code == 200
     assert {**builder.open_reply(again.content), "CreateTime": 0} == {**reply, "CreateTime": 0}
@@ -131,89 +148,92 @@ def test_keyword_reply_reaches_the_emulator(tmp_path, emulator):
     app, client, builder = build(tmp_path, emulator)
     message = make_text("请问营业时间", msg_id=9001, from_user="o-hours", create_time=int(time.time()))
     emu.notify_push(APPID, message)
-    app.start()
-    try:
+    with delivering(tmp_path, emulator):
         assert post(client, builder.build(message)).text == "success"
         wait_for_reply(emu, "o-hours")
-    finally:
-        app.stop()
     assert [p for _, user, p in emu.sent(APPID) if user == "o-hours"] == [
         {"msgtype": "text", "text": {"content": "9:00–18:00"}}]
 
 
-def test_a_delivery_process_handles_what_the_request_workers_record(tmp_path, emulator):
-    """``wxpush serve`` with SQLite: the app only answers; another process's background
-    (here another store object on the same file) handles and sends."""
+def test_a_retry_gets_the_first_answer_even_once_the_rules_changed(tmp_path, emulator):
+    """The hand-off rule is gone by the time WeChat delivers the push again: the retry is
+    answered as the first delivery was, not by the rules of the moment."""
+    _, client, builder = build(tmp_path, emulator)
+    push = builder.build(make_text("转人工", msg_id=556, from_user="o-rules"))
+    first = post(client, push)
+    assert builder.open_reply(first.content)["MsgType"] == "transfer_customer_service"
+    taker = SqliteStore(str(tmp_path / "wxpush.db"))   # the delivery process takes it
+    assert [e.key for e in taker.inbox_take(owner="d", lease=30, limit=10, max_attempts=5)] \
+        == [f"{APPID}:msg:556"]
+    taker.close()
+    _, edited, _ = build(tmp_path, emulator, rules="[builtins.handoff]\nenabled = false\n")
+    assert post(edited, push).content == first.content
+    assert post(edited, builder.build(make_text("转人工", msg_id=557))).text == "success"
+
+
+def test_the_app_only_records_and_a_delivery_process_handles(tmp_path, emulator):
     emu, _ = emulator
-    app, client, builder = build(tmp_path, emulator, delivers=False)
+    app, client, builder = build(tmp_path, emulator)
     message = make_text("请问营业时间", msg_id=9004, from_user="o-split", create_time=int(time.time()))
     emu.notify_push(APPID, message)
     app.start()
     try:
         assert post(client, builder.build(message)).text == "success"
-        time.sleep(0.3)
-        assert inbox_states(tmp_path) == {}                   # recorded, and left alone
-        settings = make_settings(tmp_path, emulator)
-        store, api = store_and_api(tmp_path, settings)
-        background = create_background(settings, store=store, api=api,
-                                       router=build_router(settings.server.rules))
-        background.start()
-        try:
+        assert app.store.inbox_stats() == {"pending": 1, "dead": 0}   # recorded, left alone
+        assert inbox_states(tmp_path) == {}
+        with delivering(tmp_path, emulator):
             wait_for_reply(emu, "o-split")
-        finally:
-            background.stop()
-            store.close()
     finally:
         app.stop()
     assert inbox_states(tmp_path) == {"done": 1}
 
 
-def test_retries_logged_before_ingestion_are_handled_once(tmp_path, emulator):
-    """With the SQLite journal a retry is dropped when ingested, not on the request path."""
+def test_retries_recorded_before_the_first_was_taken_are_handled_once(tmp_path, emulator):
+    """A retry that comes before its first delivery was taken from the journal is dropped
+    when it is taken, not on the request path."""
     emu, _ = emulator
     app, client, builder = build(tmp_path, emulator)
     message = make_text("请问营业时间", msg_id=9002, from_user="o-twice", create_time=int(time.time()))
     emu.notify_push(APPID, message)
     push = builder.build(message)
-    assert [post(client, push).text for _ in range(4)] == ["success"] * 4   # none ingested yet
-    app.start()
-    try:
+    assert [post(client, push).text for _ in range(4)] == ["success"] * 4   # none taken yet
+    with delivering(tmp_path, emulator) as store:
         wait_for_reply(emu, "o-twice")
-        time.sleep(0.3)
-    finally:
-        app.stop()
+        assert wait_for_states(tmp_path, {"done": 1})
     assert len([s for s in emu.sent(APPID) if s[1] == "o-twice"]) == 1
-    assert app.store.outbox_stats()["sent"] == 1
+    assert app.store.outbox_stats()["sent"] == 1 and store.inbox_stats()["pending"] == 0
 
 
-def test_a_logged_push_that_cannot_be_read_is_set_aside_with_a_log_line(tmp_path, emulator,
-                                                                        caplog):
-    """It was answered, so it must not vanish: it is set aside as dead under its payload's
-    digest, and WeChat's retry of it (the same payload) is a duplicate of it."""
+def test_a_recorded_push_that_cannot_be_read_is_set_aside_with_a_log_line(tmp_path, emulator,
+                                                                          caplog):
+    """It was answered, so it must not vanish: it is set aside as dead at once (it will not
+    read any better), and WeChat's retry of it is a duplicate of it."""
     app, client, builder = build(tmp_path, emulator)
-    unreadable = b"<xml><MsgType>text</MsgType></xml>"
-    app.store.inbox_log(APPID, "xml", unreadable, "success", 1.0)
+    unreadable = InboxEntry(key=f"{APPID}:msg:9", appid=APPID, format="xml",
+                            payload="<xml><MsgType>text</MsgType></xml>", answer="success",
+                            received_at=time.time())
+    app.store.inbox_record(unreadable, ttl=600)
     push = builder.build(make_text("hello", msg_id=9003, create_time=int(time.time())))
     assert post(client, push).text == "success"
     with caplog.at_level(logging.INFO):
-        app.start()
-        try:
-            deadline = time.monotonic() + 10
-            while inbox_states(tmp_path) != {"done": 1, "dead": 1}:
-                assert time.monotonic() < deadline, inbox_states(tmp_path)
-                time.sleep(0.02)
-            app.store.inbox_log(APPID, "xml", unreadable, "success", 2.0)   # WeChat's retry
-            while "state=dead" not in caplog.text:
-                assert time.monotonic() < deadline, "the retry was not found a duplicate"
-                time.sleep(0.02)
-        finally:
-            app.stop()
-    assert inbox_states(tmp_path) == {"done": 1, "dead": 1}
+        with delivering(tmp_path, emulator):
+            assert wait_for_states(tmp_path, {"done": 1, "dead": 1})
+        assert app.store.inbox_record(unreadable, ttl=600) == "success"   # WeChat's retry
+    assert f"push duplicate appid={APPID} key=msg:9 state=dead" in caplog.text
     [dead] = app.store.inbox_list(state="dead")
-    assert dead.key.startswith(f"{APPID}:unreadable-") and dead.payload == unreadable.decode()
+    assert dead.key == unreadable.key and dead.payload == unreadable.payload
     assert dead.error == "MalformedRequest: ToUserName is missing"
     assert (f"push set aside key={dead.key} attempts=1 error=MalformedRequest: ToUserName is "
             "missing" in caplog.text)
+
+
+def wait_for_states(tmp_path: Path, states: dict[str, int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while inbox_states(tmp_path) != states:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def inbox_states(tmp_path: Path) -> dict[str, int]:
@@ -221,30 +241,8 @@ def inbox_states(tmp_path: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
 
 
-def test_background_threads_yield_the_cpu_to_answers(tmp_path, emulator):
-    app, _, _ = build(tmp_path, emulator)
-    lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
-    app.start()
-    try:
-        deadline = time.monotonic() + 5   # each thread lowers its own priority as it starts
-        while True:
-            background = {t.native_id: t.name for t in threading.enumerate()
-                          if t.name.startswith("wxpush-")}
-            nice = {name: int(Path(f"/proc/self/task/{tid}/stat").read_text()
-                              .rpartition(")")[2].split()[16])
-                    for tid, name in background.items()}
-            if set(nice.values()) == {lowered} or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        app.stop()
-    assert {name.rsplit("-", 1)[0] for name in nice} >= {"wxpush-sweep", "wxpush-ingest",
-                                                         "wxpush-send"}
-    assert set(nice.values()) == {lowered}
-
-
 def test_a_started_worker_hands_the_gil_over_within_a_millisecond(tmp_path, emulator):
-    app, _, _ = build(tmp_path, emulator, delivers=False)
+    app, _, _ = build(tmp_path, emulator)
     before = sys.getswitchinterval()
     app.start()
     try:
@@ -254,17 +252,40 @@ def test_a_started_worker_hands_the_gil_over_within_a_millisecond(tmp_path, emul
         sys.setswitchinterval(before)
 
 
-def test_the_push_path_is_answered_on_the_workers_loop_only_where_the_store_journals(
-        tmp_path, emulator):
-    """A journaled push is a copy into a file; with ``:memory:`` (like Redis) it is a store
-    call, which the loop must not wait on. The mini program's paths call WeChat: never."""
-    journaled, _, _ = build(tmp_path, emulator)
+def test_the_push_path_is_answered_on_the_workers_loop_only_where_recording_is_local(
+        tmp_path, emulator, redis_server):
+    """Recording in the SQLite store is a read and a copy into a file; with Redis it is a
+    round trip, which the loop must not wait on. The mini program's paths call WeChat: never."""
+    local, _, _ = build(tmp_path, emulator)
     settings = make_settings(tmp_path, emulator)
     _, api = store_and_api(tmp_path, settings)
-    unjournaled = create_app(settings, store=SqliteStore(":memory:"), api=api,
-                             router=build_router(settings.server.rules))
-    assert journaled.inline_paths == ("/wechat/", "/healthz")
-    assert unjournaled.inline_paths == ("/healthz",)
+    remote = create_app(settings, store=RedisStore.from_url(redis_server.url), api=api,
+                        router=build_router(settings.server.rules))
+    assert local.inline_paths == ("/wechat/", "/healthz")
+    assert remote.inline_paths == ("/healthz",)
+    remote.store.close()
+
+
+def test_an_app_built_before_a_fork_refuses_to_start_in_the_child(tmp_path, emulator):
+    """gunicorn --preload would build it once for every worker: one journal file, one set of
+    store connections and locks written by all of them."""
+    app, _, _ = build(tmp_path, emulator)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            app.start()
+            os.write(write, b"started")
+        except RuntimeError as refused:
+            os.write(write, str(refused).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as told:
+        assert told.read().decode() == ("the app was built before the fork: run gunicorn "
+                                        "without --preload (wxpush's gunicorn.conf.py sets "
+                                        "preload_app = False)")
 
 
 # --- bad input: a 4xx with a short plain reason, never a 5xx ----------------------------------

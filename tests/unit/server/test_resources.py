@@ -91,7 +91,7 @@ def test_a_signed_push_whose_sender_is_half_a_surrogate_pair_is_refused_unrecord
                    else (builder.build(make_text("hi")).query, payload))
     result = client.simulate_post(f"/wechat/{APPID}", params=query, body=body)
     assert (result.status_code, result.text) == answer
-    assert app.store.inbox_waiting() == 0
+    assert app.store.inbox_stats()["pending"] == 0
 
 
 def test_a_correct_surrogate_pair_escape_is_one_character(tmp_path, emulator):
@@ -102,7 +102,7 @@ def test_a_correct_surrogate_pair_escape_is_one_character(tmp_path, emulator):
     result = client.simulate_post(f"/wechat/{APPID}", params=query, body=body)
     assert (result.status_code, result.text) == (200, "success")
     assert read_message(payload, "json").from_user == "o-\U0001f600"
-    assert app.store.inbox_waiting() == 1
+    assert app.store.inbox_stats()["pending"] == 1
 
 
 @pytest.mark.parametrize("raw, decoded", [("%ED%A0%80", "\ufffd" * 3), ("%FF", "\ufffd"),

@@ -20,14 +20,14 @@ import redis
 from webhook.errors import StoreError
 from webhook.store import open_store
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, Backlog,
-                                InboxEntry, NewReply, Store)
+                                InboxEntry, NewReply, OutboxRow, Store)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 
 
-def claim(store: Store, owner: str, *, lease: float = 30, limit: int = 10,
-          max_attempts: int = 5) -> list[InboxEntry]:
-    return store.inbox_claim(owner=owner, lease=lease, limit=limit, max_attempts=max_attempts)
+def take(store: Store, owner: str, *, lease: float = 30, limit: int = 10,
+         max_attempts: int = 5) -> list[InboxEntry]:
+    return store.inbox_take(owner=owner, lease=lease, limit=limit, max_attempts=max_attempts)
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -153,71 +153,107 @@ def reply(openid: str = "o1", body: str = '{"msgtype":"text"}', *, appid: str = 
     return NewReply(appid=appid, openid=openid, body=body, rule=rule)
 
 
-def test_inbox_add_returns_none_first_then_the_recorded_entry(store: Store) -> None:
-    assert store.inbox_add(entry(answer="first"), owner="w1", lease=30, ttl=600) is None
-    again = store.inbox_add(entry(answer="second"), owner="w2", lease=30, ttl=600)
-    assert again is not None
-    assert (again.key, again.appid, again.format, again.payload) == (
-        "wx1:1001", "wx1", "xml", "<xml>wx1:1001</xml>")
-    assert again.answer == "first"            # a retry gets the first delivery's answer
-    assert (again.state, again.attempts) == ("pending", 1)
+def taken(store: Store, *entries: InboxEntry, owner: str = "w1", lease: float = 30,
+          ttl: float = 600) -> None:
+    """Record ``entries`` (new keys) and take them all, leased to ``owner``."""
+    for recorded in entries:
+        assert store.inbox_record(recorded, ttl=ttl) is None
+    assert sorted(e.key for e in take(store, owner, lease=lease, limit=len(entries) + 1)) == \
+        sorted(e.key for e in entries)
+
+
+def test_a_recorded_push_is_taken_at_once_and_once(store: Store) -> None:
+    assert store.inbox_record(entry(answer="first"), ttl=600) is None   # a new key
+    [first] = take(store, "w1")
+    assert (first.key, first.appid, first.format, first.payload, first.answer) == (
+        "wx1:1001", "wx1", "xml", "<xml>wx1:1001</xml>", "first")
+    assert (first.state, first.attempts) == ("pending", 1)
+    assert take(store, "w2") == []
+
+
+def test_a_retry_is_answered_as_the_first_delivery_was(store: Store, caplog) -> None:
+    """Not recomputed: the rules may have changed in between."""
+    taken(store, entry(answer="first"))
+    with caplog.at_level(logging.INFO, logger="webhook.store"):
+        assert store.inbox_record(entry(answer="second"), ttl=600) == "first"
+    assert "push duplicate appid=wx1 key=1001 state=pending" in caplog.text
     store.inbox_finish("wx1:1001", [], owner="w1")
-    done = store.inbox_add(entry(), owner="w3", lease=30, ttl=600)
-    assert done is not None and done.state == "done"
+    assert store.inbox_record(entry(answer="third"), ttl=600) == "first"
+    assert take(store, "w2") == []                       # never handled again
+
+
+def test_a_push_recorded_while_the_delivery_process_waits_is_taken_at_once(store: Store) -> None:
+    recorder = threading.Timer(0.3, lambda: store.inbox_record(entry(), ttl=600))
+    started = time.monotonic()
+    recorder.start()
+    [first] = store.inbox_take(owner="w1", lease=30, limit=10, max_attempts=5, wait=5)
+    assert first.key == "wx1:1001" and 0.3 <= time.monotonic() - started < 1.5
+    recorder.join()
+    started = time.monotonic()
+    assert store.inbox_take(owner="w1", lease=30, limit=10, max_attempts=5, wait=0.2) == []
+    assert time.monotonic() - started >= 0.2
+
+
+def test_a_recorded_push_counts_as_pending_before_it_is_taken(store: Store) -> None:
+    store.inbox_record(entry(), ttl=600)
+    assert store.inbox_stats() == {"pending": 1, "dead": 0}
+    take(store, "w1")
+    assert store.inbox_stats() == {"pending": 1, "dead": 0}
+    store.inbox_finish("wx1:1001", [], owner="w1")
+    assert store.inbox_stats() == {"pending": 0, "dead": 0}
 
 
 def test_inbox_keys_expire_after_ttl(store: Store, clock) -> None:
-    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600) is None
+    taken(store, entry())
     clock.advance(599)
-    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600) is not None
+    assert store.inbox_record(entry(answer="retry"), ttl=600) == "success"
     clock.advance(1)
-    assert store.inbox_add(entry(answer="new"), owner="w2", lease=30, ttl=600) is None
-    assert store.inbox_add(entry(), owner="w1", lease=30, ttl=600).answer == "new"
+    assert store.inbox_record(entry(answer="new"), ttl=600) is None   # a new key
+    assert [e.answer for e in take(store, "w2")] == ["new"]
+    assert store.inbox_record(entry(), ttl=600) == "new"
 
 
-def test_inbox_claim_returns_only_entries_whose_lease_ran_out(store: Store, clock) -> None:
-    store.inbox_add(entry("wx1:a", received_at=1.0), owner="w1", lease=10, ttl=600)
+def test_inbox_take_takes_again_only_entries_whose_lease_ran_out(store: Store, clock) -> None:
+    taken(store, entry("wx1:a", received_at=1.0), lease=10)
     clock.advance(5)
-    store.inbox_add(entry("wx1:b", received_at=2.0), owner="w1", lease=10, ttl=600)
-    store.inbox_add(entry("wx1:c", received_at=3.0), owner="w1", lease=10, ttl=600)
+    taken(store, entry("wx1:b", received_at=2.0), entry("wx1:c", received_at=3.0), lease=10)
     store.inbox_finish("wx1:c", [], owner="w1")
-    assert claim(store, "w2", lease=30, limit=10) == []
+    assert take(store, "w2", lease=30, limit=10) == []
     clock.advance(5)   # a's lease ran out; b's has 5 s left; c is done
-    claimed = claim(store, "w2", lease=30, limit=10)
-    assert [(e.key, e.attempts) for e in claimed] == [("wx1:a", 2)]
-    assert claim(store, "w3", lease=30, limit=10) == []   # w2 holds a now
+    again = take(store, "w2", lease=30, limit=10)
+    assert [(e.key, e.attempts) for e in again] == [("wx1:a", 2)]
+    assert take(store, "w3", lease=30, limit=10) == []   # w2 holds a now
     clock.advance(5)
-    assert [e.key for e in claim(store, "w3", lease=30, limit=10)] == ["wx1:b"]
+    assert [e.key for e in take(store, "w3", lease=30, limit=10)] == ["wx1:b"]
 
 
 def test_inbox_renew_keeps_a_slow_handler_s_entry(store: Store, clock) -> None:
-    store.inbox_add(entry("wx1:slow"), owner="w1", lease=10, ttl=600)
+    taken(store, entry("wx1:slow"), lease=10)
     for _ in range(3):
         clock.advance(8)
         assert store.inbox_renew("wx1:slow", owner="w1", lease=10)
-        assert claim(store, "w2", lease=10, limit=10) == []
+        assert take(store, "w2", lease=10, limit=10) == []
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # only the holder
     clock.advance(11)
-    assert [e.key for e in claim(store, "w2", lease=10, limit=10)] == ["wx1:slow"]
+    assert [e.key for e in take(store, "w2", lease=10, limit=10)] == ["wx1:slow"]
     assert not store.inbox_renew("wx1:slow", owner="w1", lease=10)   # lost it
     store.inbox_finish("wx1:slow", [], owner="w2")
     assert not store.inbox_renew("wx1:slow", owner="w2", lease=10)   # done
 
 
-def test_inbox_claim_respects_limit_and_skips_expired_keys(store: Store, clock) -> None:
+def test_inbox_take_respects_limit_and_skips_expired_keys(store: Store, clock) -> None:
     for i in range(5):
-        store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=1, ttl=60)
-    clock.advance(1)
-    first = claim(store, "w2", lease=100, limit=3)
-    rest = claim(store, "w3", lease=100, limit=10)
+        store.inbox_record(entry(f"wx1:{i}", received_at=float(i)), ttl=60)
+    first = take(store, "w2", lease=100, limit=3)
+    rest = take(store, "w3", lease=100, limit=10)
     assert (len(first), len(rest)) == (3, 2)
     assert sorted(e.key for e in first + rest) == [f"wx1:{i}" for i in range(5)]
     clock.advance(100)   # every lease ran out, but so did every key's ttl
-    assert claim(store, "w4", lease=10, limit=10) == []
+    assert take(store, "w4", lease=10, limit=10) == []
 
 
 def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
-    store.inbox_add(entry(), owner="w1", lease=10, ttl=600)
+    taken(store, entry(), lease=10)
     rows = store.inbox_finish("wx1:1001", [reply("o1", "r1"), reply("o1", "r2", rule="")],
                               owner="w1")
     assert [(r.openid, r.body, r.state, r.attempts, r.next_at) for r in rows] == [
@@ -225,19 +261,19 @@ def test_inbox_finish_enqueues_replies_once(store: Store, clock) -> None:
     assert (rows[0].rule, rows[1].rule, rows[0].errcode, rows[0].errmsg) == ("faq", "", None, None)
     assert int(rows[0].id) < int(rows[1].id)
     assert all(isinstance(r.id, str) for r in rows)
-    assert store.outbox_get(rows[0].id) == rows[0]
+    assert outbox_row(store, rows[0].id) == rows[0]
     # the handler of a retry (lease ran out) finishing later changes nothing
     assert store.inbox_finish("wx1:1001", [reply("o1", "again")], owner="w2") == []
     assert store.outbox_stats()["pending"] == 2
-    assert store.inbox_add(entry(), owner="w3", lease=10, ttl=600).state == "done"
+    assert store.inbox_record(entry(answer="retry"), ttl=600) == "success"
     clock.advance(10)
-    assert claim(store, "w3", lease=10, limit=10) == []   # done: never reclaimed
+    assert take(store, "w3", lease=10, limit=10) == []   # done: never taken again
 
 
 def test_inbox_finish_applies_a_value_update_with_it(store: Store) -> None:
     from webhook.store import ValueUpdate
 
-    store.inbox_add(entry("wx1:w"), owner="w1", lease=10, ttl=600)
+    taken(store, entry("wx1:w"))
     count = ValueUpdate("window:o1", lambda old: str(int(old or 0) + 1), ttl=60)
     assert len(store.inbox_finish("wx1:w", [NewReply("wx1", "o1", "{}")], owner="w1",
                                   also=count)) == 1
@@ -250,71 +286,70 @@ def test_inbox_finish_of_an_unknown_key_is_a_no_op(store: Store) -> None:
 
 
 def test_inbox_retry_waits_until_next_at_and_keeps_the_error(store: Store, clock) -> None:
-    store.inbox_add(entry("wx1:r"), owner="w1", lease=30, ttl=600)
+    taken(store, entry("wx1:r"))
     assert not store.inbox_retry("wx1:r", owner="w2", next_at=clock.now + 5, error="E")
     assert store.inbox_retry("wx1:r", owner="w1", next_at=clock.now + 5, error="KeyError")
     assert not store.inbox_renew("wx1:r", owner="w1", lease=30)   # no longer w1's
     clock.advance(4.9)
-    assert claim(store, "w2") == []
+    assert take(store, "w2") == []
     clock.advance(0.1)
-    [again] = claim(store, "w2")
+    [again] = take(store, "w2")
     assert (again.key, again.state, again.attempts, again.error) == (
         "wx1:r", "pending", 2, "KeyError")
     assert store.inbox_finish("wx1:r", [reply()], owner="w2")   # handled at last
 
 
-def test_inbox_claim_sets_aside_an_entry_that_used_up_its_attempts(store: Store, clock) -> None:
+def test_inbox_take_sets_aside_an_entry_that_used_up_its_attempts(store: Store, clock) -> None:
     """Its handler dies every time (a push that crashes its process): after
-    ``max_attempts`` claims it is set aside, not handed out forever."""
-    store.inbox_add(entry("wx1:poison", received_at=7.0), owner="w1", lease=10, ttl=600)
+    ``max_attempts`` takes it is set aside, not handed out forever."""
+    taken(store, entry("wx1:poison", received_at=7.0), lease=10)
     clock.advance(10)
-    assert [e.attempts for e in claim(store, "w2", lease=10, max_attempts=2)] == [2]
+    assert [e.attempts for e in take(store, "w2", lease=10, max_attempts=2)] == [2]
     clock.advance(10)
-    [dead] = claim(store, "w3", lease=10, max_attempts=2)
+    [dead] = take(store, "w3", lease=10, max_attempts=2)
     assert (dead.key, dead.state, dead.attempts, dead.error) == (
         "wx1:poison", "dead", 2, DID_NOT_FINISH)
     clock.advance(10)
-    assert claim(store, "w4", max_attempts=2) == []
+    assert take(store, "w4", max_attempts=2) == []
     assert not store.inbox_renew("wx1:poison", owner="w3", lease=10)
     assert store.inbox_finish("wx1:poison", [reply()], owner="w2") == []
     assert store.inbox_stats() == {"pending": 0, "dead": 1}
 
 
 def test_a_dead_entry_keeps_its_key_past_its_ttl_until_purged(store: Store, clock) -> None:
-    store.inbox_add(entry("wx1:d", received_at=100.0), owner="w1", lease=10, ttl=60)
+    taken(store, entry("wx1:d", received_at=100.0), lease=10, ttl=60)
     assert not store.inbox_dead("wx1:d", owner="w2", error="E")   # only its holder
     assert store.inbox_dead("wx1:d", owner="w1", error="ValueError at bot.py:12")
     assert not store.inbox_dead("wx1:d", owner="w1", error="again")
     clock.advance(3600)                                     # long past the key's ttl
-    again = store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60)
-    assert again is not None and (again.state, again.error) == ("dead", "ValueError at bot.py:12")
-    assert claim(store, "w2") == []
-    assert [e.key for e in store.inbox_list(state="dead")] == ["wx1:d"]
+    assert store.inbox_record(entry("wx1:d", answer="retry"), ttl=60) == "success"
+    assert take(store, "w2") == []
+    [dead] = store.inbox_list(state="dead")
+    assert (dead.key, dead.error) == ("wx1:d", "ValueError at bot.py:12")
     assert store.inbox_purge(before=100.0) == 0             # received at 100: not before
     assert store.inbox_purge(before=100.5) == 1
     assert store.inbox_list() == [] and store.inbox_stats() == {"pending": 0, "dead": 0}
-    assert store.inbox_add(entry("wx1:d"), owner="w2", lease=10, ttl=60) is None
+    assert store.inbox_record(entry("wx1:d", answer="new"), ttl=60) is None
 
 
 def test_inbox_requeue_brings_dead_entries_back(store: Store, clock) -> None:
+    taken(store, *(entry(key) for key in ("wx1:x", "wx1:y", "wx1:z")), lease=10, ttl=60)
     for key in ("wx1:x", "wx1:y", "wx1:z"):
-        store.inbox_add(entry(key), owner="w1", lease=10, ttl=60)
-        store.inbox_dead(key, owner="w1", error="E")
+        assert store.inbox_dead(key, owner="w1", error="E")
     clock.advance(3600)
     assert store.inbox_requeue(["wx1:x", "wx1:nope"], ttl=600) == 1
     assert store.inbox_requeue(["wx1:x"], ttl=600) == 0          # no longer dead
-    [back] = claim(store, "w2", max_attempts=1)                  # its attempts start over
+    [back] = take(store, "w2", max_attempts=1)                  # its attempts start over
     assert (back.key, back.state, back.attempts) == ("wx1:x", "pending", 1)
     assert store.inbox_finish("wx1:x", [reply()], owner="w2")
     assert store.inbox_requeue(ttl=600) == 2
     assert store.inbox_stats() == {"pending": 2, "dead": 0}
     clock.advance(600)                                           # the new ttl ran out too
-    assert claim(store, "w3") == []
+    assert take(store, "w3") == []
 
 
 def test_inbox_stats_and_list_by_state_newest_first(store: Store, clock) -> None:
-    for i in range(4):
-        store.inbox_add(entry(f"wx1:{i}", received_at=float(i)), owner="w1", lease=10, ttl=600)
+    taken(store, *(entry(f"wx1:{i}", received_at=float(i)) for i in range(4)))
     store.inbox_dead("wx1:0", owner="w1", error="E0")
     store.inbox_dead("wx1:2", owner="w1", error="E2")
     store.inbox_finish("wx1:3", [], owner="w1")
@@ -328,9 +363,13 @@ def test_inbox_stats_and_list_by_state_newest_first(store: Store, clock) -> None
 
 
 # -- outbox ---------------------------------------------------------------------------------
+def outbox_row(store: Store, row_id: str) -> OutboxRow | None:
+    return next((row for row in store.outbox_list(limit=10**6) if row.id == row_id), None)
+
+
 def enqueue(store: Store, *replies: NewReply, key: str | None = None) -> list[str]:
     key = key or f"wx1:{len(store.outbox_list(limit=10**6))}:{replies[0].body}"
-    assert store.inbox_add(entry(key), owner="h", lease=10, ttl=600) is None
+    taken(store, entry(key), owner="h")
     return [r.id for r in store.inbox_finish(key, list(replies), owner="h")]
 
 
@@ -347,7 +386,7 @@ def test_outbox_keeps_order_per_user(store: Store) -> None:
     assert store.outbox_sent(a2, owner="s2") is True
     assert store.outbox_sent(b1, owner="s1") is True
     assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [a3]
-    assert store.outbox_get(a1).state == "sent"
+    assert outbox_row(store, a1).state == "sent"
 
 
 def test_outbox_claim_respects_limit(store: Store) -> None:
@@ -383,7 +422,7 @@ def test_outbox_marks_by_a_non_owner_are_refused(store: Store, clock) -> None:
     assert store.outbox_retry(r1, owner="s2", next_at=clock.now, errcode=None, errmsg=None) is False
     assert store.outbox_dead(r1, owner="s2", errcode=None, errmsg=None) is False
     assert store.outbox_sent("999999", owner="s1") is False
-    assert store.outbox_get(r1).state == "sending"
+    assert outbox_row(store, r1).state == "sending"
 
 
 def test_outbox_retry_backs_off_until_next_at(store: Store, clock) -> None:
@@ -392,7 +431,7 @@ def test_outbox_retry_backs_off_until_next_at(store: Store, clock) -> None:
     clock.advance(1)
     assert store.outbox_retry(r1, owner="s1", next_at=clock.now + 20, errcode=-1,
                               errmsg="system busy") is True
-    row = store.outbox_get(r1)
+    row = outbox_row(store, r1)
     assert (row.state, row.attempts, row.next_at, row.errcode, row.errmsg) == (
         "pending", 1, clock.now + 20, -1, "system busy")
     assert row.updated_at == clock.now
@@ -402,7 +441,7 @@ def test_outbox_retry_backs_off_until_next_at(store: Store, clock) -> None:
     assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [r1]
     assert store.outbox_retry(r1, owner="s2", next_at=clock.now, errcode=None,
                               errmsg=None) is True
-    row = store.outbox_get(r1)
+    row = outbox_row(store, r1)
     assert (row.attempts, row.errcode, row.errmsg) == (2, None, None)
     assert [r.id for r in store.outbox_claim(owner="s2", lease=30, limit=10)] == [r1]
 
@@ -412,7 +451,7 @@ def test_outbox_dead_rows_are_skipped_and_the_next_row_proceeds(store: Store, cl
     store.outbox_claim(owner="s1", lease=30, limit=10)
     assert store.outbox_dead(r1, owner="s1", errcode=45015, errmsg="response out of time limit") \
         is True
-    row = store.outbox_get(r1)
+    row = outbox_row(store, r1)
     assert (row.state, row.errcode, row.errmsg) == ("dead", 45015, "response out of time limit")
     assert [r.id for r in store.outbox_claim(owner="s1", lease=30, limit=10)] == [r2]
     clock.advance(3600)
@@ -427,7 +466,7 @@ def test_outbox_requeue_brings_dead_rows_back(store: Store, clock) -> None:
         store.outbox_dead(row_id, owner="s1", errcode=48001, errmsg="api unauthorized")
     assert store.outbox_requeue([ids[0], "424242"]) == 1
     assert store.outbox_requeue([ids[0]]) == 0   # pending now, not dead
-    row = store.outbox_get(ids[0])
+    row = outbox_row(store, ids[0])
     assert (row.state, row.next_at) == ("pending", clock.now)
     assert store.outbox_requeue() == 2
     assert store.outbox_stats() == {"pending": 3, "sending": 0, "sent": 0, "dead": 0}
@@ -464,7 +503,7 @@ def test_claims_need_a_positive_lease(store: Store) -> None:
     with pytest.raises(ValueError):
         store.outbox_claim(owner="s1", lease=0, limit=10)
     with pytest.raises(ValueError):
-        claim(store, "w1", lease=0, limit=10)
+        take(store, "w1", lease=0, limit=10)
 
 
 def test_outbox_purge_deletes_old_sent_and_dead_rows(store: Store, clock) -> None:
@@ -476,7 +515,7 @@ def test_outbox_purge_deletes_old_sent_and_dead_rows(store: Store, clock) -> Non
     store.outbox_sent(ids[2], owner="s1")
     # ids[3] stays sending
     assert store.outbox_purge(before=clock.now) == 2
-    assert store.outbox_get(ids[0]) is None and store.outbox_get(ids[1]) is None
+    assert outbox_row(store, ids[0]) is None and outbox_row(store, ids[1]) is None
     assert store.outbox_stats() == {"pending": 0, "sending": 1, "sent": 1, "dead": 0}
     assert [r.id for r in store.outbox_list()] == [ids[3], ids[2]]
     assert store.outbox_purge(before=clock.now + 1) == 1
@@ -495,8 +534,7 @@ def test_outbox_stats_has_every_state(store: Store) -> None:
 def test_backlog_counts_what_waits_and_when_the_oldest_arrived(store: Store, clock) -> None:
     assert store.backlog() == Backlog()
     start = clock()
-    assert store.inbox_add(entry("wx1:old", received_at=start - 50), owner="h", lease=10,
-                           ttl=600) is None
+    taken(store, entry("wx1:old", received_at=start - 50), owner="h", lease=60)
     clock.advance(5)
     ids = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))   # created at start + 5
     clock.advance(5)
@@ -528,9 +566,9 @@ def test_outbox_list_newest_first_filtered_by_state(store: Store) -> None:
 def test_outbox_rows_round_trip_text_exactly(store: Store) -> None:
     body = '{"msgtype":"text","text":{"content":"你好 | ]]> \\n"}}'
     (r1,) = enqueue(store, reply("o-_x", body, appid="wxabc", rule="规则:1"))
-    row = store.outbox_get(r1)
+    row = outbox_row(store, r1)
     assert (row.appid, row.openid, row.body, row.rule) == ("wxabc", "o-_x", body, "规则:1")
-    assert store.outbox_get("not-an-id") is None
+    assert not store.outbox_sent("not-an-id", owner="s1")
 
 
 # -- several processes ----------------------------------------------------------------------
@@ -549,9 +587,9 @@ open(go + "." + name, "w").close()   # ready
 while not os.path.exists(go):
     time.sleep(0.001)
 out = {"lock": store.acquire("refresh:wx1", name, lease=60)}
-out["new"] = store.inbox_add(
+out["answer"] = store.inbox_record(
     InboxEntry(key="wx1:42", appid="wx1", format="xml", payload="<xml/>", answer=name,
-               received_at=time.time()), owner=name, lease=60, ttl=600) is None
+               received_at=time.time()), ttl=600)
 claims, idle = [], 0
 while idle < 50:
     rows = store.outbox_claim(owner=name, lease=60, limit=3)
@@ -599,7 +637,11 @@ def test_processes_race_for_lock_inbox_and_outbox(backend: str, request, tmp_pat
     assert [p.returncode for p in procs] == [0] * 4
     results = [json.loads(o) for o in outs]
     assert sum(r["lock"] for r in results) == 1
-    assert sum(r["new"] for r in results) == 1
+    [first] = take(parent, "h")                      # one push, whoever recorded it first
+    assert first.answer in {f"p{i}" for i in range(4)}
+    retry = InboxEntry(key="wx1:42", appid="wx1", format="xml", payload="<xml/>",
+                       answer="retry", received_at=time.time())
+    assert parent.inbox_record(retry, ttl=600) == first.answer
     claims = [c for r in results for c in r["claims"]]
     assert sorted(row_id for _, row_id, _ in claims) == sorted(ids)   # each row exactly once
     for user in users:   # and each user's rows in enqueue order
@@ -613,41 +655,38 @@ def test_processes_race_for_lock_inbox_and_outbox(backend: str, request, tmp_pat
 
 
 # -- backend specifics ----------------------------------------------------------------------
-def test_sqlite_memory_store_is_shared_by_threads(clock) -> None:
-    store = SqliteStore.from_url("sqlite:///:memory:", clock=clock)
-    store.put("k", "v")
-    seen: list[str | None] = []
-    worker = threading.Thread(target=lambda: seen.append(store.get("k")))
-    worker.start()
-    worker.join()
-    assert seen == ["v"]
-    store.close()
-
-
 def test_sqlite_sweeps_expired_rows_now_and_then(tmp_path, clock) -> None:
     store = SqliteStore(str(tmp_path / "sweep.db"), clock=clock)
     store.put("old", "v", ttl=1)
-    store.inbox_add(entry("wx1:old"), owner="w1", lease=1, ttl=1)   # first sweep: nothing due
+    taken(store, entry("wx1:old"), lease=1, ttl=1)   # first sweep: nothing due
     clock.advance(61)
-    store.inbox_add(entry("wx1:new"), owner="w1", lease=1, ttl=600)  # next sweep
+    taken(store, entry("wx1:new"), lease=1, ttl=600)  # next sweep
     with sqlite3.connect(tmp_path / "sweep.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM kv").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM kv WHERE key = 'old'").fetchone() == (0,)
         assert conn.execute("SELECT key FROM inbox").fetchall() == [("wx1:new",)]
     conn.close()
     store.close()
 
 
-def test_sqlite_reconnects_in_a_forked_child(tmp_path) -> None:
-    store = SqliteStore(str(tmp_path / "fork.db"))
-    store.put("k", "parent")
-    pid = os.fork()
-    if pid == 0:   # child: must not reuse the parent's connection
-        code = 0 if store.get("k") == "parent" and store.put_new("child", "yes") else 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert store.get("child") == "yes"
+def test_sqlite_a_retry_recorded_before_its_first_delivery_was_taken_is_dropped_then(
+        tmp_path, caplog) -> None:
+    """The one case where a retry is not answered from the inbox: both are in the journal,
+    each with the answer its own routing gave; one is taken, the other dropped, logged."""
+    store = SqliteStore(str(tmp_path / "early.db"))
+    assert store.inbox_record(entry(answer="first"), ttl=600) is None
+    assert store.inbox_record(entry(answer="second"), ttl=600) is None   # not found yet
+    with caplog.at_level(logging.INFO, logger="webhook.store"):
+        assert [e.answer for e in take(store, "w1")] == ["first"]
+    assert "push duplicate appid=wx1 key=1001 state=pending" in caplog.text
+    assert store.inbox_record(entry(answer="third"), ttl=600) == "first"
+    assert store.inbox_stats() == {"pending": 1, "dead": 0}
     store.close()
+
+
+def test_sqlite_refuses_an_in_memory_database() -> None:
+    """The request workers and the delivery process share the store: it must be a file."""
+    with pytest.raises(StoreError, match="sqlite:///path.db"):
+        SqliteStore.from_url("sqlite:///:memory:")
 
 
 def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> None:
@@ -667,7 +706,7 @@ def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> N
                 store.update(f"k{n}", lambda old, n=n: bump(n))
             except ValueError as exc:
                 errors.append(exc)
-            store.inbox_add(entry(f"wx1:{n}"), owner="w", lease=30, ttl=600)
+            store.acquire(f"lock{n}", "w", lease=30)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
     for t in threads:
@@ -678,7 +717,7 @@ def test_sqlite_a_failing_write_fails_alone_among_concurrent_ones(tmp_path) -> N
     assert sorted(str(e) for e in errors) == sorted(f"refused {n}" for n in numbers if n % 3 == 0)
     for n in numbers:
         assert store.get(f"k{n}") == (None if n % 3 == 0 else str(n))
-        assert store.inbox_add(entry(f"wx1:{n}"), owner="w", lease=30, ttl=600) is not None
+        assert not store.acquire(f"lock{n}", "another", lease=30)
     store.close()
 
 
@@ -699,26 +738,6 @@ def test_sqlite_processes_take_turns_on_the_host_lock(tmp_path) -> None:
     writer.join()
     assert store.get("k") == "v"
     store.close()
-
-
-def test_sqlite_a_database_made_before_errors_were_kept_gets_the_column(tmp_path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE inbox (key TEXT PRIMARY KEY, appid TEXT NOT NULL, "
-                     "format TEXT NOT NULL, payload TEXT NOT NULL, answer TEXT NOT NULL, "
-                     "received_at REAL NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL, "
-                     "owner TEXT, lease_until REAL, expires_at REAL NOT NULL)")
-        conn.execute("INSERT INTO inbox VALUES ('wx1:old', 'wx1', 'xml', '<xml/>', 'success', "
-                     "1.0, 'pending', 1, 'w1', 0, 1e12)")
-    conn.close()
-    store = SqliteStore(str(path))
-    [old] = store.inbox_list()
-    assert (old.key, old.error) == ("wx1:old", None)
-    [claimed] = store.inbox_claim(owner="w2", lease=10, limit=10, max_attempts=5)
-    assert store.inbox_dead(claimed.key, owner="w2", error="E")
-    assert store.inbox_list(state="dead")[0].error == "E"
-    store.close()
-    SqliteStore(str(path)).close()   # opened again: the column is there already
 
 
 def test_sqlite_writes_give_up_when_a_frozen_process_holds_the_turn(tmp_path) -> None:
@@ -900,8 +919,8 @@ def test_redis_keeps_data_only_with_appendonly_or_snapshots(redis_server) -> Non
     store.close()
 
 
-def test_a_server_refuses_a_redis_that_keeps_nothing_unless_allowed(redis_server,
-                                                                   caplog) -> None:
+def test_a_server_refuses_a_redis_that_keeps_nothing_unless_allowed(redis_server, caplog,
+                                                                   tmp_path) -> None:
     from webhook.store import require_durable
 
     store = RedisStore.from_url(redis_server.url)
@@ -913,7 +932,9 @@ def test_a_server_refuses_a_redis_that_keeps_nothing_unless_allowed(redis_server
     with caplog.at_level(logging.WARNING, logger="webhook.store"):
         require_durable(store, url, allow_volatile=True)
     assert "keeps nothing across a restart" in caplog.text and "running anyway" in caplog.text
-    require_durable(SqliteStore(":memory:"), "sqlite:///:memory:", allow_volatile=False)
+    sqlite_store = SqliteStore(str(tmp_path / "durable.db"))
+    require_durable(sqlite_store, "sqlite:///durable.db", allow_volatile=False)
+    sqlite_store.close()
     store.close()
 
 
@@ -921,7 +942,7 @@ def test_redis_keys_carry_a_redis_ttl_too(redis_server, clock) -> None:
     store = RedisStore.from_url(redis_server.url, prefix=f"test:{uuid.uuid4().hex}:", clock=clock)
     store.put("k", "v", ttl=60)
     store.acquire("L", "a", lease=30)
-    store.inbox_add(entry(), owner="w1", lease=10, ttl=600)
+    store.inbox_record(entry(), ttl=600)
     ttls = [store.client.pttl(store.prefix + name) for name in ("v:k", "lock:L", "in:wx1:1001")]
     assert 0 < ttls[0] <= 60_000 and 0 < ttls[1] <= 30_000 and 0 < ttls[2] <= 600_000
     store.client.delete(*store.client.keys(store.prefix + "*"))

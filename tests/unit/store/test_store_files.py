@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.store.base import NewReply
+from webhook.store.base import InboxEntry, NewReply
 from webhook.store.sqlite import SqliteStore
 
 
@@ -22,8 +22,9 @@ def modes(directory: Path) -> dict[str, int]:
 def use(store: SqliteStore) -> None:
     """Every kind of write, so that every file the store keeps exists."""
     store.put("token:wx1", "secret-token", ttl=60)
-    store.inbox_log("wx1", "xml", b"<xml>a</xml>", "success", 1.0)
-    store.inbox_ingest(owner="w", lease=30, ttl=600, key=lambda entry: "wx1:a")
+    store.inbox_record(InboxEntry(key="wx1:a", appid="wx1", format="xml", payload="<xml>a</xml>",
+                                  answer="success", received_at=1.0), ttl=600)
+    store.inbox_take(owner="w", lease=30, limit=10, max_attempts=5)
     store.inbox_finish("wx1:a", [NewReply("wx1", "o1", '{"msgtype":"text"}')], owner="w")
 
 

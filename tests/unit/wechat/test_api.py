@@ -78,7 +78,8 @@ def test_local_image_is_uploaded_once_and_reused(api, emulator, tmp_path, clock)
                                        "thumb_media_id": image_body["image"]["media_id"]}
     assert len(emulator.calls("/cgi-bin/media/upload")) == 1
     image.write_bytes(PNG + b"edited")      # new content: a new upload
-    assert api.upload_image(APPID, str(image)) != image_body["image"]["media_id"]
+    api.send(APPID, USER, {"msgtype": "image", "image": {"path": str(image)}})
+    assert emulator.sent(APPID)[2][2]["image"]["media_id"] != image_body["image"]["media_id"]
     clock.advance(MEDIA_TTL + 1)            # cached id outlived: uploaded again
     emulator.notify_push(APPID, {"FromUserName": USER, "MsgType": "text"})
     api.send(APPID, USER, {"msgtype": "image", "image": {"path": str(image)}})
@@ -88,10 +89,11 @@ def test_local_image_is_uploaded_once_and_reused(api, emulator, tmp_path, clock)
 def test_media_id_refused_early_is_uploaded_again(api, emulator, tmp_path):
     image = tmp_path / "dog.jpg"
     image.write_bytes(PNG)
-    first = api.upload_image(APPID, str(image))
+    api.send(APPID, USER, {"msgtype": "image", "image": {"path": str(image)}})
+    first = emulator.sent(APPID)[0][2]["image"]["media_id"]
     emulator.fail_next("/cgi-bin/message/custom/send", errcode=40007)
     api.send(APPID, USER, {"msgtype": "image", "image": {"path": str(image)}})
-    second = emulator.sent(APPID)[0][2]["image"]["media_id"]
+    second = emulator.sent(APPID)[1][2]["image"]["media_id"]
     assert second != first and len(emulator.calls("/cgi-bin/media/upload")) == 2
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import struct
 import threading
@@ -19,7 +18,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 from webhook.errors import Permanent, Retryable, TokenInvalid
-from webhook.wechat.client import POOL_SIZE, WeChatClient, scrub, shared_session
+from webhook.wechat.client import POOL_SIZE, WeChatClient, scrub
 
 TOKEN = "ACCESS-TOKEN-SECRET-VALUE-123"
 BASE = "https://api.example.test"
@@ -228,24 +227,11 @@ def test_token_answer_without_token_is_retryable(client, transport):
         client.stable_token(appid="a", secret="s")
 
 
-def test_one_shared_session_with_a_sized_pool():
-    session = shared_session()
-    assert shared_session() is session
-    adapter = session.get_adapter("https://api.weixin.qq.com")
+def test_a_client_keeps_one_session_with_a_sized_pool_and_no_transport_retries():
+    client = WeChatClient("https://api.weixin.qq.com")
+    adapter = client.session.get_adapter("https://api.weixin.qq.com")
     assert adapter._pool_maxsize == POOL_SIZE and adapter.max_retries.total == 0
-
-
-def test_a_forked_child_gets_its_own_session():
-    parent = shared_session()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # the child: report whether it got a fresh session, then leave at once
-        os.write(write, b"fresh" if shared_session() is not parent else b"shared")
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    with os.fdopen(read, "rb") as answer:
-        assert answer.read() == b"fresh"
+    assert client.session.trust_env is False
 
 
 # -- real sockets on 127.0.0.1 -----------------------------------------------------------------
