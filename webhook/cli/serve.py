@@ -79,7 +79,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
         delivery.append("--allow-volatile-redis")
-    print(announce(bind, settings), flush=True)
+    if settings.server.log_format == "json":   # a log pipeline reads one object a line
+        for line in announce(bind, settings).splitlines():
+            log.info("%s", line.strip())
+    else:
+        print(announce(bind, settings), flush=True)
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"]
     with RunDir(metrics=settings.server.metrics != "off", env=os.environ) as run:
         env.update(run.env)
