@@ -6,11 +6,11 @@ from collections.abc import Callable
 import logging
 import time
 
-from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry, NewReply,
-                                OutboxRow, Store, ValueUpdate)
+from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, Conversation, HistoryItem,
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 
 __all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "INBOX_STATES",
-           "ValueUpdate", "open_store", "require_durable"]
+           "ValueUpdate", "HistoryItem", "Conversation", "open_store", "require_durable"]
 
 log = logging.getLogger(__name__)
 

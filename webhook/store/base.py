@@ -1,12 +1,15 @@
 """The Store contract: what every backend (SQLite, Redis) provides, and nothing more.
 
-Four concerns, all keyed so several apps share one store:
+Five concerns, all keyed so several apps share one store:
 
 - values with a TTL: cached access_tokens, login sessions, uploaded media ids, quota state;
 - a lease lock: ``SET NX PX`` semantics, released only by its holder (token single-flight);
 - the inbox: one row per push, keyed by its dedupe key; a retry of the push finds the row;
   one whose handling keeps failing is set aside ("dead") with its error, until requeued;
-- the outbox: one row per reply, claimed with a lease, delivered in order per user.
+- the outbox: one row per reply, claimed with a lease, delivered in order per user;
+- the history the console shows: each conversation's timeline (what the customer sent, what
+  was sent back and how that went), its "needs a human" flag, and daily tallies (rule hits,
+  unmatched texts), kept until purged.
 
 Time comes from the clock the store was built with (``clock() -> float`` unix seconds), so
 tests can drive expiry without sleeping. No call waits on the store for longer than the
@@ -20,8 +23,8 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "OUTBOX_STATES",
-           "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "HistoryItem",
+           "Conversation", "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 # The inbox's states worth counting and listing; a done entry only keeps its key till expiry.
@@ -80,6 +83,36 @@ class OutboxRow:
     updated_at: float
     errcode: int | None = None
     errmsg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One line of a conversation's timeline: what the customer sent (``direction`` "in",
+    ``item`` the push's inbox key) or what was sent to them ("out", ``item`` "reply:{row id}").
+    ``body`` is JSON text; ``state`` (queued, sent, retrying, dead), ``errcode`` and
+    ``errmsg`` follow a reply's delivery."""
+
+    item: str
+    at: float
+    direction: str
+    body: str
+    rule: str = ""
+    state: str = ""
+    errcode: int | None = None
+    errmsg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One customer of one app, as the console lists them: last activity, the latest thing
+    the customer sent (``preview``, JSON text like a body), and why it needs a human, if so."""
+
+    appid: str
+    openid: str
+    last_at: float
+    preview: str = ""
+    flag: str | None = None
+    flagged_at: float | None = None
 
 
 class Store(abc.ABC):
@@ -245,6 +278,56 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def outbox_purge(self, *, before: float) -> int:
         """Delete sent and dead rows last updated before ``before``; the count."""
+
+    @abc.abstractmethod
+    def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:
+        """Enqueue replies that answer no push (an operator's), as ``inbox_finish`` would."""
+
+    # -- history --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
+                    preview: str | None = None, flag: str | None = None) -> None:
+        """Note ``items`` in the conversation, which becomes its app's most recent. An item
+        already noted keeps its ``at``, ``direction`` and ``body`` and takes the new
+        ``rule``, ``state``, ``errcode`` and ``errmsg``. ``preview`` (None: unchanged)
+        replaces the conversation's; ``flag`` marks it as needing a human for that reason
+        (flagged since the first such mark) until ``history_handled``."""
+
+    @abc.abstractmethod
+    def history_handled(self, appid: str, openid: str) -> bool:
+        """Clear the conversation's flag; True if it had one."""
+
+    @abc.abstractmethod
+    def history_conversations(self, *, appids: Sequence[str] | None = None,
+                              flagged: bool = False, limit: int = 100) -> list[Conversation]:
+        """Conversations (of ``appids`` only, if given; flagged ones only, if ``flagged``),
+        the most recently active first."""
+
+    @abc.abstractmethod
+    def history_conversation(self, appid: str, openid: str) -> Conversation | None: ...
+
+    @abc.abstractmethod
+    def history_timeline(self, appid: str, openid: str, *,
+                         limit: int = 200) -> list[HistoryItem]:
+        """The conversation's latest ``limit`` items, oldest first (by ``at``)."""
+
+    @abc.abstractmethod
+    def history_purge(self, *, before: float) -> int:
+        """Delete items last noted before ``before``, and conversations with no activity
+        since; how many items."""
+
+    @abc.abstractmethod
+    def tally_add(self, kind: str, names: Sequence[str], *, day: int) -> None:
+        """Count each of ``names`` once more under ``kind`` for ``day`` (unix days)."""
+
+    @abc.abstractmethod
+    def tally_top(self, kind: str, *, since: int, limit: int = 20) -> list[tuple[str, int]]:
+        """The ``limit`` names of ``kind`` counted most from day ``since`` on, with their
+        counts, the highest first (ties by name)."""
+
+    @abc.abstractmethod
+    def tally_purge(self, *, before: int) -> int:
+        """Forget the tallies of days before ``before``; how many (kind, name, day) counts."""
 
     def keeps_data(self) -> bool | None:
         """Whether what the store was told survives a restart of the server holding it (None:

@@ -25,6 +25,7 @@ from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAI
                                 NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
+from webhook.store.sqlite_history import HISTORY_SCHEMA, SqliteHistory
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
 __all__ = ["SqliteStore"]
@@ -97,7 +98,7 @@ def _outbox_row(row: tuple) -> OutboxRow:
     return OutboxRow(str(row[0]), *row[1:])
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteHistory, Store):
     """``Store`` over one SQLite file (``path``) or ``":memory:"``."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
@@ -118,12 +119,12 @@ class SqliteStore(Store):
         try:
             if path == ":memory:":
                 self._shared = self._connect()
-                self._shared.executescript(_SCHEMA)
+                self._shared.executescript(_SCHEMA + HISTORY_SCHEMA)
             else:
                 self._make_files()
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
-                    conn.executescript(_SCHEMA)
+                    conn.executescript(_SCHEMA + HISTORY_SCHEMA)
                     _add_error_column(conn)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
@@ -445,14 +446,22 @@ class SqliteStore(Store):
                                "WHERE key = ? AND state = 'pending'", (key,))
             if cur.rowcount == 0:
                 return []
-            return [conn.execute(
-                "INSERT INTO outbox (appid, openid, body, rule, state, attempts, next_at, "
-                "created_at, updated_at, is_head) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, "
-                f"NOT EXISTS (SELECT 1 FROM outbox WHERE {_USER_UNFINISHED})) "
-                f"RETURNING {_OUTBOX_COLS}",
-                (r.appid, r.openid, r.body, r.rule, now, now, now, r.appid, r.openid)).fetchone()
-                for r in replies]
+            return self._enqueue(conn, now, replies)
         return [_outbox_row(r) for r in self._write(write)]
+
+    @staticmethod
+    def _enqueue(conn: sqlite3.Connection, now: float, replies: Sequence[NewReply]) -> list[tuple]:
+        return [conn.execute(
+            "INSERT INTO outbox (appid, openid, body, rule, state, attempts, next_at, "
+            "created_at, updated_at, is_head) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, "
+            f"NOT EXISTS (SELECT 1 FROM outbox WHERE {_USER_UNFINISHED})) "
+            f"RETURNING {_OUTBOX_COLS}",
+            (r.appid, r.openid, r.body, r.rule, now, now, now, r.appid, r.openid)).fetchone()
+            for r in replies]
+
+    def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:
+        return [_outbox_row(r) for r in self._write(
+            lambda conn, now: self._enqueue(conn, now, replies))]
 
     # -- outbox ---------------------------------------------------------------------------
     def outbox_claim(self, *, owner: str, lease: float, limit: int) -> list[OutboxRow]:
