@@ -212,3 +212,24 @@ def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_co
     assert code == 0
     assert "[WARNING] the Redis at redis://" in err and "running anyway" in err
     assert "delivery started" in err
+
+
+def test_console_hash_password_reads_stdin_and_prints_a_hash_the_config_takes(tmp_path):
+    from webhook.config.settings import load
+    from webhook.passwords import verify_password
+
+    done = subprocess.run([sys.executable, "-m", "webhook.cli", "console", "hash-password"],
+                          input="correct horse battery\n", capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    hashed = done.stdout.strip()
+    assert verify_password("correct horse battery", hashed) and "correct" not in hashed
+    config = tmp_path / "wxpush.toml"
+    config.write_text(f'[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n'
+                      f'[[console.operators]]\nname = "ana"\npassword_hash = "{hashed}"\n')
+    assert load(config).console.operator("ana").password_hash == hashed
+    short = subprocess.run([sys.executable, "-m", "webhook.cli", "console", "hash-password"],
+                           input="short\n", capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert short.returncode == 2 and short.stdout == ""
+    assert short.stderr.strip() == ("wxpush console: the password must have at least 8 "
+                                    "characters")
