@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from functools import partial
 
+from webhook.delivery.history import History
 from webhook.delivery.windows import WINDOW_TTL, note_enter, note_message, window_key
 from webhook.errors import RequestRejected
 from webhook.logsafe import shown
@@ -59,9 +60,10 @@ class Responder:
     """Background: run the matched rules for one recorded push and queue their replies."""
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
-                 clock: Callable[[], float], budget: float) -> None:
+                 clock: Callable[[], float], budget: float, history: History | None = None
+                 ) -> None:
         self._store, self._router, self._owner = store, router, owner
-        self._clock, self._budget = clock, budget
+        self._clock, self._budget, self._history = clock, budget, history
 
     def respond(self, entry: InboxEntry, message: Message | None = None,
                route: Route | None = None) -> int:
@@ -71,14 +73,17 @@ class Responder:
             message = read_recorded(entry)
         if route is None:
             route = self._router().route(message, appid=entry.appid)
+        failures: list[str] = []
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
-                            budget=self._budget)
+                            budget=self._budget, failed=failures.append)
         rule = ",".join(route.names)
         queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
                            body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
                   for r in replies if not isinstance(r, TransferToHuman)]
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
+        if self._history is not None:
+            self._history.handled(entry, message, route, rows, failures)
         log.debug("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
                  shown(message.dedupe_key), rule or "-", len(rows))
         return len(rows)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from webhook.backoff import backoff
+from webhook.delivery.history import History
 from webhook.delivery.windows import WINDOW_TTL, take, verdict, window_key
 from webhook.errors import Permanent, WeChatAPIError
 from webhook.push.messages import hashed
@@ -35,8 +36,9 @@ class SendAPI(Protocol):
 class Sender:
     def __init__(self, *, store: Store, api: SendAPI, owner: str, clock: Callable[[], float],
                  rng: random.Random, lease: float, max_attempts: int,
-                 base_delay: float = 1.0, max_delay: float = 300.0) -> None:
-        self._store, self._api, self._owner = store, api, owner
+                 base_delay: float = 1.0, max_delay: float = 300.0,
+                 history: History | None = None) -> None:
+        self._store, self._api, self._owner, self._history = store, api, owner, history
         self._clock, self._rng, self._lease = clock, rng, lease
         self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
 
@@ -84,7 +86,8 @@ class Sender:
                                  errcode=errcode, errmsg=errmsg)
         self._log(row, "retry", f"errcode={errcode} in {delay:.1f}s")
 
-    @staticmethod
-    def _log(row: OutboxRow, outcome: str, detail: str) -> None:
+    def _log(self, row: OutboxRow, outcome: str, detail: str) -> None:
+        if self._history is not None:
+            self._history.reply(row.id)
         log.info("reply %s id=%s appid=%s user=%s rule=%s %s", outcome, row.id, row.appid,
                  hashed(row.openid), row.rule or "-", detail)

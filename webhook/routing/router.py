@@ -67,12 +67,14 @@ class Route:
         return bool(self.steps)
 
     def run(self, message: Message, *, appid: str, clock: Callable[[], float] = time.time,
-            logger: logging.Logger = log, budget: float = 3.0) -> list[Reply]:
+            logger: logging.Logger = log, budget: float = 3.0,
+            failed: Callable[[str], object] | None = None) -> list[Reply]:
         """Run the handlers in order and collect their replies.
 
-        A handler that raises is logged with its rule name and skipped; one that takes longer
-        than ``budget`` seconds is logged. TransferToHuman returned here is dropped: the push
-        was answered long ago; declare hand-offs with ``Router.transfer``.
+        A handler that raises is logged with its rule name, told to ``failed`` (its rule's
+        name) and skipped; one that takes longer than ``budget`` seconds is logged.
+        TransferToHuman returned here is dropped: the push was answered long ago; declare
+        hand-offs with ``Router.transfer``.
         """
         replies: list[Reply] = []
         for rule, result in self.steps:
@@ -85,6 +87,8 @@ class Route:
                 produced = rule.handler(message, ctx)
             except Exception as exc:  # a handler bug must not cost other rules or messages
                 _log_failure(logger, rule.name, appid, exc)
+                if failed is not None:
+                    failed(rule.name)
                 continue
             finally:
                 spent = time.monotonic() - started

@@ -19,6 +19,7 @@ from webhook.config.settings import Settings, config_path, load
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
 from webhook.delivery.heartbeat import Heartbeat
+from webhook.delivery.history import History
 from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
 from webhook.miniprogram.endpoints import register as register_miniprogram
@@ -43,6 +44,7 @@ class WxpushApp(falcon.App):
     """The Falcon app plus the background work of this process (started by gunicorn hooks)."""
 
     background: Background
+    history: History
     delivers: bool
     live: LiveRouter | None
     store: Store
@@ -61,9 +63,11 @@ class WxpushApp(falcon.App):
             self.live.start()
         if self.delivers:
             self.background.start()
+            self.history.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self.background.stop(timeout)
+        self.history.stop()
         if self.live is not None:
             self.live.stop()
 
@@ -79,17 +83,20 @@ def _current(router: Router | LiveRouter) -> Callable[[], Router]:
 def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                       router: Router | LiveRouter, clock: Callable[[], float] = time.time,
                       rng: random.Random | None = None, owner: str | None = None,
-                      heartbeat: Heartbeat | None = None) -> Background:
+                      heartbeat: Heartbeat | None = None,
+                      history: History | None = None) -> Background:
     """The work done after the answer: ingest, handlers, senders, the inbox sweeper
-    (``heartbeat``: in a delivery process, told of its progress)."""
+    (``heartbeat``: in a delivery process, told of its progress; ``history``: what the
+    console shows, noted as pushes are handled and replies sent)."""
     rng = rng or random.SystemRandom()
     owner = owner or _owner()
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
-                      budget=server.handler_budget)
+                          budget=server.handler_budget, history=history)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
-                    max_attempts=server.send_attempts, base_delay=server.retry_delay)
+                    max_attempts=server.send_attempts, base_delay=server.retry_delay,
+                    history=history)
     return Background(store=store, responder=responder, sender=sender, owner=owner, lease=lease,
                       dedupe_ttl=server.dedupe_ttl, senders=server.senders,
                       handler_threads=server.handler_threads,
@@ -105,8 +112,9 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     delivery process of ``wxpush serve``), so ``start`` leaves the background off."""
     rng = rng or random.SystemRandom()
     owner = owner or _owner()
+    history = History(store, days=settings.server.history_days, clock=clock)
     background = create_background(settings, store=store, api=api, router=router, clock=clock,
-                                   rng=rng, owner=owner)
+                                   rng=rng, owner=owner, history=history)
     server = settings.server
     intake = Intake(store=store, router=_current(router), owner=owner, clock=clock, rng=rng,
                     dedupe_ttl=server.dedupe_ttl, lease=float(server.lease),
@@ -114,6 +122,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
 
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
     app.background, app.store, app.delivers = background, store, delivers
+    app.history = history
     app.live = router if isinstance(router, LiveRouter) else None
     app.inline_paths = ("/wechat/", "/healthz") if store.journaled else ("/healthz",)
     app.max_body = server.max_body

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "HistoryItem",
-           "Conversation", "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
+           "Conversation", "timeline_order", "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 # The inbox's states worth counting and listing; a done entry only keeps its key till expiry.
@@ -100,6 +100,12 @@ class HistoryItem:
     state: str = ""
     errcode: int | None = None
     errmsg: str | None = None
+
+
+def timeline_order(item: HistoryItem) -> tuple[float, str, int, str]:
+    """A timeline's order: by time, a push before the replies it got at the same instant,
+    replies in the order they were queued (their ids as numbers)."""
+    return item.at, item.direction, len(item.item), item.item
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +315,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def history_timeline(self, appid: str, openid: str, *,
                          limit: int = 200) -> list[HistoryItem]:
-        """The conversation's latest ``limit`` items, oldest first (by ``at``)."""
+        """The conversation's latest ``limit`` items, oldest first (``timeline_order``)."""
 
     @abc.abstractmethod
     def history_purge(self, *, before: float) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from webhook.store.base import Conversation, HistoryItem
+from webhook.store.base import Conversation, HistoryItem, timeline_order
 from webhook.store.redis_errors import store_errors
 
 __all__ = ["RedisHistory"]
@@ -190,7 +190,7 @@ class RedisHistory:
         if not names:
             return []
         texts = self.client.hmget(f"{self.prefix}hi:{conversation}", names)
-        return [_item(text) for text in reversed(texts) if text is not None]
+        return sorted((_item(text) for text in texts if text is not None), key=timeline_order)
 
     @store_errors
     def history_purge(self, *, before: float) -> int:

@@ -97,7 +97,8 @@ class SqliteHistory:
                          limit: int = 200) -> list[HistoryItem]:
         with self._connection() as conn:
             rows = conn.execute(f"SELECT {_ITEM_COLS} FROM history WHERE appid = ? AND "
-                                "openid = ? ORDER BY at DESC, item DESC LIMIT ?",
+                                "openid = ? ORDER BY at DESC, direction DESC, length(item) DESC, item DESC "
+                                "LIMIT ?",
                                 (appid, openid, limit)).fetchall()
         return [HistoryItem(*row) for row in reversed(rows)]
 
