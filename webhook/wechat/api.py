@@ -55,6 +55,16 @@ class WeChatAPI:
         self.tokens.call(appid, lambda token: self.client.typing(
             access_token=token, touser=openid, command=command))
 
+    def upload_image_data(self, appid: str, filename: str, data: bytes) -> str:
+        """The media_id of an image given as bytes (an operator's upload), uploaded now."""
+        return self.tokens.call(appid, lambda token: self.client.upload_media(
+            access_token=token, filename=filename, data=data))
+
+    def media(self, appid: str, media_id: str) -> bytes:
+        """A temporary media file's bytes (what a customer sent), from WeChat."""
+        return self.tokens.call(appid, lambda token: self.client.get_media(
+            access_token=token, media_id=media_id))
+
     def upload_image(self, appid: str, path: str) -> str:
         """The media_id of a local image, uploaded only if not cached for this content."""
         return self._upload(appid, path)[0]
