@@ -16,6 +16,7 @@ from collections.abc import Callable
 import falcon
 
 from webhook.config.settings import Settings, config_path, load
+from webhook.console import register as register_console
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
 from webhook.delivery.heartbeat import Heartbeat
@@ -132,6 +133,8 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
         tolerance=server.timestamp_tolerance, max_body=server.max_body))
     app.add_route("/healthz", HealthResource())
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
+    register_console(app, settings=settings, store=store, api=api, router=router,
+                     history=history, clock=clock)
     return app
 
 
