@@ -49,18 +49,20 @@ class Console:
     builder: PushBuilder
     rules: Path
     clock: object
+    cookie: str = ""
 
     def login(self, name: str = "ana", password: str = PASSWORD,
               headers: dict | None = None) -> falcon.testing.Result:
-        form = self.client.simulate_get("/console/login")
+        fresh = falcon.testing.TestClient(self.app)   # a browser with no session yet
+        form = fresh.simulate_get("/console/login")
         token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-        result = self.client.simulate_post(
+        result = fresh.simulate_post(
             "/console/login", body=f"csrf={token}&name={name}&password={password.replace(' ', '+')}",
             headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {}),
                      "Cookie": f"wxpush_console_login={token}"})
         if "wxpush_console" in result.cookies:   # the browser keeps it from now on
-            self.client = falcon.testing.TestClient(self.app, headers={
-                "Cookie": f"wxpush_console={result.cookies['wxpush_console'].value}"})
+            self.cookie = f"wxpush_console={result.cookies['wxpush_console'].value}"
+            self.client = falcon.testing.TestClient(self.app, headers={"Cookie": self.cookie})
         return result
 
     def csrf(self, page: str = "/console/conversations") -> str:
