@@ -1,9 +1,12 @@
 """``wxpush demo``: the WeChat API emulator, a server and a short scripted conversation, with
-what the customer would see printed. Nothing leaves this machine."""
+what the customer would see printed. Nothing leaves this machine. ``--keep-running`` keeps
+them up afterwards with the console on, for an operator whose one-time password it prints:
+the conversation is there to follow in a browser, and answers reach the demo customer."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -39,36 +42,68 @@ SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="emulator + server + a scripted conversation")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="afterwards, keep the server and its console up (Ctrl-C stops)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="the server's port on 127.0.0.1 (default: a free one)")
     parser.set_defaults(handler=demo)
 
 
 def demo(args: argparse.Namespace) -> int:
+    from webhook.passwords import hash_password
     from webhook.server.app import get_app
     from webhook.testing import Emulator, PushBuilder, serve
 
     emulator = Emulator()
     emulator.register_app(APPID, SECRET)
+    password = secrets.token_urlsafe(12) if args.keep_running else None
+    operator = "" if password is None else (
+        f'\n[[console.operators]]\nname = "demo"\npassword_hash = "{hash_password(password)}"\n')
     with tempfile.TemporaryDirectory() as tmp, serve(emulator.app) as upstream:
         config = Path(tmp) / "wxpush.toml"
         (Path(tmp) / "rules.toml").write_text(RULES, encoding="utf-8")
         config.write_text(
             f'[server]\napi_base = "{upstream.url}"\nstore = "sqlite:///demo.db"\n'
             f'rules = "rules.toml"\n\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\n'
-            f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n',
-            encoding="utf-8")
+            f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n'
+            + operator, encoding="utf-8")
         app = get_app(str(config))
         app.start()
         try:
-            with serve(app) as server:
-                print(f"emulator {upstream.url}   server {server.url}/wechat/{APPID} (safe mode, XML)\n")
-                _converse(emulator, PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY),
-                          f"{server.url}/wechat/{APPID}")
+            with serve(app, port=args.port) as server:
+                print(f"emulator {upstream.url}   server {server.url}/wechat/{APPID} (safe mode, XML)")
+                if password is not None:
+                    print(f"console  {server.url}/console/   operator demo, password {password} "
+                          "(this run only)")
+                print(flush=True)
+                seen = _converse(emulator, PushBuilder(appid=APPID, token=TOKEN,
+                                                       encoding_aes_key=AES_KEY),
+                                 f"{server.url}/wechat/{APPID}")
+                if password is not None:
+                    _keep_running(emulator, seen, f"{server.url}/console/", password)
         finally:
             app.stop()
     return 0
 
 
-def _converse(emulator, builder, url: str) -> None:
+def _keep_running(emulator, seen: int, url: str, password: str) -> None:
+    """Print what reaches the customer (an operator's answers) until Ctrl-C."""
+    print(f"The server keeps running. Open {url} and log in as demo with the password "
+          f"{password}:\nthe conversation is under Conversations and Needs a human; what you "
+          "answer is printed here. Ctrl-C stops.\n", flush=True)
+    try:
+        while True:
+            time.sleep(0.2)
+            sent = emulator.sent(APPID)
+            for _, _, payload in sent[seen:]:
+                print(f"business  {payload.get('text', {}).get('content', payload)}", flush=True)
+            seen = len(sent)
+    except KeyboardInterrupt:
+        print("stopped")
+
+
+def _converse(emulator, builder, url: str) -> int:
+    """Play the script; how many messages reached the customer."""
     session, openid, seen = requests.Session(), "o_demo_customer", 0
     for step, (kind, text) in enumerate(SCRIPT):
         now = int(time.time())
@@ -95,4 +130,5 @@ def _converse(emulator, builder, url: str) -> None:
         for _, _, payload in sent[seen:]:
             print(f"business  {payload.get('text', {}).get('content', payload)}")
         seen = len(sent)
-        print()
+        print(flush=True)
+    return seen

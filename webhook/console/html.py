@@ -42,8 +42,11 @@ def short_openid(openid: str) -> str:
     return openid if len(openid) <= 12 else f"…{openid[-10:]}"
 
 
-def post_form(action: str, csrf: str, inner: str, *, cls: str = "inline") -> str:
-    return (f'<form method="post" action="{e(action)}" class="{cls}">'
+def post_form(action: str, csrf: str, inner: str, *, cls: str = "inline", gone: str = "") -> str:
+    """A form posting ``inner``'s fields with the CSRF token; once it went through, the
+    script removes the closest element matching ``gone`` (if any)."""
+    remove = f' data-gone="{e(gone)}"' if gone else ""
+    return (f'<form method="post" action="{e(action)}" class="{cls}"{remove}>'
             f'<input type="hidden" name="csrf" value="{e(csrf)}">{inner}</form>')
 
 

@@ -108,7 +108,8 @@ class ConversationPage(Resource):
         if conversation is not None and conversation.flag:
             flag = (f'<div class="flagged"><span class="flag">{e(conversation.flag)}</span>'
                     + post_form(f"{url}/handled", csrf,
-                                '<button type="submit">Mark handled</button>') + "</div>")
+                                '<button type="submit">Mark handled</button>', gone=".flagged")
+                    + "</div>")
         answer = post_form(
             f"{url}/reply", csrf,
             '<label for="reply-text">Answer as a person</label>'

@@ -65,6 +65,7 @@
       say(form, resp.ok ? text : `Refused: ${text}`, !resp.ok);
       if (resp.ok) {
         form.querySelectorAll("textarea, input[type=file]").forEach((el) => { el.value = ""; });
+        if (form.dataset.gone && form.closest(form.dataset.gone)) form.closest(form.dataset.gone).remove();
         refreshers.forEach((refresh) => refresh());
       }
     } catch (err) {
