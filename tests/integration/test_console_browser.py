@@ -5,7 +5,9 @@ Screenshots of the main pages go to tests/artifacts/ (not committed)."""
 from __future__ import annotations
 
 import os
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,6 +186,36 @@ def test_an_operators_answer_reaches_wechat_and_shows_as_sent(page, wechat, serv
     assert "answered by ana" in sent.inner_text()
     assert page.input_value("#reply-text") == ""
     shot(page, "conversation")
+
+
+def png(width: int, height: int) -> bytes:
+    """A PNG of noise: a photo-sized one does not compress below the server's body limit."""
+    rows = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_a_photo_is_scaled_down_in_the_browser_and_reaches_wechat(page, wechat, server):
+    customer = Customer(wechat, server, "o_photo_09")
+    customer.says("能发张图片吗？")
+    photo = png(900, 700)
+    assert len(photo) > 1_000_000   # far over max_body (64 KiB)
+    page.locator(".conversations a", has_text="o_photo_09").click()
+    page.set_input_files("#reply-image", files=[{"name": "photo.png", "mimeType": "image/png",
+                                                 "buffer": photo}])
+    page.click("form.image button[type=submit]")
+    page.locator(".result", has_text="queued as reply").wait_for()
+    image = wait_for(lambda: [p for _, openid, p in wechat.emulator.sent(APPID)
+                              if openid == "o_photo_09" and p["msgtype"] == "image"], timeout=10)
+    uploaded = wechat.emulator.media[image[0]["image"]["media_id"]].data
+    assert uploaded.startswith(b"\xff\xd8\xff") and len(uploaded) <= 65536   # a JPEG that fits
+    page.locator(".timeline li.out", has_text="[image]").locator(".state-sent").wait_for()
 
 
 def test_a_dead_reply_is_retried_from_the_page_and_becomes_sent(page, wechat, server):

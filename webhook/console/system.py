@@ -61,6 +61,10 @@ class RulesPage(Resource):
             if router.error:
                 status += (f' <span class="error">The last edit was refused, the previous '
                            f'rules stay: {e(router.error)}</span>')
+        routers = self.parts.settings.server.routers
+        if routers:
+            status += " Python routers, first: " + ", ".join(
+                f"<code>{e(spec)}</code>" for spec in routers) + "."
         rows = "".join(
             f"<li><b>{e(rule.name)}</b>"
             + "".join(f' <span class="tag">{tag}</span>' for tag, on in (

@@ -58,7 +58,7 @@
     const button = form.querySelector("button[type=submit]");
     if (button) button.disabled = true;
     try {
-      const resp = await fetch(form.action || form.dataset.upload, {
+      const resp = await fetch(form.dataset.upload || form.action, {
         method: "POST", body, credentials: "same-origin", headers: { ...HEADERS, ...headers },
       });
       const text = await resp.text();
