@@ -270,12 +270,12 @@ def test_a_phone_shows_the_list_and_a_timeline_without_sideways_scrolling(browse
     page.set_default_timeout(10_000)
     try:
         log_in(page, server)
-        page.locator(".conversations a", has_text="08").wait_for()
+        page.locator(".conversations a", has_text="_openid_08").wait_for()
         width = "() => [document.documentElement.scrollWidth, window.innerWidth]"
         scroll, inner = page.evaluate(width)
         assert scroll <= inner, f"the list is {scroll}px wide on a {inner}px screen"
         shot(page, "phone-conversations")
-        page.locator(".conversations a", has_text="08").click()
+        page.locator(".conversations a", has_text="_openid_08").click()
         bubble(page, "我想问一下").wait_for()
         scroll, inner = page.evaluate(width)
         assert scroll <= inner, f"the timeline is {scroll}px wide on a {inner}px screen"
