@@ -328,3 +328,17 @@ def test_a_removed_operators_session_ends(tmp_path, clock):
     assert stale.simulate_get("/console/conversations").status_code == 303
     second.close()
     first.close()
+
+
+def test_retry_all_dead_requeues_only_the_operators_apps(console: Console):
+    console.emulator.fail_next("/cgi-bin/message/custom/send", errcode=48001, times=2)
+    console.push("oR1", "几点", 1)
+    console.push("oR2", "几点", 2)
+    console.wait(lambda: console.store.outbox_stats()["dead"] == 2)
+    console.login(name="bo")   # sees OTHER only: nothing of APPID is retried
+    answer = console.post("/console/replies/retry", {"all": "1"}, csrf=console.csrf())
+    assert answer.text == "0 replies queued again" and console.store.outbox_stats()["dead"] == 2
+    console.login()
+    answer = console.post("/console/replies/retry", {"all": "1"}, csrf=console.csrf())
+    assert answer.text == "2 replies queued again"
+    console.wait(lambda: console.store.outbox_stats()["sent"] == 2)
