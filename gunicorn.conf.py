@@ -63,9 +63,11 @@ limit_request_field_size = int(_env("WXPUSH_LIMIT_REQUEST_FIELD_SIZE", "4096"))
 # it from the first. wxpush serve is driven by signals (wxpush serve forwards them): none.
 control_socket_disable = True
 
-# Our own log lines (key=value, never a secret) go to stderr beside gunicorn's.
+# Our own log lines (key=value, never a secret) go to stderr beside gunicorn's, as text or, with
+# [server] log_format = "json" (wxpush serve passes it on), one JSON object a line.
 loglevel = _env("WXPUSH_LOG_LEVEL", "info")
 accesslog = _env("WXPUSH_ACCESS_LOG") or None
+log_format = _env("WXPUSH_LOG_FORMAT", "text")
 
 
 class QuietAccessLogger(Logger):
@@ -111,6 +113,8 @@ class RequestErrors(logging.Filter):
 logger_class = QuietAccessLogger
 logconfig_dict = {
     **CONFIG_DEFAULTS,
+    **({"formatters": {"generic": {"()": "webhook.logformat.JsonFormatter"}}}
+       if log_format == "json" else {}),
     "filters": {"request_errors": {"()": RequestErrors}},
     # Each logger writes once, to its own handler; the access log only when asked for.
     "root": {"level": "WARNING", "handlers": []},
@@ -140,8 +144,12 @@ def pre_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """... and takes it back when the worker is gone, however it died."""
+    """... and takes it back when the worker is gone, however it died (its live metrics
+    gauges go with it; its counts stay counted)."""
     fairworker.free_slot(worker)
+    if _env("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

@@ -5,22 +5,27 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import runpy
 import socket
 import sys
+import time
 from pathlib import Path
 
 from gunicorn.util import is_ipv6, parse_address
 
 from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import configure_logging
-from webhook.config.settings import config_path, load
+from webhook.config.settings import Settings, config_path, load
 from webhook.errors import ConfigError, WxpushError
+from webhook.server.rundir import RunDir
 from webhook.server.supervisor import Supervisor
-from webhook.store import open_store, require_durable
+from webhook.store import Store, open_store, require_durable
 
 __all__ = ["register", "gunicorn_config", "check_free"]
+
+log = logging.getLogger("webhook.server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,11 +70,11 @@ def check_free(bind: str) -> None:
 def serve(args: argparse.Namespace) -> int:
     path = os.path.abspath(config_path(args.config))
     settings = load(path)          # a bad config is one line here, not a worker boot loop
-    configure_logging()
+    configure_logging(settings.server.log_format)
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     conf = str(gunicorn_config())
-    env = {**os.environ, "WXPUSH_CONFIG": path}
+    env = {**os.environ, "WXPUSH_CONFIG": path, "WXPUSH_LOG_FORMAT": settings.server.log_format}
     if args.bind:
         env["WXPUSH_BIND"] = args.bind
     check_free(env.get("WXPUSH_BIND") or _default_bind(conf))
@@ -77,9 +82,9 @@ def serve(args: argparse.Namespace) -> int:
     require_durable(store, settings.server.store, allow_volatile=args.allow_volatile_redis
                     or settings.server.allow_volatile_redis)
     journaled = store.journaled
-    store.close()
     from handlers import build_router
-    build_router(settings.server.rules, settings.server.routers)   # rules and router imports
+    router = build_router(settings.server.rules, settings.server.routers)   # rules, imports
+    log_start(settings, len(router.rules))
     timeout = graceful_timeout()
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
@@ -89,9 +94,47 @@ def serve(args: argparse.Namespace) -> int:
     if journaled:   # the request workers leave handling and sending to the delivery process
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
-    sys.stdout.flush()
-    return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
-                      graceful=timeout, env=env, stall=settings.server.stall_timeout).run()
+    with RunDir(metrics=settings.server.metrics != "off", env=os.environ) as run:
+        env.update(run.env)
+        os.environ.update(run.env)   # this process reads the counts for a metrics port
+        if settings.server.metrics_port is None:
+            store.close()
+        else:
+            serve_metrics(settings.server.metrics_port, env.get("WXPUSH_BIND")
+                          or _default_bind(conf), store)
+        sys.stdout.flush()
+        return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
+                          graceful=timeout, env=env, stall=settings.server.stall_timeout,
+                          progress=run.beats.note, gone=run.gone).run()
+
+
+def log_start(settings: Settings, rules: int) -> None:
+    """What this server serves, once, at start: each app, the rules and the routers."""
+    server = settings.server
+    for app in settings.apps.values():
+        log.info("app appid=%s format=%s mode=%s path=/wechat/%s", app.appid, app.format,
+                 app.mode, app.appid)
+    log.info("rules file=%s rules=%d", server.rules or "-", rules)
+    log.info("routers %s", ", ".join(server.routers) or "-")
+    log.info("metrics %s", {"on": "at GET /metrics", "off": "off"}.get(
+        server.metrics, f"on port {server.metrics_port}"))
+
+
+def serve_metrics(port: int, bind: str, store: Store) -> None:
+    """``metrics = "port:N"``: /metrics on a listener of its own, on the host of ``bind``,
+    answered by this process from every process's counts and ``store``."""
+    from prometheus_client import start_http_server
+
+    from webhook.server.exposition import QueueCollector, registry
+
+    host = "127.0.0.1"
+    if bind and not bind.startswith(("unix:", "fd://")):
+        host = parse_address(bind)[0] or "0.0.0.0"
+    try:
+        start_http_server(port, host, registry=registry(QueueCollector(store.backlog, time.time)))
+    except OSError as exc:
+        raise WxpushError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") \
+            from None
 
 
 def _default_bind(conf: str) -> str:

@@ -80,6 +80,17 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # Days of conversation history the console shows (0: none is kept)
     history_days: int = 7
+    # Operations: /metrics, log lines, /readyz's limits
+    metrics: str = "on"
+    log_format: str = "text"
+    log_content: bool = False
+    ready_backlog_age: int = 600
+    ready_dead_letters: int = 1000
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of ``metrics = "port:N"``: /metrics on a listener of its own."""
+        return int(self.metrics[5:]) if self.metrics.startswith("port:") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,13 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "trusted_proxies": (list, lambda v: all(_is_network(x) for x in v),
                         'a list of IP addresses or networks ("127.0.0.1", "10.0.0.0/8")'),
     "history_days": (int, lambda v: 0 <= v <= 365, "days between 0 and 365 (0 keeps none)"),
+    "metrics": (str, lambda v: v in ("on", "off") or _is_port(v),
+                '"on" (GET /metrics), "off", or "port:N" (/metrics on port N alone)'),
+    "log_format": (str, lambda v: v in ("text", "json"), '"text" or "json" (one object a line)'),
+    "log_content": (bool, lambda v: True, "true or false"),
+    "ready_backlog_age": (int, lambda v: v >= 0,
+                          "seconds >= 0 (0 turns the check off)"),
+    "ready_dead_letters": (int, lambda v: v >= 0, "a count >= 0 (0 turns the check off)"),
 }
 _APP_KEYS = {"appid", "secret", "secret_env", "token", "token_env", "encoding_aes_key",
              "encoding_aes_key_env", "previous_encoding_aes_key", "previous_encoding_aes_key_env",
@@ -263,6 +281,10 @@ def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]
     if unknown:
         raise fail(f"appid {unknown[0]!r} is not configured in [[apps]]", "apps")
     return Operator(name, hashed, tuple(allowed))
+def _is_port(value: str) -> bool:
+    """``port:N`` with N a TCP port."""
+    number = value.removeprefix("port:")
+    return number != value and number.isascii() and number.isdigit() and 1 <= int(number) <= 65535
 
 
 def _is_network(value: Any) -> bool:

@@ -9,14 +9,14 @@ from another origin, a strict Content-Security-Policy, every customer text escap
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import falcon
 
 from webhook.config.settings import Settings
 from webhook.console import actions, pages, system
 from webhook.console.auth import Auth
-from webhook.console.base import Parts
+from webhook.console.base import Check, Parts
 from webhook.delivery.history import History
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
@@ -28,13 +28,16 @@ __all__ = ["register"]
 
 def register(app: falcon.App, *, settings: Settings, store: Store, api: WeChatAPI,
              router: Router | LiveRouter, history: History,
+             readiness: Callable[[], Sequence[Check]], totals: Callable[[], Mapping[str, float]],
              clock: Callable[[], float] = time.time) -> bool:
-    """Add the console's routes to ``app`` if an operator is configured; whether it did."""
+    """Add the console's routes to ``app`` if an operator is configured; whether it did.
+    ``readiness``: /readyz's checks; ``totals``: the metrics, each summed over its labels
+    (the Health page shows both)."""
     if not settings.console.operators:
         return False
     auth = Auth(store, settings.console, trusted=settings.server.trusted_proxies, clock=clock)
     parts = Parts(settings=settings, store=store, api=api, router=router, history=history,
-                  auth=auth, clock=clock)
+                  auth=auth, readiness=readiness, totals=totals, clock=clock)
     customer = "/console/conversations/{appid}/{openid}"
     routes = {
         "/console": pages.Home(), "/console/": pages.Home(),

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 import falcon
@@ -23,7 +24,7 @@ from webhook.routing.router import Router
 from webhook.store import Store
 from webhook.wechat.api import WeChatAPI
 
-__all__ = ["Parts", "Resource", "Refused", "log"]
+__all__ = ["Parts", "Resource", "Refused", "Check", "log"]
 
 log = logging.getLogger("webhook.console")
 MAX_FORM = 16 * 1024   # a form: a reply's text and a few fields
@@ -37,6 +38,14 @@ class Refused(RequestRejected):
         self.status = status
 
 
+class Check(Protocol):
+    """One of /readyz's checks (``webhook.server.readiness.Check``)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class Parts:
     settings: Settings
@@ -45,6 +54,8 @@ class Parts:
     router: Router | LiveRouter
     history: History
     auth: Auth
+    readiness: Callable[[], Sequence[Check]]
+    totals: Callable[[], Mapping[str, float]]
     clock: Callable[[], float] = time.time
 
 

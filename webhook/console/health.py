@@ -1,44 +1,36 @@
-"""The Health page's checks and headline figures, read from the store and the rules: what an
-operator looks at first when replies stop arriving."""
+"""The Health page's figures: /readyz's checks, the headline metrics added up over every
+process of the server, and the store's queues, as a person reads them."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
-
-from webhook.routing.live import LiveRouter
 
 if TYPE_CHECKING:
     from webhook.console.base import Parts
 
-__all__ = ["checks", "figures", "BACKLOG"]
+__all__ = ["figures", "headlines"]
 
-BACKLOG = 1000   # pushes waiting for the delivery process past which it is not keeping up
+# (metric sample, what it counts) of the headline metrics
+HEADLINES = (
+    ("wxpush_pushes_total", "pushes received (WeChat's retries included)"),
+    ("wxpush_duplicates_dropped_total", "retries of a recorded push dropped"),
+    ("wxpush_rejections_total", "requests refused (bad signature, malformed, too large ...)"),
+    ("wxpush_replies_sent_total", "replies WeChat accepted"),
+    ("wxpush_sends_total", "calls to WeChat's send API"),
+    ("wxpush_dead_letters_total", "replies set aside for good"),
+    ("wxpush_token_refreshes_total", "access_token fetches"),
+)
 
 
-def checks(parts: Parts) -> list[tuple[str, bool, str]]:
-    """(what, whether it is well, in words)."""
-    found = []
-    started = time.monotonic()
-    try:
-        parts.store.outbox_stats()
-        found.append(("store", True, f"answers in {(time.monotonic() - started) * 1000:.0f} ms"))
-    except Exception as exc:   # what the page is for: say it, do not fail with it
-        found.append(("store", False, f"{type(exc).__name__}: {exc}"))
-        return found
-    router = parts.router
-    error = router.error if isinstance(router, LiveRouter) else None
-    found.append(("rules", error is None, "loaded" if error is None else
-                  f"the last edit was refused: {error}"))
-    waiting = parts.store.inbox_waiting()
-    found.append(("delivery", waiting < BACKLOG,
-                  f"{waiting} pushes wait for the delivery process"))
-    dead_pushes, dead_replies = parts.store.inbox_stats()["dead"], \
-        parts.store.outbox_stats()["dead"]
-    found.append(("pushes", dead_pushes == 0, f"{dead_pushes} set aside as dead "
-                  "(wxpush inbox list --state dead)"))
-    found.append(("replies", dead_replies == 0, f"{dead_replies} dead (see Replies)"))
-    return found
+def headlines(totals: Mapping[str, float]) -> list[tuple[str, str]]:
+    """The headline counts since the server started, and the mean answer time to WeChat."""
+    rows = [(label, f"{totals.get(name, 0):.0f}") for name, label in HEADLINES]
+    count = totals.get("wxpush_answer_seconds_count", 0)
+    if count:
+        mean = totals.get("wxpush_answer_seconds_sum", 0) / count * 1000
+        rows.append(("mean time to answer a push", f"{mean:.1f} ms"))
+    return rows
 
 
 def figures(parts: Parts) -> list[tuple[str, str]]:
@@ -52,8 +44,7 @@ def figures(parts: Parts) -> list[tuple[str, str]]:
             ("replies", ", ".join(f"{n} {state}" for state, n in outbox.items())),
             ("pushes", f"{inbox['pending']} pending, {inbox['dead']} dead, "
                        f"{store.inbox_waiting()} waiting in the journal"),
-            ("history", f"kept {days} days" if days else "off (history_days = 0)"),
-            ("senders", str(server.senders))]
+            ("history", f"kept {days} days" if days else "off (history_days = 0)")]
 
 
 def _where(url: str) -> str:

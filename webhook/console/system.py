@@ -11,7 +11,7 @@ from importlib import resources
 import falcon
 
 from webhook.console.base import Refused, Resource, log, secure_headers
-from webhook.console.health import checks, figures
+from webhook.console.health import figures, headlines
 from webhook.console.html import e, when
 from webhook.console.views import sent
 from webhook.delivery.history import TALLY_DAYS, day_of
@@ -101,16 +101,25 @@ def _counts(pairs: list[tuple[str, int]], empty: str) -> str:
 
 
 class HealthPage(Resource):
+    """/readyz's checks, the headline metrics and the store's figures."""
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         session = self.viewer(req)
-        rows = "".join(f'<li class="{"ok" if ok else "bad"}"><b>{"OK" if ok else "Problem"}'
-                       f'</b> {e(name)}: {e(detail)}</li>'
-                       for name, ok, detail in checks(self.parts))
-        table = "".join(f"<dt>{e(label)}</dt><dd>{e(value)}</dd>"
-                        for label, value in figures(self.parts))
+        rows = "".join(f'<li class="{"ok" if c.ok else "bad"}"><b>{"OK" if c.ok else "Problem"}'
+                       f'</b> {e(c.name)}: {e(c.detail)}</li>' for c in self.parts.readiness())
+        try:
+            counts = headlines(self.parts.totals())
+        except Exception as exc:   # the page is for a server in trouble: say it, do not fail
+            counts = [("metrics", f"cannot be read: {type(exc).__name__}")]
         self.render(resp, session, "Health",
-                    f'<ul class="checks">{rows}</ul><dl class="figures">{table}</dl>',
-                    active="health")
+                    f'<h2>Ready?</h2><ul class="checks">{rows}</ul>'
+                    '<h2>Since the server started</h2>' + _table(counts)
+                    + '<h2>Store</h2>' + _table(figures(self.parts)), active="health")
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return '<dl class="figures">' + "".join(f"<dt>{e(label)}</dt><dd>{e(value)}</dd>"
+                                              for label, value in rows) + "</dl>"
 
 
 class MediaFile(Resource):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from functools import partial
@@ -22,7 +23,8 @@ from webhook.delivery.history import History
 from webhook.delivery.windows import WINDOW_TTL, note_enter, note_message, window_key
 from webhook.errors import RequestRejected
 from webhook.logsafe import shown
-from webhook.push.messages import EnterSessionEvent, Event, Message, TransferToHuman
+from webhook.metrics import HANDLER_SECONDS
+from webhook.push.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.push.parsing import read_message
 from webhook.routing.router import Route, Router
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
@@ -60,22 +62,33 @@ class Responder:
     """Background: run the matched rules for one recorded push and queue their replies."""
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
-                 clock: Callable[[], float], budget: float, history: History | None = None
-                 ) -> None:
+                 clock: Callable[[], float], budget: float, log_content: bool = False,
+                 timer: Callable[[], float] = time.perf_counter,
+                 history: History | None = None) -> None:
         self._store, self._router, self._owner = store, router, owner
-        self._clock, self._budget, self._history = clock, budget, history
+        self._clock, self._budget, self._timer = clock, budget, timer
+        self._log_content, self._history = log_content, history
 
     def respond(self, entry: InboxEntry, message: Message | None = None,
                route: Route | None = None) -> int:
         """Handle ``entry`` (``message`` and ``route``: its payload, parsed and routed on the
         request path, if this process recorded it); returns how many replies were queued."""
+        started = self._timer()
         if message is None:
             message = read_recorded(entry)
+        router = self._router()
         if route is None:
-            route = self._router().route(message, appid=entry.appid)
-        failures: list[str] = []
+            route = router.route(message, appid=entry.appid)
+        failed: list[str] = []
+
+        def observe(rule: str, seconds: float, error: Exception | None) -> None:
+            HANDLER_SECONDS.labels(rule).observe(seconds)
+            if error is not None:
+                failed.append(rule)
+
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
-                            budget=self._budget, failed=failures.append)
+                            budget=self._budget, observe=observe, reveal=self._log_content,
+                            rescue=lambda: router.rescue(message, appid=entry.appid))
         rule = ",".join(route.names)
         queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
                            body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
@@ -83,10 +96,23 @@ class Responder:
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
         if self._history is not None:
-            self._history.handled(entry, message, route, rows, failures)
-        log.debug("push handled appid=%s key=%s rules=%s replies=%d", entry.appid,
-                 shown(message.dedupe_key), rule or "-", len(rows))
+            self._history.handled(entry, message, route, rows, failed)
+        self._log(entry, message, route, failed, len(rows), self._timer() - started)
         return len(rows)
+
+    def _log(self, entry: InboxEntry, message: Message, route: Route, failed: list[str],
+             replies: int, spent: float) -> None:
+        """One line a push: who (hashed), which key, which rules, what came of it."""
+        outcome = ("failed" if failed else "transfer" if route.transfer
+                   else "handled" if route else "no_rule")
+        content = getattr(message, "content", None)
+        shown_content = f" content={shown(content, 500)}" \
+            if self._log_content and isinstance(content, str) else ""
+        log.info("push handled appid=%s user=%s key=%s type=%s rule=%s outcome=%s replies=%d "
+                 "latency=%.3fs age=%.1fs%s", entry.appid, hashed(message.openid),
+                 shown(message.dedupe_key), shown(getattr(message, "event", message.msg_type)),
+                 ",".join(route.names) or "-", outcome, replies, spent,
+                 max(0.0, self._clock() - entry.received_at), shown_content)
 
 
 def _window_opened(appid: str, message: Message) -> ValueUpdate | None:

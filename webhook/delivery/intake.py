@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from webhook.config.settings import AppConfig
 from webhook.logsafe import shown
+from webhook.metrics import DUPLICATES, PUSHES, msgtype
 from webhook.push.messages import Message, hashed
 from webhook.push.parsing import peek, transfer_fields
 from webhook.push.receive import Push, seal
@@ -61,6 +62,9 @@ class Intake:
                                       now)
             self._store.inbox_log(app.appid, app.format, push.plaintext, answer, now)
             self._log_recorded(app, push)
+            # A retry is only told apart when it is ingested: it counts as accepted here.
+            PUSHES.labels(app.appid, msgtype(peeked[0] if peeked else push.message.msg_type),
+                          "accepted").inc()
             return answer
         message = push.message
         route = router.route(message, appid=app.appid)
@@ -72,7 +76,9 @@ class Intake:
                                          ttl=self._ttl)
         if existing is not None:
             log_duplicate(existing)
+            PUSHES.labels(app.appid, msgtype(message.msg_type), "duplicate").inc()
             return existing.answer
+        PUSHES.labels(app.appid, msgtype(message.msg_type), "accepted").inc()
         self._log_recorded(app, push)
         self._submit(entry, message, route)
         return answer
@@ -94,5 +100,6 @@ class Intake:
 
 def log_duplicate(existing: InboxEntry) -> None:
     """A delivery of a push already recorded (a WeChat retry): answered, not handled again."""
+    DUPLICATES.labels(existing.appid).inc()
     log.info("push duplicate appid=%s key=%s state=%s", existing.appid,
              shown(existing.key.partition(":")[2]), existing.state)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,6 +22,8 @@ from webhook.backoff import backoff
 from webhook.delivery.history import History
 from webhook.delivery.windows import WINDOW_TTL, take, verdict, window_key
 from webhook.errors import Permanent, WeChatAPIError
+from webhook.logsafe import shown
+from webhook.metrics import DEAD_LETTERS, REPLIES_SENT, SENDS
 from webhook.push.messages import hashed
 from webhook.store import OutboxRow, Store
 
@@ -37,9 +40,10 @@ class Sender:
     def __init__(self, *, store: Store, api: SendAPI, owner: str, clock: Callable[[], float],
                  rng: random.Random, lease: float, max_attempts: int,
                  base_delay: float = 1.0, max_delay: float = 300.0,
+                 timer: Callable[[], float] = time.perf_counter,
                  history: History | None = None) -> None:
         self._store, self._api, self._owner, self._history = store, api, owner, history
-        self._clock, self._rng, self._lease = clock, rng, lease
+        self._clock, self._rng, self._lease, self._timer = clock, rng, lease, timer
         self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
 
     def run_once(self, limit: int = 16, progress: Callable[[], None] | None = None) -> int:
@@ -57,37 +61,51 @@ class Sender:
         refused = verdict(self._store.get(window), self._clock())
         if refused:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=None, errmsg=refused)
-            self._log(row, "dead", refused)
+            DEAD_LETTERS.labels(row.appid, "window").inc()
+            self._log(row, "dead", 0.0, errmsg=refused)
             return
+        started = self._timer()
         try:
             self._api.send(row.appid, row.openid, json.loads(row.body))
         except Permanent as exc:
+            SENDS.labels(row.appid, str(exc.errcode)).inc()
             self._store.outbox_dead(row.id, owner=self._owner, errcode=exc.errcode,
                                     errmsg=exc.errmsg)
-            self._log(row, "dead", f"errcode={exc.errcode}")
+            DEAD_LETTERS.labels(row.appid, str(exc.errcode)).inc()
+            self._log(row, "dead", self._timer() - started, exc.errcode, exc.errmsg)
         except WeChatAPIError as exc:   # Retryable, or TokenInvalid after its one retry
-            self._later(row, exc.errcode, exc.errmsg)
+            SENDS.labels(row.appid, str(exc.errcode)).inc()
+            self._later(row, exc.errcode, exc.errmsg, self._timer() - started)
         except Exception as exc:  # a bug or an unreadable local file: keep the row, retry
             log.exception("send failed unexpectedly id=%s", row.id)
-            self._later(row, None, f"{type(exc).__name__}")
+            SENDS.labels(row.appid, "error").inc()
+            self._later(row, None, f"{type(exc).__name__}", self._timer() - started)
         else:
+            SENDS.labels(row.appid, "0").inc()
             self._store.outbox_sent(row.id, owner=self._owner)
             self._store.update(window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL)
-            self._log(row, "sent", "")
+            REPLIES_SENT.labels(row.appid).inc()
+            self._log(row, "sent", self._timer() - started)
 
-    def _later(self, row: OutboxRow, errcode: int | None, errmsg: str) -> None:
+    def _later(self, row: OutboxRow, errcode: int | None, errmsg: str, spent: float) -> None:
         attempts = row.attempts + 1
         if attempts >= self._max_attempts:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=errcode, errmsg=errmsg)
-            self._log(row, "dead", f"errcode={errcode} after {attempts} attempts")
+            DEAD_LETTERS.labels(row.appid, "attempts").inc()
+            self._log(row, "dead", spent, errcode, f"{errmsg} (after {attempts} attempts)")
             return
         delay = backoff(row.attempts, base=self._base, cap=self._max, rng=self._rng)
         self._store.outbox_retry(row.id, owner=self._owner, next_at=self._clock() + delay,
                                  errcode=errcode, errmsg=errmsg)
-        self._log(row, "retry", f"errcode={errcode} in {delay:.1f}s")
+        self._log(row, "retry", spent, errcode, f"{errmsg} (again in {delay:.1f} s)")
 
-    def _log(self, row: OutboxRow, outcome: str, detail: str) -> None:
+    def _log(self, row: OutboxRow, outcome: str, spent: float, errcode: int | None = None,
+             errmsg: str = "") -> None:
+        """One line a send: a reply set aside for good is a WARNING with WeChat's errmsg."""
         if self._history is not None:
             self._history.reply(row.id)
-        log.info("reply %s id=%s appid=%s user=%s rule=%s %s", outcome, row.id, row.appid,
-                 hashed(row.openid), row.rule or "-", detail)
+        error = f" errcode={errcode} errmsg={shown(errmsg, 200)}" if errmsg else ""
+        log.log(logging.WARNING if outcome == "dead" else logging.INFO,
+                "reply %s id=%s appid=%s user=%s rule=%s latency=%.3fs age=%.1fs%s", outcome,
+                row.id, row.appid, hashed(row.openid), row.rule or "-", spent,
+                max(0.0, self._clock() - row.created_at), error)

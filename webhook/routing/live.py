@@ -50,6 +50,7 @@ class LiveRouter:
         self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
         self._router = self._build()
         self.loaded_at, self.error = clock(), None
+        self.failed = False   # the file's last edit was refused: the previous rules serve
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,6 +84,7 @@ class LiveRouter:
             if stamp == self._stamp:
                 return False
             self._stamp = stamp
+            self.failed = True
             if stamp is None:
                 self.error = "file missing"
                 self._log.error("rules reload failed file=%s: file missing; keeping the previous "
@@ -99,7 +101,8 @@ class LiveRouter:
                 self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
                                 self._path, type(exc).__name__, exc_info=exc)
                 return False
-            self._router, self.loaded_at, self.error = router, self._clock(), None
+            self._router, self.failed = router, False
+            self.loaded_at, self.error = self._clock(), None
             self._log.info("rules reloaded file=%s rules=%d", self._path, len(router.rules))
             return True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ class Rule:
     continue_: bool = False             # keep looking for more rules after this one matched
     transfer: bool = False              # answer the push passively with TransferToHuman
     fallback: bool = False              # only when no earlier rule matched
+    on_error: Reply | None = None       # sent instead when the handler raises
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,30 +70,43 @@ class Route:
 
     def run(self, message: Message, *, appid: str, clock: Callable[[], float] = time.time,
             logger: logging.Logger = log, budget: float = 3.0,
-            failed: Callable[[str], object] | None = None) -> list[Reply]:
+            rescue: Callable[[], Route] | None = None,
+            observe: Callable[[str, float, Exception | None], None] | None = None,
+            reveal: bool = False) -> list[Reply]:
         """Run the handlers in order and collect their replies.
 
-        A handler that raises is logged with its rule name, told to ``failed`` (its rule's
-        name) and skipped; one that takes longer than ``budget`` seconds is logged.
-        TransferToHuman returned here is dropped: the push was answered long ago; declare
-        hand-offs with ``Router.transfer``.
+        A handler that raises is logged with its rule name and traceback, and the customer
+        gets its rule's ``on_error`` reply or else, once, the replies of ``rescue()`` (the
+        fallback rule this message would reach, ``Router.rescue``); one that takes longer
+        than ``budget`` seconds is logged. ``observe(rule, seconds, error)`` is told of each
+        handler's run; ``reveal``: the error's text may quote the message, so it is logged
+        only when told (or at DEBUG). TransferToHuman returned here is dropped: the push was
+        answered long ago; declare hand-offs with ``Router.transfer``.
         """
         replies: list[Reply] = []
+        rescued = False
         for rule, result in self.steps:
             if rule.handler is None:
                 continue
             ctx = Context(appid=appid, match=result.groups, re_match=result.re_match, clock=clock,
                           logger=logger, rule=rule.name)
-            started = time.monotonic()
+            started, error = time.monotonic(), None
             try:
                 produced = rule.handler(message, ctx)
             except Exception as exc:  # a handler bug must not cost other rules or messages
-                _log_failure(logger, rule.name, appid, exc)
-                if failed is not None:
-                    failed(rule.name)
+                error = exc
+                _log_failure(logger, rule.name, appid, exc, reveal)
+                if rule.on_error is not None:
+                    replies.append(rule.on_error)
+                elif rescue is not None and not rescued and not rule.fallback:
+                    rescued = True
+                    replies.extend(rescue().run(message, appid=appid, clock=clock, logger=logger,
+                                                budget=budget, observe=observe, reveal=reveal))
                 continue
             finally:
                 spent = time.monotonic() - started
+                if observe is not None:
+                    observe(rule.name, spent, error)
                 if spent > budget:
                     logger.warning("handler over budget rule=%s appid=%s seconds=%.3f budget=%s",
                                    rule.name, appid, spent, budget)
@@ -99,15 +114,16 @@ class Route:
         return replies
 
 
-def _log_failure(logger: logging.Logger, rule: str, appid: str, exc: Exception) -> None:
-    # The exception text may quote the message, so the traceback is DEBUG only.
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
-    logger.error("handler failed rule=%s appid=%s error=%s at=%s", rule, appid,
-                 type(exc).__name__, where)
-    logger.debug("handler failed rule=%s", rule, exc_info=exc)
+def _log_failure(logger: logging.Logger, rule: str, appid: str, exc: Exception,
+                 reveal: bool) -> None:
+    """The traceback at ERROR; the exception's text (which may quote the customer's
+    message) only when ``reveal`` or at DEBUG."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+    what = type(exc).__name__
+    if reveal or logger.isEnabledFor(logging.DEBUG):
+        what += f": {exc}"
+    logger.error("handler failed rule=%s appid=%s error=%s\nTraceback (most recent call "
+                 "last):\n%s%s", rule, appid, type(exc).__name__, frames, what)
 
 
 def _replies(produced: Any, rule: str, logger: logging.Logger) -> list[Reply]:
@@ -143,14 +159,16 @@ class Router:
     # --- registration ----------------------------------------------------------------------
 
     def add(self, matcher: Any, handler: Handler | None = None, *, name: str | None = None,
-            continue_: bool = False, transfer: bool = False, fallback: bool = False) -> Rule:
-        """Register one rule (the non-decorator form)."""
+            continue_: bool = False, transfer: bool = False, fallback: bool = False,
+            on_error: Reply | None = None) -> Rule:
+        """Register one rule (the non-decorator form). ``on_error``: the reply the customer
+        gets when the handler raises (default: the fallback's, if one matches)."""
         if self._index is not None:
             raise RuntimeError(f"router {self.name!r} is already routing; register rules first")
         if handler is None and not transfer:
             raise ValueError("a rule needs a handler unless it is a transfer rule")
         label = name or (self._label(handler.__name__) if handler else self._label("transfer"))
-        rule = Rule(label, as_matcher(matcher), handler, continue_, transfer, fallback)
+        rule = Rule(label, as_matcher(matcher), handler, continue_, transfer, fallback, on_error)
         self._items.append(rule)
         return rule
 
@@ -164,32 +182,39 @@ class Router:
         return register
 
     def message(self, matcher: Any = None, *, name: str | None = None,
-                continue_: bool = False) -> Callable[[F], F]:
-        """Handle what ``matcher`` matches; no matcher = any text, image or card (no events)."""
+                continue_: bool = False, on_error: Reply | None = None) -> Callable[[F], F]:
+        """Handle what ``matcher`` matches; no matcher = any text, image or card (no events).
+        ``on_error``: what the customer gets if the handler raises (see ``add``)."""
         return self._decorator(MESSAGE if matcher is None else matcher, name=name,
-                               continue_=continue_)
+                               continue_=continue_, on_error=on_error)
 
     def text(self, matcher: Any = None, *, name: str | None = None,
-             continue_: bool = False) -> Callable[[F], F]:
-        return self._decorator(_both(TEXT, matcher), name=name, continue_=continue_)
+             continue_: bool = False, on_error: Reply | None = None) -> Callable[[F], F]:
+        return self._decorator(_both(TEXT, matcher), name=name, continue_=continue_,
+                               on_error=on_error)
 
     def image(self, matcher: Any = None, *, name: str | None = None,
-              continue_: bool = False) -> Callable[[F], F]:
-        return self._decorator(_both(IMAGE, matcher), name=name, continue_=continue_)
+              continue_: bool = False, on_error: Reply | None = None) -> Callable[[F], F]:
+        return self._decorator(_both(IMAGE, matcher), name=name, continue_=continue_,
+                               on_error=on_error)
 
     def event(self, event_name: str, matcher: Any = None, *, name: str | None = None,
-              continue_: bool = False) -> Callable[[F], F]:
-        return self._decorator(_both(event(event_name), matcher), name=name, continue_=continue_)
+              continue_: bool = False, on_error: Reply | None = None) -> Callable[[F], F]:
+        return self._decorator(_both(event(event_name), matcher), name=name, continue_=continue_,
+                               on_error=on_error)
 
     def enter_session(self, matcher: Any = None, *, name: str | None = None,
-                      continue_: bool = False) -> Callable[[F], F]:
+                      continue_: bool = False, on_error: Reply | None = None
+                      ) -> Callable[[F], F]:
         """``user_enter_tempsession``: the customer opened the chat (2 replies within 1 min)."""
-        return self._decorator(_both(ENTER_SESSION, matcher), name=name, continue_=continue_)
+        return self._decorator(_both(ENTER_SESSION, matcher), name=name, continue_=continue_,
+                               on_error=on_error)
 
-    def transfer(self, matcher: Any, *, name: str | None = None) -> Callable[[F], F]:
+    def transfer(self, matcher: Any, *, name: str | None = None,
+                 on_error: Reply | None = None) -> Callable[[F], F]:
         """A hand-off: the push is answered with TransferToHuman; the handler may add replies.
         Without a handler: ``router.add(matcher, transfer=True, name=...)``."""
-        return self._decorator(matcher, name=name, transfer=True)
+        return self._decorator(matcher, name=name, transfer=True, on_error=on_error)
 
     def fallback(self, matcher: Any = None, *, name: str | None = None) -> Callable[[F], F]:
         """Only when no earlier rule matched; no matcher = any text, image or card."""
@@ -275,6 +300,19 @@ class Router:
         if transfer and isinstance(message, Event):
             transfer = False
         return Route(tuple(steps), transfer)
+
+    def rescue(self, message: Message, *, appid: str) -> Route:
+        """The first fallback rule ``message`` matches, as if no other rule had: what the
+        customer gets when a handler raises and its rule names no ``on_error``."""
+        if self._index is None:
+            self.compile()
+        env = Env(appid, message)
+        for rule in self._rules:
+            if rule.fallback:
+                result = rule.matcher.match(message, env)
+                if result is not None:
+                    return Route(((rule, result),))
+        return Route()
 
 
 def _both(kind: Matcher, matcher: Any) -> Matcher:

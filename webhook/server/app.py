@@ -1,6 +1,7 @@
 """Composition root: ``create_app`` and ``create_background`` take their parts; ``get_app``
-alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_DELIVERY``) and is what
-gunicorn loads (``webhook.server.app:get_app()``); ``parts`` builds them for ``wxpush deliver``."""
+alone builds them from the environment (``WXPUSH_CONFIG``, ``WXPUSH_DELIVERY``,
+``WXPUSH_RUN_DIR``) and is what gunicorn loads (``webhook.server.app:get_app()``); ``parts``
+builds them for ``wxpush deliver``."""
 
 from __future__ import annotations
 
@@ -19,14 +20,18 @@ from webhook.config.settings import Settings, config_path, load
 from webhook.console import register as register_console
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
-from webhook.delivery.heartbeat import Heartbeat
+from webhook.delivery.heartbeat import BeatFile, Heartbeat
 from webhook.delivery.history import History
 from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
 from webhook.miniprogram.endpoints import register as register_miniprogram
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
+from webhook.server.exposition import MetricsResource, QueueCollector, totals
+from webhook.server.readiness import (DeliveryCheck, Readiness, ReadyResource, delivery_by_file,
+                                      delivery_in_process)
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
+from webhook.server.rundir import BEAT_FILE
 from webhook.store import Store, open_store, require_durable
 from webhook.wechat.api import WeChatAPI
 from webhook.wechat.client import WeChatClient
@@ -94,7 +99,8 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
-                          budget=server.handler_budget, history=history)
+                          budget=server.handler_budget, log_content=server.log_content,
+                          history=history)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay,
                     history=history)
@@ -107,16 +113,21 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
 def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
                router: Router | LiveRouter, clock: Callable[[], float] = time.time,
                rng: random.Random | None = None, owner: str | None = None,
-               delivers: bool = True) -> WxpushApp:
+               delivers: bool = True, delivery: DeliveryCheck | None = None,
+               allow_volatile: bool = False) -> WxpushApp:
     """Wire the request path and the background work; nothing here reads the environment.
     ``delivers=False``: a journaled store's pushes are handled by another process (the
-    delivery process of ``wxpush serve``), so ``start`` leaves the background off."""
+    delivery process of ``wxpush serve``, which ``delivery`` checks for ``/readyz``), so
+    ``start`` leaves the background off."""
     rng = rng or random.SystemRandom()
     owner = owner or _owner()
     history = History(store, days=settings.server.history_days, clock=clock)
-    background = create_background(settings, store=store, api=api, router=router, clock=clock,
-                                   rng=rng, owner=owner, history=history)
     server = settings.server
+    heartbeat = Heartbeat(None) if delivers else None
+    background = create_background(settings, store=store, api=api, router=router, clock=clock,
+                                   rng=rng, owner=owner, heartbeat=heartbeat, history=history)
+    if heartbeat is not None:
+        delivery = delivery_in_process(heartbeat, server.stall_timeout)
     intake = Intake(store=store, router=_current(router), owner=owner, clock=clock, rng=rng,
                     dedupe_ttl=server.dedupe_ttl, lease=float(server.lease),
                     submit=background.submit)
@@ -132,9 +143,18 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
         apps=settings.apps, intake=intake, clock=clock,
         tolerance=server.timestamp_tolerance, max_body=server.max_body))
     app.add_route("/healthz", HealthResource())
+    readiness = Readiness(
+        store=store, rules=app.live, delivery=delivery, backlog_age=server.ready_backlog_age,
+        dead_letters=server.ready_dead_letters, clock=clock,
+        allow_volatile=allow_volatile or server.allow_volatile_redis)
+    app.add_route("/readyz", ReadyResource(readiness))
+    queues = QueueCollector(store.backlog, clock)
+    if server.metrics == "on":
+        app.add_route("/metrics", MetricsResource(queues))
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
     register_console(app, settings=settings, store=store, api=api, router=router,
-                     history=history, clock=clock)
+                     history=history, clock=clock, readiness=readiness.checks,
+                     totals=lambda: totals(queues))
     return app
 
 
@@ -170,7 +190,11 @@ def get_app(config: str | None = None) -> WxpushApp:
         if app.mode == "plaintext":
             log.warning("app %s uses plaintext mode: push bodies are not authenticated; "
                         "choose safe mode in the console", app.appid)
-    store, api, router = parts(
-        settings, allow_volatile=os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1")
+    volatile = os.environ.get("WXPUSH_ALLOW_VOLATILE_REDIS") == "1"
+    store, api, router = parts(settings, allow_volatile=volatile)
     delivers = not (store.journaled and os.environ.get("WXPUSH_DELIVERY") == "process")
-    return create_app(settings, store=store, api=api, router=router, delivers=delivers)
+    run = os.environ.get("WXPUSH_RUN_DIR")
+    delivery = None if delivers or not run else delivery_by_file(
+        BeatFile(os.path.join(run, BEAT_FILE)), settings.server.stall_timeout)
+    return create_app(settings, store=store, api=api, router=router, delivers=delivers,
+                      delivery=delivery, allow_volatile=volatile)

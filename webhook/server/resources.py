@@ -4,6 +4,7 @@ error handlers that turn a refusal into a short plain reason."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from webhook.delivery.intake import Intake
 from webhook.edge import query, read_body
 from webhook.errors import RequestRejected, StoreError, UnknownApp
 from webhook.logsafe import Repeats, shown
+from webhook.metrics import ANSWER_SECONDS, PUSHES, REJECTIONS, UNKNOWN, app_label, reason
 from webhook.push.receive import keyring_for, open_push, verify_url
 
 __all__ = ["WeChatResource", "HealthResource", "add_error_handlers"]
@@ -26,10 +28,11 @@ class WeChatResource:
     """``/wechat/{appid}``: GET verifies the URL, POST receives a push."""
 
     def __init__(self, *, apps: Mapping[str, AppConfig], intake: Intake,
-                 clock: Callable[[], float], tolerance: int, max_body: int) -> None:
+                 clock: Callable[[], float], tolerance: int, max_body: int,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         self._apps = dict(apps)
         self._keys = {appid: keyring_for(app) for appid, app in apps.items()}
-        self._intake, self._clock = intake, clock
+        self._intake, self._clock, self._timer = intake, clock, timer
         self._tolerance, self._max_body = tolerance, max_body
 
     def _app(self, appid: str) -> AppConfig:
@@ -44,14 +47,20 @@ class WeChatResource:
         resp.text = verify_url(app, query(req), now=self._clock(), tolerance=self._tolerance)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
-        app = self._app(appid)
-        body = read_body(req, self._max_body)
-        push = open_push(app, self._keys.get(appid), query(req), body, now=self._clock(),
-                         tolerance=self._tolerance)
-        answer = self._intake.accept(app, push)
+        started = self._timer()
+        try:
+            app = self._app(appid)
+            body = read_body(req, self._max_body)
+            push = open_push(app, self._keys.get(appid), query(req), body, now=self._clock(),
+                             tolerance=self._tolerance)
+            answer = self._intake.accept(app, push)
+        except RequestRejected:
+            PUSHES.labels(app_label(appid, self._apps), UNKNOWN, "rejected").inc()
+            raise
         # ``success`` is never encrypted (docs/protocol.md §2.5): an encrypted ack breaks the chat.
         resp.content_type = falcon.MEDIA_TEXT if answer == "success" else _CONTENT_TYPES[app.format]
         resp.text = answer
+        ANSWER_SECONDS.labels(appid).observe(self._timer() - started)
 
 
 class HealthResource:
@@ -69,6 +78,7 @@ def add_error_handlers(app: falcon.App, *, repeats: Repeats | None = None) -> No
 
     def rejected(req: falcon.Request, resp: falcon.Response, ex: RequestRejected,
                  params: dict[str, Any]) -> None:
+        REJECTIONS.labels(reason(type(ex).__name__)).inc()
         detail = f" detail={shown(ex.detail)}" if ex.detail else ""
         repeats.log(log, logging.WARNING, type(ex).__name__,
                     "rejected %s %s status=%d reason=%s%s", req.method, shown(req.path),

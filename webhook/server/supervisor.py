@@ -39,17 +39,20 @@ class Supervisor:
     (Redis: every gunicorn worker delivers). ``graceful``: seconds the delivery process gets
     to finish its in-flight work once asked to stop, before it is killed. ``stall``: seconds
     without a heartbeat after which the delivery process is killed and started again (None:
-    not watched); its command line gets ``--heartbeat-fd N``."""
+    not watched); its command line gets ``--heartbeat-fd N``. ``progress(pid)`` is told of
+    each sign it gives (the request workers' ``/readyz`` reads it), ``gone(pid)`` of its exit
+    (its metrics files are then marked dead)."""
 
     def __init__(self, server: Sequence[str], delivery: Sequence[str] | None, *,
                  graceful: float, env: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 0.1,
                  first_delay: float = 0.1, max_delay: float = 10.0, steady: float = 10.0,
-                 stall: float | None = None) -> None:
+                 stall: float | None = None, progress: Callable[[int], None] | None = None,
+                 gone: Callable[[int], None] | None = None) -> None:
         self._server_argv, self._delivery_argv = list(server), delivery and list(delivery)
         self._graceful, self._env, self._clock, self._poll = graceful, env, clock, poll
         self._first_delay, self._max_delay, self._steady = first_delay, max_delay, steady
-        self._stall = stall
+        self._stall, self._progress, self._gone = stall, progress, gone
         self._server: subprocess.Popen[bytes] | None = None
         self._delivery: subprocess.Popen[bytes] | None = None
         self._beats: int | None = None          # the heartbeat pipe's read end
@@ -81,6 +84,7 @@ class Supervisor:
                     self._delivery.returncode = code
                     self._delivery = None
                     self._close_beats()
+                    self._ended(pid)
                     self._schedule_restart(code)
             if self._restart_at is not None and self._clock() >= self._restart_at:
                 self._start_delivery()
@@ -109,17 +113,24 @@ class Supervisor:
         exit is then reaped and it is started again as after any other death)."""
         if self._beats is None or self._delivery is None:
             return
+        heard = self._heard
         try:
             while os.read(self._beats, 4096):
                 self._heard = self._clock()
         except BlockingIOError:
             pass
+        if self._heard != heard and self._progress is not None:
+            self._progress(self._delivery.pid)
         silent = self._clock() - self._heard
         if self._stall is not None and silent > self._stall:
             log.error("delivery process pid=%d made no progress for %.0f s: killed",
                       self._delivery.pid, silent)
             _signal(self._delivery, signal.SIGKILL)   # works on a stopped process too
             self._heard = math.inf                    # once: its exit is reaped next
+
+    def _ended(self, pid: int) -> None:
+        if self._gone is not None:
+            self._gone(pid)
 
     def _close_beats(self) -> None:
         if self._beats is not None:
@@ -148,11 +159,13 @@ class Supervisor:
         deadline = self._clock() + self._graceful + 5
         while self._clock() < deadline:
             if any(pid == delivery.pid for pid, _ in _reap()):
+                self._ended(delivery.pid)
                 return
             time.sleep(self._poll)
         log.error("delivery process pid=%d did not stop in time: killed", delivery.pid)
         _signal(delivery, signal.SIGKILL)
         os.waitpid(delivery.pid, 0)
+        self._ended(delivery.pid)
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True

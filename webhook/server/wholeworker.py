@@ -41,6 +41,7 @@ from typing import Any
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
 
 from webhook.logsafe import Repeats
+from webhook.metrics import REJECTIONS
 from webhook.server.framing import MALFORMED, MORE, TOO_LARGE
 from webhook.server.loopconn import LoopConn, Queue, leave, limits
 
@@ -174,8 +175,10 @@ class WholeRequestWorker(ThreadWorker):
                 self._await(conn)
                 return
             if size in (TOO_LARGE, MALFORMED):
-                self._refuse(conn, self._too_large if size == TOO_LARGE else _MALFORMED,
-                             "body over max_body" if size == TOO_LARGE else "malformed chunked body")
+                if size == TOO_LARGE:
+                    self._refuse(conn, self._too_large, "body over max_body", "payload_too_large")
+                else:
+                    self._refuse(conn, _MALFORMED, "malformed chunked body", "malformed_request")
                 return
             if not conn.read_on and self._answers_unread(conn) > UNREAD:
                 self._await_reader(conn)
@@ -260,7 +263,8 @@ class WholeRequestWorker(ThreadWorker):
         super().finish_request(conn, fs)
 
     # -- answering on the loop, closing ----------------------------------------------------
-    def _refuse(self, conn: LoopConn, answer: bytes, reason: str) -> None:
+    def _refuse(self, conn: LoopConn, answer: bytes, reason: str, metric: str) -> None:
+        REJECTIONS.labels(metric).inc()
         self._repeats.log(log, logging.WARNING, reason, "refused client=%s reason=%s",
                           conn.client[0] if conn.client else "-", reason)
         self._send(conn, answer)
@@ -300,7 +304,7 @@ class WholeRequestWorker(ThreadWorker):
                               "not read", conn.client[0] if conn.client else "-")
             self._close(conn)
         elif conn.buffer:
-            self._refuse(conn, _TIMED_OUT, "request not received in time")
+            self._refuse(conn, _TIMED_OUT, "request not received in time", "request_timeout")
         else:
             self._close(conn)
 

@@ -23,8 +23,9 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "HistoryItem",
-           "Conversation", "timeline_order", "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT"]
+__all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "Backlog",
+           "HistoryItem", "Conversation", "timeline_order", "OUTBOX_STATES", "INBOX_STATES",
+           "DID_NOT_FINISH", "WAIT"]
 
 OUTBOX_STATES = ("pending", "sending", "sent", "dead")
 # The inbox's states worth counting and listing; a done entry only keeps its key till expiry.
@@ -83,6 +84,21 @@ class OutboxRow:
     updated_at: float
     errcode: int | None = None
     errmsg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits, for /readyz and /metrics: how many of each, and when the oldest one arrived
+    (store clock; None when there is none)."""
+
+    journal: int = 0                      # pushes logged, not yet in the inbox (SQLite)
+    journal_oldest: float | None = None
+    inbox: int = 0                        # pushes recorded, not yet handled
+    inbox_oldest: float | None = None
+    outbox: int = 0                       # replies not yet sent (pending or sending)
+    outbox_oldest: float | None = None
+    inbox_dead: int = 0                   # pushes set aside
+    outbox_dead: int = 0                  # replies set aside
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +300,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def outbox_purge(self, *, before: float) -> int:
         """Delete sent and dead rows last updated before ``before``; the count."""
+
+    @abc.abstractmethod
+    def backlog(self) -> Backlog:
+        """Counts and oldest arrivals of what waits; cheap enough to ask at every scrape
+        (each figure read through an index, not a scan of what was sent)."""
 
     @abc.abstractmethod
     def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:

@@ -212,7 +212,11 @@ class Journal:
     def waiting(self) -> int:
         """Pushes (whole lines) appended to any file but not yet ingested, counted from the
         committed read positions; any process may ask."""
-        count = 0
+        return self.backlog()[0]
+
+    def backlog(self) -> tuple[int, float | None]:
+        """``waiting()`` and the receive time of the oldest of them (None: none waits)."""
+        count, oldest = 0, None
         for name in os.listdir(self.directory):
             if not name.endswith(SUFFIX):
                 continue
@@ -223,8 +227,12 @@ class Journal:
             if mapped is not None:
                 with mapped:
                     position = self._offset(name)
-                    count += mapped[position:_written(mapped, position)].count(b"\n")
-        return count
+                    lines = mapped[position:_written(mapped, position)].count(b"\n")
+                    count += lines
+                    first = _received_at(mapped, position) if lines else None
+                    if first is not None and (oldest is None or first < oldest):
+                        oldest = first
+        return count, oldest
 
     def close(self) -> None:
         with self._read_lock, self._write_lock:
@@ -362,6 +370,15 @@ def _map_for_reading(path: str) -> mmap.mmap | None:
         return mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
     finally:
         os.close(fd)
+
+
+def _received_at(mapped: mmap.mmap, position: int) -> float | None:
+    """The receive time the line at ``position`` starts with (None if it does not read)."""
+    tab = mapped.find(b"\t", position, position + 32)
+    try:
+        return float(mapped[position:tab]) if tab > 0 else None
+    except ValueError:
+        return None
 
 
 def _written(mapped: mmap.mmap, position: int) -> int:

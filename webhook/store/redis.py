@@ -16,6 +16,7 @@ Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not C
     P ob:all             zset: every row id (listing), score = id
     P ob:done            zset: sent and dead row ids by updated_at (purge)
     P h*, P t*           the history and tallies (``webhook.store.redis_history``)
+    P schema             the key layout's version (SCHEMA_VERSION)
 
 Expiry follows the store's clock (``expires_at`` and leases are compared with the ``now``
 each call passes to Lua), so tests can drive it with a fake clock; keys also carry a
@@ -36,14 +37,18 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.redis_errors import store_errors as _store_errors
 from webhook.store.redis_history import RedisHistory
-from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
-                                NewReply, OutboxRow, Store, ValueUpdate)
 
-__all__ = ["RedisStore", "mask_url"]
+__all__ = ["RedisStore", "mask_url", "SCHEMA_VERSION"]
 
 BATCH = 500   # ids per requeue / purge script call
+# The key layout's version, kept under ``P schema`` (set by the first server to start); a
+# server refuses a newer one.
+SCHEMA_VERSION = 1
+OLDEST_SCAN = 1000   # pending inbox entries read for the oldest (they are being handled: few)
 
 
 def mask_url(url: str) -> str:
@@ -105,9 +110,15 @@ class RedisStore(RedisHistory, Store):
                                           socket_connect_timeout=timeout,
                                           health_check_interval=30)
             client.ping()
+            client.set(f"{prefix}schema", SCHEMA_VERSION, nx=True)
+            found = int(client.get(f"{prefix}schema") or SCHEMA_VERSION)
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach redis store {mask_url(url)}: "
                              f"{type(exc).__name__}: {exc}") from exc
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"redis store {mask_url(url)} has schema version {found}, newer "
+                             f"than this wxpush's {SCHEMA_VERSION}: run the wxpush that wrote "
+                             "it, or a newer one")
         return cls(client, prefix=prefix, clock=clock)
 
     def close(self) -> None:
@@ -347,6 +358,27 @@ class RedisStore(RedisHistory, Store):
         return self._purge("OUTBOX_PURGE", before)
 
     # -- both queues ----------------------------------------------------------------------
+    @_store_errors
+    def backlog(self) -> Backlog:
+        p = self.prefix
+        pipe = self.client.pipeline(transaction=False)
+        for index in ("in:leased", "in:dead", "ob:st:pending", "ob:st:sending", "ob:st:dead"):
+            pipe.zcard(p + index)
+        pipe.zrange(p + "ob:st:pending", 0, 0)
+        pipe.zrange(p + "ob:st:sending", 0, 0)
+        pipe.zrange(p + "in:leased", 0, OLDEST_SCAN - 1)
+        inbox, inbox_dead, pending, sending, outbox_dead, *firsts, leased = pipe.execute()
+        for row_id in (i for ids in firsts for i in ids):
+            pipe.hget(self._row_key(row_id), "created_at")
+        for key in leased:
+            pipe.hget(f"{p}in:{key}", "received_at")
+        times = pipe.execute() if len(pipe) else []
+        created = [float(t) for t in times[:len(times) - len(leased)] if t is not None]
+        received = [float(t) for t in times[len(times) - len(leased):] if t is not None]
+        return Backlog(inbox=inbox, inbox_oldest=min(received, default=None),
+                       outbox=pending + sending, outbox_oldest=min(created, default=None),
+                       inbox_dead=inbox_dead, outbox_dead=outbox_dead)
+
     def _requeue(self, script: str, dead: str, ids: Sequence[str] | None, now: float,
                  *args: object) -> int:
         """Run a requeue script over ``ids`` (all in the ``dead`` index if None), a batch

@@ -21,14 +21,14 @@ import time
 from typing import TypeVar
 
 from webhook.errors import StoreError
-from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, InboxEntry,
-                                NewReply, OutboxRow, Store, ValueUpdate)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
 from webhook.store.sqlite_history import HISTORY_SCHEMA, SqliteHistory
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
 SWEEP_INTERVAL = 60.0   # seconds of store clock between sweeps of expired values / inbox keys
 SWEEP_BATCH = 500
@@ -78,6 +78,24 @@ _OUTBOX_COLS = ("id, appid, openid, body, rule, state, attempts, next_at, create
 T = TypeVar("T")
 
 
+# The schema's version, kept in the file (PRAGMA user_version): 0 is a file made before
+# versions were kept. Each start brings an older file up to date, one step at a time, and
+# refuses a newer one: its tables may mean what this code does not know.
+SCHEMA_VERSION = 1
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"sqlite store {path} has schema version {found}, newer than this "
+                         f"wxpush's {SCHEMA_VERSION}: run the wxpush that wrote it, or a newer one")
+    conn.executescript(_SCHEMA + HISTORY_SCHEMA)   # (the console's tables: only ever added)
+    if found < 1:
+        _add_error_column(conn)
+    if found < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 def _add_error_column(conn: sqlite3.Connection) -> None:
     """A database made before the inbox kept errors gets the column (once: a process
     opening it at the same moment may have added it first)."""
@@ -124,8 +142,7 @@ class SqliteStore(SqliteHistory, Store):
                 self._make_files()
                 with self._connection() as conn:
                     conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
-                    conn.executescript(_SCHEMA + HISTORY_SCHEMA)
-                    _add_error_column(conn)
+                    _migrate(conn, path)
                 self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
@@ -558,3 +575,30 @@ class SqliteStore(SqliteHistory, Store):
         return self._write(lambda conn, now: conn.execute(
             "DELETE FROM outbox WHERE state IN ('sent', 'dead') AND updated_at < ?",
             (before,)).rowcount)
+
+    # -- both queues ----------------------------------------------------------------------
+    def backlog(self) -> Backlog:
+        journal, journal_oldest = 0, None
+        if self._journal is not None:
+            try:
+                journal, journal_oldest = self._journal.backlog()
+            except OSError as exc:
+                raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+        with self._connection() as conn:
+            inbox, inbox_oldest = conn.execute(
+                "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE state = 'pending' "
+                "AND expires_at > ?", (self.clock(),)).fetchone()
+            counts = {state: conn.execute("SELECT COUNT(*) FROM outbox WHERE state = ?",
+                                          (state,)).fetchone()[0]
+                      for state in ("pending", "sending", "dead")}
+            # Ids grow with creation: the oldest unsent reply is the least id of either state.
+            outbox_oldest = conn.execute(
+                "SELECT MIN(created_at) FROM outbox WHERE id IN "
+                "(SELECT MIN(id) FROM outbox WHERE state = 'pending' "
+                "UNION ALL SELECT MIN(id) FROM outbox WHERE state = 'sending')").fetchone()[0]
+            inbox_dead = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'dead'"
+                                      ).fetchone()[0]
+        return Backlog(journal=journal, journal_oldest=journal_oldest, inbox=inbox,
+                       inbox_oldest=inbox_oldest, outbox=counts["pending"] + counts["sending"],
+                       outbox_oldest=outbox_oldest, inbox_dead=inbox_dead,
+                       outbox_dead=counts["dead"])

@@ -78,5 +78,6 @@ def dispatch(router: Router, message: Message, *, appid: str = APPID,
     and the replies the handlers produce; nothing is sent."""
     route = router.route(message, appid=appid)
     replies = route.run(message, appid=appid, clock=clock, budget=budget,
-                        logger=logger or logging.getLogger("webhook.testing"))
+                        logger=logger or logging.getLogger("webhook.testing"),
+                        rescue=lambda: router.rescue(message, appid=appid))
     return route, replies

@@ -38,6 +38,7 @@ from webhook.backoff import backoff
 from webhook.config.settings import AppConfig
 from webhook.errors import Permanent, Retryable, TokenInvalid, UnknownApp, WeChatAPIError, api_error
 from webhook.logsafe import Repeats
+from webhook.metrics import TOKEN_REFRESHES
 from webhook.store.base import Store
 from webhook.wechat.client import TokenGrant, WeChatClient
 
@@ -206,6 +207,8 @@ class TokenProvider:
         if force and self.endpoint == "stable" and not self._take_force(appid):
             raise Retryable(-1, f"force refresh refused: at most {FORCE_PER_DAY} a day, "
                                 f"{FORCE_GAP:.0f} s apart")
+        reason = "manual" if always else "refused" if failed is not None \
+            else "expiring" if good else "missing"
         try:
             grant = self._fetch(appid, force=force)
             if failed is not None and grant.access_token == failed and self.endpoint == "stable":
@@ -216,12 +219,14 @@ class TokenProvider:
                     log.warning("refused token handed back; force refresh limit reached appid=%s",
                                 appid)
         except WeChatAPIError as exc:
+            TOKEN_REFRESHES.labels(appid, reason, "failed").inc()
             self._note_failure(appid, exc, backoff)
             if good:
                 log.warning("token refresh failed appid=%s errcode=%s; keeping the old token "
                             "until it expires", appid, exc.errcode)
                 return good.token
             raise _fetch_error(exc) from None
+        TOKEN_REFRESHES.labels(appid, reason, "ok").inc()
         if backoff:
             self.store.delete(f"token-backoff:{appid}")
         return self._save(appid, grant)

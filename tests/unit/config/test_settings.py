@@ -61,6 +61,35 @@ def test_secrets_from_environment_never_in_repr(tmp_path):
     assert "sekret" not in repr(app) and KEY not in repr(app) and "tok'" not in repr(app)
 
 
+def test_operations_keys(tmp_path):
+    path = write(tmp_path, '[server]\nmetrics = "port:9100"\nlog_format = "json"\n'
+                           'log_content = true\nready_backlog_age = 0\nready_dead_letters = 5\n'
+                           '[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n')
+    server = load(path).server
+    assert (server.metrics, server.metrics_port, server.log_format, server.log_content) == \
+        ("port:9100", 9100, "json", True)
+    assert (server.ready_backlog_age, server.ready_dead_letters) == (0, 5)
+    defaults = load(write(tmp_path, '[[apps]]\nappid = "wx1"\ntoken = "t"\n'
+                                    'mode = "plaintext"\n')).server
+    assert (defaults.metrics, defaults.metrics_port, defaults.log_format) == ("on", None, "text")
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('metrics = "9100"', 'metrics: must be "on" (GET /metrics), "off", or "port:N"'),
+    ('metrics = "port:0"', 'metrics: must be "on"'),
+    ('metrics = "port:65536"', 'metrics: must be "on"'),
+    ('log_format = "yaml"', 'log_format: must be "text" or "json"'),
+    ('log_content = "yes"', "log_content: must be true or false"),
+    ('ready_dead_letters = -1', "ready_dead_letters: must be a count >= 0"),
+])
+def test_bad_operations_keys_name_their_line(tmp_path, line, problem):
+    path = write(tmp_path, f'[server]\nstore = "sqlite:///x.db"\n{line}\n[[apps]]\n'
+                           'appid = "wx1"\ntoken = "t"\nmode = "plaintext"\n')
+    with pytest.raises(ConfigError) as raised:
+        load(path)
+    assert f"wxpush.toml:3: {problem}" in str(raised.value)
+
+
 @pytest.mark.parametrize("text, where", [
     ('[server]\ntimestamp_tolerance = -1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
      ":2: timestamp_tolerance: must be seconds >= 0"),

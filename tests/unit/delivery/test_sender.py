@@ -4,6 +4,7 @@ WeChat would refuse is set aside without a call; with no window recorded, WeChat
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 
@@ -70,3 +71,20 @@ def test_a_window_recorded_closed_is_refused_without_a_call(store, sender, emula
     dead = reply(store, sender, "o-old", "late")
     assert (dead.state, dead.errcode) == ("dead", None) and "45015" in dead.errmsg
     assert emulator.calls("/cgi-bin/message/custom/send") == []
+
+
+def test_each_send_is_one_line_and_a_dead_reply_a_warning_with_wechat_s_errmsg(
+        store, sender, emulator, clock, caplog):
+    emulator.notify_push(APPID, {"FromUserName": "o-ok", "MsgType": "text"})
+    emulator.notify_push(APPID, {"FromUserName": "o-late", "MsgType": "text",
+                                 "CreateTime": int(clock() - 49 * H)})
+    with caplog.at_level(logging.INFO, logger="webhook.delivery.sender"):
+        reply(store, sender, "o-ok", "hi")
+        reply(store, sender, "o-late", "see you tomorrow")
+    sent, dead = [r for r in caplog.records if r.name == "webhook.delivery.sender"]
+    assert sent.levelno == logging.INFO and sent.getMessage().startswith("reply sent id=")
+    assert "latency=" in sent.getMessage() and "rule=-" in sent.getMessage()
+    assert dead.levelno == logging.WARNING
+    assert "errcode=45015 errmsg=response out of time limit" in dead.getMessage()
+    assert "tomorrow" not in caplog.text                          # never the reply's text
+

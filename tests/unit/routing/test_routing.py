@@ -183,6 +183,58 @@ def test_failing_handler_is_logged_and_skipped(caplog):
                    if r.levelno > logging.DEBUG)
 
 
+def test_a_failing_handler_logs_its_traceback_at_error_without_the_message(caplog):
+    router = Router()
+
+    @router.text(name="orders")
+    def orders(message, ctx):
+        raise KeyError(message.content)
+
+    with caplog.at_level(logging.INFO):
+        dispatch(router, make_text("my order 987654"))
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith("handler failed rule=orders appid=")
+    assert "Traceback (most recent call last):" in error
+    assert "raise KeyError(message.content)" in error and error.endswith("KeyError")
+    assert "987654" not in caplog.text            # the error's text may quote the message
+
+
+def test_the_error_s_text_is_logged_when_revealed(caplog):
+    router = Router()
+    router.text(name="orders")(lambda m, c: {}[m.content])
+    with caplog.at_level(logging.INFO):
+        router.route(make_text("order 42"), appid=APPID).run(make_text("order 42"),
+                                                             appid=APPID, reveal=True)
+    assert "KeyError: 'order 42'" in caplog.text
+
+
+def test_a_failing_handler_s_customer_gets_its_on_error_reply_or_the_fallback():
+    router = Router()
+    router.text(regex("^order"), name="orders", on_error=TextReply("查询失败，请稍后再试"))(
+        lambda m, c: 1 / 0)
+    router.text(regex("^stock"), name="stock")(lambda m, c: 1 / 0)
+    router.fallback(TEXT, name="fallback")(lambda m, c: TextReply("没听懂"))
+    for text, expected in (("order 1", "查询失败，请稍后再试"), ("stock 1", "没听懂")):
+        message = make_text(text)
+        route = router.route(message, appid=APPID)
+        replies = route.run(message, appid=APPID,
+                            rescue=lambda: router.rescue(message, appid=APPID))
+        assert replies == [TextReply(expected)]
+    # No fallback matches an image: nothing to say, as before.
+    assert router.rescue(make_image(), appid=APPID).steps == ()
+
+
+def test_run_tells_how_long_each_handler_took_and_which_failed():
+    router = Router()
+    router.text(name="a", continue_=True)(lambda m, c: None)
+    router.text(name="b")(lambda m, c: 1 / 0)
+    seen = []
+    router.route(make_text(), appid=APPID).run(
+        make_text(), appid=APPID, observe=lambda rule, s, error: seen.append(
+            (rule, s >= 0, type(error).__name__ if error else None)))
+    assert seen == [("a", True, None), ("b", True, "ZeroDivisionError")]
+
+
 def test_bad_returns_and_run_time_transfer_are_dropped(caplog):
     router = Router()
     router.text()(lambda m, c: [TransferToHuman(), "text", TextReply("kept")])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from webhook.delivery.heartbeat import BeatFile
+
 ROOT = Path(__file__).parents[3]
 
 # A stand-in for gunicorn or the delivery process: notes what happens to it in a log file.
@@ -41,10 +43,15 @@ sys.exit(code)
 
 DRIVER = """
 import json, sys
+from webhook.delivery.heartbeat import BeatFile
 from webhook.server.supervisor import Supervisor
 a = json.loads(sys.argv[1])
+def gone(pid):
+    with open(a["gone"], "a") as f:
+        f.write(f"{pid}\\n")
 sys.exit(Supervisor(a["server"], a["delivery"], graceful=a["graceful"], poll=0.02,
-                    first_delay=a["first_delay"], stall=a["stall"]).run())
+                    first_delay=a["first_delay"], stall=a["stall"],
+                    progress=BeatFile(a["beats"]).note, gone=gone).run())
 """
 
 
@@ -60,7 +67,9 @@ class Run:
                            str(server_life), "0"],
                 "delivery": [sys.executable, str(fake), str(self.delivery_log),
                              str(delivery_code), str(delivery_life), "1" if ignore_term else "0"],
-                "graceful": graceful, "first_delay": first_delay, "stall": stall}
+                "graceful": graceful, "first_delay": first_delay, "stall": stall,
+                "beats": str(tmp_path / "beats"), "gone": str(tmp_path / "gone")}
+        self.beats, self.gone = BeatFile(str(tmp_path / "beats")), tmp_path / "gone"
         self.process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(argv)],
                                         cwd=ROOT, stderr=subprocess.PIPE, text=True)
 
@@ -181,6 +190,22 @@ def test_a_delivery_process_that_stops_making_progress_is_killed_and_started_aga
     assert code == 0
     assert re.search(rf"delivery process pid={first} made no progress for \d+ s: killed", err)
     assert "delivery process exited code=-9" in err
+
+
+def test_the_delivery_process_s_signs_and_exits_are_told(tmp_path):
+    """What the request workers' /readyz reads (its last sign), and whose metrics files go."""
+    run = Run(tmp_path, stall=5.0)
+    first = run.wait(run.delivery_log, "start")[0]
+    deadline = time.monotonic() + 10
+    while (run.beats.last() or (0,))[0] != first:
+        assert time.monotonic() < deadline, "no sign noted"
+        time.sleep(0.02)
+    assert run.beats.last()[1] < 2.0
+    os.kill(first, signal.SIGKILL)
+    second = run.wait(run.delivery_log, "start", 2)[1]
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish()[0] == 0
+    assert run.gone.read_text().split() == [str(first), str(second)]
 
 
 def test_a_heartbeat_needs_every_loop_to_go_round():

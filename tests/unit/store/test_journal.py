@@ -61,6 +61,18 @@ def test_logged_pushes_reach_the_inbox_once_by_key(tmp_path) -> None:
     store.close()
 
 
+def test_the_backlog_counts_logged_pushes_and_their_oldest(tmp_path) -> None:
+    store = SqliteStore(str(tmp_path / "w.db"))
+    assert (store.backlog().journal, store.backlog().journal_oldest) == (0, None)
+    for key, received in (("wx1:a", 20.5), ("wx1:b", 21.0)):
+        store.inbox_log("wx1", "xml", f"<xml>{key}\n</xml>".encode(), "success", received)
+    assert (store.backlog().journal, store.backlog().journal_oldest) == (2, 20.5)
+    ingest(store)
+    backlog = store.backlog()
+    assert (backlog.journal, backlog.journal_oldest, backlog.inbox) == (0, None, 2)
+    store.close()
+
+
 def test_an_entry_survives_the_journal_whole(tmp_path) -> None:
     store = SqliteStore(str(tmp_path / "w.db"))
     payload = '{"Content": "你好\\n\\\\n\t\\\\t\\"quoted\\""}\n'

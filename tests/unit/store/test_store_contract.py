@@ -19,8 +19,8 @@ import redis
 
 from webhook.errors import StoreError
 from webhook.store import open_store
-from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, HistoryItem,
-                                InboxEntry, NewReply, Store)
+from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, Backlog,
+                                HistoryItem, InboxEntry, NewReply, Store)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 
@@ -490,6 +490,26 @@ def test_outbox_stats_has_every_state(store: Store) -> None:
     store.outbox_sent(ids[0], owner="s1")
     store.outbox_dead(ids[1], owner="s1", errcode=None, errmsg=None)
     assert store.outbox_stats() == {"pending": 1, "sending": 1, "sent": 1, "dead": 1}
+
+
+def test_backlog_counts_what_waits_and_when_the_oldest_arrived(store: Store, clock) -> None:
+    assert store.backlog() == Backlog()
+    start = clock()
+    assert store.inbox_add(entry("wx1:old", received_at=start - 50), owner="h", lease=10,
+                           ttl=600) is None
+    clock.advance(5)
+    ids = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))   # created at start + 5
+    clock.advance(5)
+    (other,) = enqueue(store, reply("oB", "b1"))
+    (dead,) = enqueue(store, reply("oC", "c1"))
+    store.outbox_claim(owner="s", lease=30, limit=10)            # a1, b1 and c1 are sending
+    store.outbox_sent(other, owner="s")
+    store.outbox_dead(dead, owner="s", errcode=45015, errmsg="window closed")
+    assert store.backlog() == Backlog(inbox=1, inbox_oldest=start - 50, outbox=2,
+                                      outbox_oldest=start + 5, outbox_dead=1)
+    store.outbox_sent(ids[0], owner="s")
+    store.inbox_finish("wx1:old", [], owner="h")
+    assert store.backlog() == Backlog(outbox=1, outbox_oldest=start + 5, outbox_dead=1)
 
 
 def test_outbox_list_newest_first_filtered_by_state(store: Store) -> None:
