@@ -2,17 +2,20 @@
 
 Every problem is a ConfigError naming the file and line. Template fields ({openid}, a regex's
 named groups, {session_from} for the enter-session event) are checked when the file loads, so a
-rule that loaded cannot fail when it runs.
+rule that loaded cannot fail when it runs, unless it asks the cloud first (``function`` or
+``query``, handlers/actions.py): then a failed call or a missing {result...} field answers the
+rule's ``reply.on_error``.
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from handlers.actions import ACTION_KEYS, Action, action_handler, on_error_reply, parse_action
+from handlers.templates import RESULT, Fail, template
 from webhook import (MESSAGE, ConfigError, Context, ImageReply, LinkReply, Matcher, Message,
                      MiniProgramPageReply, Reply, Router, TextReply, app, event, exact, keyword,
                      msgtype, prefix, regex, session_from)
@@ -23,7 +26,7 @@ __all__ = ["RULE_KEYS", "TOP_KEYS", "load_rules", "section_error", "strings", "t
 
 TOP_KEYS = ("rule", "builtins")
 RULE_KEYS = ("name", "enabled", "keywords", "exact", "prefix", "regex", "event", "msgtype",
-             "session_from", "apps", "reply", "replies", "transfer", "continue")
+             "session_from", "apps", "reply", "replies", "transfer", "continue") + ACTION_KEYS
 TEXT_KEYS = ("keywords", "exact", "prefix", "regex")
 _WORDS = {"keywords": keyword, "exact": exact, "prefix": prefix}
 # Reply kind -> (class, allowed keys, required keys, keys that are templates)
@@ -33,9 +36,6 @@ _REPLIES: dict[str, tuple[type[Reply], tuple[str, ...], tuple[str, ...], tuple[s
     "miniprogrampage": (MiniProgramPageReply, ("title", "pagepath", "thumb_media_id", "thumb_path"),
                         ("title", "pagepath"), ("title", "pagepath")),
 }
-_FORMATTER = string.Formatter()
-
-Fail = Callable[[str, str | None], ConfigError]
 
 
 def load_rules(doc: TomlFile, router: Router) -> int:
@@ -96,14 +96,36 @@ def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[
     matcher, fields, is_event = _matcher(table, fail)
     if flags["transfer"] and is_event:
         raise fail("WeChat hands messages, not events, to human agents", "transfer")
-    replies = _replies(table, fields, base, fail)
-    if not replies and not flags["transfer"]:
+    action = parse_action(table, fields, fail)
+    reply, on_error = _on_error(table, fields, action, fail)
+    replies = _replies({**table, **reply}, fields, base, fail,
+                       structured=frozenset({RESULT}) if action else frozenset())
+    if not replies and not flags["transfer"] and not (action and "function" in table):
         raise fail("missing reply: give reply = {...}, replies = [...] or transfer = true")
     if not flags["enabled"]:
         return 0
-    router.add(matcher, _handler(replies) if replies else None, name=name,
-               continue_=flags["continue"], transfer=flags["transfer"])
+    handler = action_handler(action, replies, on_error) if action else \
+        _handler(replies) if replies else None
+    router.add(matcher, handler, name=name, continue_=flags["continue"],
+               transfer=flags["transfer"])
     return 1
+
+
+def _on_error(table: Mapping[str, Any], fields: set[str], action: Action | None,
+              fail: Fail) -> tuple[dict[str, Any], Any]:
+    """The rule's ``reply`` without its ``on_error``, and the on_error reply (or None)."""
+    reply = table.get("reply")
+    if not isinstance(reply, dict) or "on_error" not in reply:
+        for item in table.get("replies", []) if isinstance(table.get("replies"), list) else []:
+            if isinstance(item, dict) and "on_error" in item:
+                raise fail("on_error goes in reply = {...} (reply.on_error = \"...\")", "replies")
+        return {}, None
+    if action is None:
+        raise fail("on_error answers a failed function or query: this rule has neither",
+                   "reply.on_error")
+    rest = {key: value for key, value in reply.items() if key != "on_error"}
+    return ({"reply": rest} if rest else {"reply": None}), \
+        on_error_reply(reply["on_error"], fields, fail)
 
 
 def _matcher(table: Mapping[str, Any], fail: Fail) -> tuple[Matcher, set[str], bool]:
@@ -157,24 +179,28 @@ def _matcher(table: Mapping[str, Any], fail: Fail) -> tuple[Matcher, set[str], b
     return matcher, fields, bool(name) or "event" in (types or ())
 
 
-def _replies(table: Mapping[str, Any], fields: set[str], base: Path,
-             fail: Fail) -> list[Callable[[Mapping[str, str]], Reply]]:
-    if "reply" in table and "replies" in table:
+def _replies(table: Mapping[str, Any], fields: set[str], base: Path, fail: Fail, *,
+             structured: frozenset[str] = frozenset()
+             ) -> list[Callable[[Mapping[str, Any]], Reply]]:
+    given = {key: table[key] for key in ("reply", "replies")
+             if key in table and table[key] is not None}
+    if len(given) == 2:
         raise fail("give reply = {...} or replies = [...], not both", "replies")
-    if "reply" in table:
-        return [_reply(table["reply"], "reply", fields, base, fail)]
-    if "replies" in table:
-        items = table["replies"]
+    if "reply" in given:
+        return [_reply(given["reply"], "reply", fields, base, fail, structured)]
+    if "replies" in given:
+        items = given["replies"]
         if not isinstance(items, list) or not items:
             raise fail('must be a list of reply tables, e.g. [{text = "a"}, {text = "b"}]',
                        "replies")
-        return [_reply(item, "replies", fields, base, fail) for item in items]
+        return [_reply(item, "replies", fields, base, fail, structured) for item in items]
     return []
 
 
-def _reply(value: Any, key: str, fields: set[str], base: Path,
-           fail: Fail) -> Callable[[Mapping[str, str]], Reply]:
-    """One reply table -> a function from template values to the Reply."""
+def _reply(value: Any, key: str, fields: set[str], base: Path, fail: Fail,
+           structured: frozenset[str] = frozenset()) -> Callable[[Mapping[str, Any]], Reply]:
+    """One reply table -> a function from template values to the Reply (``structured``: the
+    fields templates may walk into, ``result`` with an action)."""
     kinds = ("text", "image") + tuple(_REPLIES)
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in kinds:
         raise fail(f"a reply is a table with one of {', '.join(kinds)}, "
@@ -182,7 +208,7 @@ def _reply(value: Any, key: str, fields: set[str], base: Path,
     kind, body = next(iter(value.items()))
     where = f"{key}.{kind}"
     if kind == "text":
-        content = template(body, where, fields, fail)
+        content = template(body, where, fields, fail, structured=structured)
         return lambda values: TextReply(content.format_map(values))
     if kind == "image":
         return _image(body, where, base, fail)
@@ -207,13 +233,13 @@ def _reply(value: Any, key: str, fields: set[str], base: Path,
             args["thumb_path"] = _file(args["thumb_path"], where, base, fail)
     for name in templated:
         if name in args:
-            args[name] = template(args[name], where, fields, fail)
+            args[name] = template(args[name], where, fields, fail, structured=structured)
     return lambda values: cls(**{name: text.format_map(values) if name in templated else text
                                  for name, text in args.items()})
 
 
 def _image(body: Any, where: str, base: Path,
-           fail: Fail) -> Callable[[Mapping[str, str]], Reply]:
+           fail: Fail) -> Callable[[Mapping[str, Any]], Reply]:
     if isinstance(body, str):
         body = {"path": body}
     if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in ("path", "media_id") \
@@ -234,23 +260,7 @@ def _file(path: str, where: str, base: Path, fail: Fail) -> str:
     return str(resolved)
 
 
-def template(value: Any, where: str, fields: set[str], fail: Fail) -> str:
-    """A str.format template that uses only ``fields`` (checked now, so rendering cannot fail)."""
-    if not isinstance(value, str) or not value:
-        raise fail("must be a non-empty string", where)
-    try:
-        parsed = list(_FORMATTER.parse(value))
-    except ValueError as exc:
-        raise fail(f"bad template ({exc}); write {{{{ and }}}} for literal braces", where) from None
-    for _, field, spec, conversion in parsed:
-        if field is not None and (field not in fields or spec or conversion):
-            raise fail(f"template field {{{field}}} is not available here "
-                       f"(available: {', '.join('{%s}' % f for f in sorted(fields))}; "
-                       f"write {{{{ and }}}} for literal braces)", where)
-    return value
-
-
-def _handler(replies: list[Callable[[Mapping[str, str]], Reply]]
+def _handler(replies: list[Callable[[Mapping[str, Any]], Reply]]
              ) -> Callable[[Message, Context], list[Reply]]:
     def reply(message: Message, ctx: Context) -> list[Reply]:
         values = {"openid": message.openid,

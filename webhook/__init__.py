@@ -10,23 +10,27 @@ What a bot's own handlers need, in one place::
     def order_status(message: TextMessage, ctx: Context) -> TextReply:
         return TextReply(f"订单 {ctx.match['order']} 正在处理中。")
 
-The server itself (``webhook.server.app``), its stores, the WeChat client and the testing
-tools (``webhook.testing``) are imported from their own packages. Everything here is pure:
+``ctx.wechat`` (a ``HandlerAPI``) is the app's WeChat API: more sends, typing, cloud
+functions and database statements (``webhook.cloudquery``), the customer's images. The
+server itself (``webhook.server.app``), its stores, the WeChat client and the testing tools
+(``webhook.testing``) are imported from their own packages. Everything here is pure:
 importing it loads no web framework, HTTP client or store.
 """
 
-from webhook.errors import ConfigError, WxpushError
+from webhook.errors import (CloudNotFound, ConfigError, FunctionFailed, FunctionTimedOut,
+                            WeChatAPIError, WxpushError)
 from webhook.push.messages import (EnterSessionEvent, Event, ImageMessage, ImageReply, LinkReply,
                                    Message, MiniProgramPageMessage, MiniProgramPageReply, Reply,
                                    TextMessage, TextReply, TransferToHuman, UnknownMessage)
 from webhook.routing.matchers import (ANY, ENTER_SESSION, EVENT, IMAGE, MESSAGE, MINIPROGRAM_PAGE,
                                       TEXT, Matcher, app, event, exact, keyword, msgtype, prefix,
                                       regex, session_from)
+from webhook.routing.handlerapi import HandlerAPI
 from webhook.routing.router import Context, Handler, Router
 
 __all__ = [
     # routing
-    "Router", "Context", "Handler", "Matcher",
+    "Router", "Context", "Handler", "Matcher", "HandlerAPI",
     "TEXT", "IMAGE", "MINIPROGRAM_PAGE", "EVENT", "ENTER_SESSION", "MESSAGE", "ANY",
     "msgtype", "event", "keyword", "exact", "prefix", "regex", "session_from", "app",
     # what a customer sends
@@ -34,6 +38,7 @@ __all__ = [
     "EnterSessionEvent", "UnknownMessage",
     # what a handler answers
     "Reply", "TextReply", "ImageReply", "LinkReply", "MiniProgramPageReply", "TransferToHuman",
-    # errors
-    "WxpushError", "ConfigError",
+    # errors (a cloud call through ctx.wechat raises WeChatAPIError and its kinds)
+    "WxpushError", "ConfigError", "WeChatAPIError", "FunctionFailed", "FunctionTimedOut",
+    "CloudNotFound",
 ]

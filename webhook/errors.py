@@ -15,7 +15,11 @@
     ├── WeChatAPIError (errcode, errmsg)       an answer from WeChat's server API
     │   ├── TokenInvalid     40001 40014 42001: invalidate-if-equal, refresh, retry once
     │   ├── Retryable        -1 45011 5xx, timeouts, resets, garbage bodies
+    │   │   ├── TimedOut           no answer within the call's timeout
+    │   │   └── FunctionTimedOut   -504003: a cloud function cut off at 5 s
     │   └── Permanent        45015 45047 40003 48001 and every other errcode
+    │       ├── FunctionFailed     -504002: a cloud function threw, or its result is not JSON
+    │       └── CloudNotFound      -501000 85088: no such cloud function or environment
     ├── StoreError                            the store cannot be reached or used
     └── ConfigError (file, line, key)         a bad config or rules file, found at start
 
@@ -39,6 +43,10 @@ __all__ = [
     "TokenInvalid",
     "Retryable",
     "Permanent",
+    "TimedOut",
+    "FunctionTimedOut",
+    "FunctionFailed",
+    "CloudNotFound",
     "StoreError",
     "ConfigError",
     "TOKEN_ERRCODES",
@@ -116,6 +124,29 @@ class Retryable(WeChatAPIError):
 
 class Permanent(WeChatAPIError):
     """WeChat will refuse this call again: dead-letter it, never retry."""
+
+
+class TimedOut(Retryable):
+    """WeChat did not answer within the call's timeout."""
+
+
+class FunctionTimedOut(Retryable):
+    """A cloud function did not answer in time: WeChat stops it after 5 s (docs/protocol.md
+    §9.1), and wxpush waits no longer than that either."""
+
+
+class FunctionFailed(Permanent):
+    """A cloud function ran and failed; ``errmsg`` is what it failed with."""
+
+
+class CloudNotFound(Permanent):
+    """The cloud environment, or the function in it, does not exist (or cloud development is
+    not opened for the app); ``what`` says which, as far as WeChat's errmsg tells."""
+
+    def __init__(self, errcode: int, errmsg: str, *, what: str = "function or environment"
+                 ) -> None:
+        super().__init__(errcode, errmsg)
+        self.what = what
 
 
 class StoreError(WxpushError):

@@ -1,9 +1,11 @@
-"""Rate limits on the endpoints that call WeChat for callers nobody authenticated yet.
+"""Rate limits on the endpoints that call WeChat for their callers.
 
 ``/apps/{appid}/login``, ``/opendata`` and ``/phone`` each relay a request to WeChat
-(jscode2session, getopendata, getuserphonenumber), spending the app's API quota. Every
-request takes one token from its client's bucket (per client address and app) and one from
-its app's (all clients together); either one empty refuses it before WeChat is called.
+(jscode2session, getopendata, getuserphonenumber), spending the app's API quota, and so do
+``/files/...`` (batchdownloadfile) and a logged-in user's ``/apps/{appid}/functions/...``
+(invokecloudfunction). Every request takes one token from its client's bucket (per client
+address and app; per session for function calls) and one from its app's (all clients
+together); either one empty refuses it before WeChat is called.
 
 The buckets live in the store (``Store.update``, an atomic read-modify-write on both
 backends), so every worker and host shares them, and expire once they would be full again.
@@ -135,13 +137,18 @@ class Limiter:
         self._store, self._clock, self._trusted = store, clock, trusted
         self._per_client, self._per_app = per_client, per_app
 
-    def check(self, appid: str, peer: str, forwarded_for: str | None) -> None:
+    def check(self, appid: str, peer: str, forwarded_for: str | None, *,
+              session: str | None = None) -> None:
         """Take a token from the client's bucket and from ``appid``'s, or raise RateLimited
         (having taken none from the app's bucket: one client's flood spends only its own).
-        ``peer`` and ``forwarded_for``: the request's REMOTE_ADDR and X-Forwarded-For."""
+        ``peer`` and ``forwarded_for``: the request's REMOTE_ADDR and X-Forwarded-For.
+        ``session`` (an id of a logged-in user's session, never the token itself): the
+        first bucket is that session's, the size of a client's, wherever it calls from."""
         client = client_address(peer, forwarded_for, self._trusted)
-        buckets = ((f"ratelimit:client:{appid}:{client}", self._per_client, "from this client"),
-                   (f"ratelimit:app:{appid}", self._per_app, "to this app"))
+        first = (f"ratelimit:session:{appid}:{session}", self._per_client, "for this session") \
+            if session else (f"ratelimit:client:{appid}:{client}", self._per_client,
+                             "from this client")
+        buckets = (first, (f"ratelimit:app:{appid}", self._per_app, "to this app"))
         now = self._clock()
         for key, bucket, scope in buckets:
             wait = take(self._store.get(key), now, bucket)[1]

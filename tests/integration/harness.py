@@ -49,11 +49,13 @@ class EmulatorServer:
 
 class ServerProcess:
     """One ``wxpush serve``: a gunicorn master and its workers, and with a SQLite store the
-    delivery process. ``server``: more lines of ``[server]``; ``more``: more tables."""
+    delivery process."""
 
     def __init__(self, directory: Path, *, store: str, api_base: str, rules: str | None = None,
                  workers: int = 2, mode: str = "safe", fmt: str = "xml", server: str = "",
-                 env: dict[str, str] | None = None, more: str = "") -> None:
+                 apps: str = "", env: dict[str, str] | None = None) -> None:
+        """``server``: lines for [server]; ``apps``: TOML after the app's own keys (more of
+        its keys, its [[apps.bridge]], other [[apps]], [[clients]])."""
         directory.mkdir(parents=True, exist_ok=True)
         self.directory, self.port = directory, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,7 +68,7 @@ class ServerProcess:
         self.config.write_text(
             "[server]\n" + "\n".join(lines) + "\n\n[[apps]]\n"
             f'appid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
-            f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n' + more,
+            f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n' + apps,
             encoding="utf-8")
         self.workers, self.env, self.journaled = workers, env or {}, store.startswith("sqlite")
         self.process: subprocess.Popen[bytes] | None = None

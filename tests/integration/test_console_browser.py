@@ -70,7 +70,7 @@ def server(tmp_path_factory, wechat) -> Iterator[ServerProcess]:
     hashed = hash_password(PASSWORD, cost=Scrypt(n=1 << 12))
     proc = ServerProcess(tmp_path_factory.mktemp("console"), store="sqlite:///wxpush.db",
                          api_base=wechat.url, rules=RULES, workers=1,
-                         more=f'\n[[console.operators]]\nname = "ana"\n'
+                         apps=f'\n[[console.operators]]\nname = "ana"\n'
                               f'password_hash = "{hashed}"\n')
     proc.start()
     yield proc

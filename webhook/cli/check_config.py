@@ -47,4 +47,12 @@ def check_config(args: argparse.Namespace) -> int:
             if app.encoding_aes_key else "no key"
         secret = "secret set" if app.secret else "no secret (sending disabled)"
         print(f"app      /wechat/{app.appid}  {app.mode} {app.format}  {keys}, {secret}")
+        if app.cloud_env:
+            print(f"cloud    {app.appid}: env {app.cloud_env}, /files/ serves "
+                  f"{', '.join(app.files) or 'nothing'}")
+        for bridge in app.bridge:
+            print(f"bridge   /apps/{app.appid}/functions/: {', '.join(bridge.functions)} "
+                  f"of {bridge.app}")
+    for client in settings.clients:
+        print(f"client   {client.name} may read the access_token of {', '.join(client.apps)}")
     return 0

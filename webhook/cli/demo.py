@@ -1,7 +1,9 @@
 """``wxpush demo``: the WeChat API emulator, a server and a short scripted conversation, with
-what the customer would see printed. Nothing leaves this machine. ``--keep-running`` keeps
-them up afterwards with the console on, for an operator whose one-time password it prints:
-the conversation is there to follow in a browser, and answers reach the demo customer."""
+what the customer would see printed. An order is looked up by the emulator's ``orderStatus``
+cloud function and the shipping fee read from its ``faq`` collection. Nothing leaves this
+machine. ``--keep-running`` keeps them up afterwards with the console on, for an operator
+whose one-time password it prints: the conversation is there to follow in a browser, and
+answers reach the demo customer."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ APPID = "wxd0d0d0d0d0d0d0d0"
 SECRET = "demo-secret"
 TOKEN = "demotoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+CLOUD_ENV = "demo-cloud-1"
 RULES = """
 [[rule]]
 name = "hours"
@@ -28,7 +31,15 @@ reply.text = "我们的服务时间是 9:00–18:00。"
 [[rule]]
 name = "order"
 regex = '^订单\\s*(?P<order>\\d{6,})$'
-reply.text = "订单 {order} 正在处理中。"
+function = { name = "orderStatus", data = { order = "{order}", openid = "{openid}" } }
+reply.text = "订单 {order}：{result.status}，预计 {result.eta} 送达。"
+reply.on_error = "暂时查不到订单 {order}，请稍后再试。"
+
+[[rule]]
+name = "shipping"
+keywords = ["运费"]
+query = { collection = "faq", where = { key = "shipping" }, limit = 1 }
+reply.text = "{result[0].answer}"
 
 [builtins.welcome]
 text = "您好，请问有什么可以帮您？"
@@ -36,8 +47,8 @@ text = "您好，请问有什么可以帮您？"
 [builtins.fallback]
 text = "抱歉，我没听懂。输入「人工」可转人工客服。"
 """
-SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"), ("text", "你好"),
-          ("text", "转人工")]
+SCRIPT = [("enter", ""), ("text", "几点开门？"), ("text", "订单 20261121"), ("text", "运费怎么算？"),
+          ("text", "你好"), ("text", "转人工")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +64,12 @@ def demo(args: argparse.Namespace) -> int:
     from webhook.passwords import hash_password
     from webhook.server.app import get_app
     from webhook.testing import Emulator, PushBuilder, serve
+    from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
 
     emulator = Emulator()
     emulator.register_app(APPID, SECRET)
+    emulator.add_cloud_env(APPID, CLOUD_ENV, functions=DEMO_FUNCTIONS,
+                           collections=DEMO_COLLECTIONS)
     password = secrets.token_urlsafe(12) if args.keep_running else None
     operator = "" if password is None else (
         f'\n[[console.operators]]\nname = "demo"\npassword_hash = "{hash_password(password)}"\n')
@@ -66,7 +80,8 @@ def demo(args: argparse.Namespace) -> int:
             f'[server]\napi_base = "{upstream.url}"\nstore = "sqlite:///demo.db"\n'
             f'rules = "rules.toml"\n\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\n'
             f'token = "{TOKEN}"\nencoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n'
-            + operator, encoding="utf-8")
+            f'cloud_env = "{CLOUD_ENV}"\n' + operator,
+            encoding="utf-8")
         app = get_app(str(config))
         app.start()
         try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from webhook.testing.emulator import Emulator
+from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
 from webhook.testing.server import serve
 
 __all__ = ["register"]
@@ -20,6 +22,13 @@ def _app(value: str) -> tuple[str, str]:
     return appid, secret
 
 
+def _cloud(value: str) -> tuple[str, str]:
+    appid, sep, env = value.partition(":")
+    if not (appid and sep and env):
+        raise argparse.ArgumentTypeError(f"expected APPID:ENV, got {value!r}")
+    return appid, env
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "emulator", help="run the WeChat API emulator (tokens, send, media, login, open data)")
@@ -27,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     parser.add_argument("--app", type=_app, action="append", default=[], metavar="APPID:SECRET",
                         help="register an app (repeatable); more via POST /_emulator/apps")
+    parser.add_argument("--cloud", type=_cloud, action="append", default=[], metavar="APPID:ENV",
+                        help="a cloud environment of a registered app, with the demo's "
+                             "orderStatus function and faq collection (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of tokens, ids and faults")
     parser.set_defaults(handler=run)
 
@@ -35,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     emulator = Emulator(seed=args.seed)
     for appid, secret in args.app:
         emulator.register_app(appid, secret)
+    for appid, env in args.cloud:
+        if appid not in emulator.apps:
+            print(f"wxpush emulator: --cloud {appid}:{env}: register the app with --app first",
+                  file=sys.stderr)
+            return 2
+        emulator.add_cloud_env(appid, env, functions=DEMO_FUNCTIONS, collections=DEMO_COLLECTIONS)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -2,7 +2,9 @@
 
 Both build the router exactly as the server does (``handlers.build_router``) and ``test`` asks
 it the same question (``Router.route`` then ``Route.run``), so what it prints is what the server
-would do; nothing is sent. FILE defaults to ``[server] rules`` of the config.
+would do; nothing is sent. Handlers get ``webhook.testing.FakeWeChat`` as ``ctx.wechat``: cloud
+functions and collections answer what ``--function`` and ``--collection`` say. FILE defaults to
+``[server] rules`` of the config.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from webhook.config.settings import config_path
 from webhook.config.tomlfile import load_toml
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, WxpushError
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
                                    TextMessage)
 from webhook.routing.router import Router
+from webhook.testing.fakewechat import FakeWeChat
 
 __all__ = ["register"]
 
+_UNSET = object()
 _CONFIG_HELP = "config file naming [server] rules (default: $WXPUSH_CONFIG or ./wxpush.toml)"
 
 
@@ -43,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument("--appid", default="wx_rules_test", help="the app the push is for")
     test.add_argument("--openid", default="o_rules_test", help="the customer's openid")
     test.add_argument("--config", help=_CONFIG_HELP)
+    test.add_argument("--function", action="append", default=[], metavar="NAME=JSON",
+                      help="what cloud function NAME answers in this test (repeatable); "
+                           "without it a call fails as an unknown function would")
+    test.add_argument("--collection", action="append", default=[], metavar="NAME=JSON",
+                      help="the records (a JSON list) of cloud collection NAME (repeatable)")
     test.set_defaults(handler=test_rules)
 
 
@@ -61,6 +71,7 @@ def test_rules(args: argparse.Namespace) -> int:
         print("usage: wxpush rules test [FILE] TEXT, or wxpush rules test [FILE] --event NAME",
               file=sys.stderr)
         return 2
+    cloud = _stand_in(args)
     path, routers = (args.args[0], ()) if len(args.args) == wanted else _configured(args.config)
     router = _build(path, routers)
     message = _message(args, None if is_event else args.args[-1])
@@ -71,13 +82,54 @@ def test_rules(args: argparse.Namespace) -> int:
         return 0
     print(f"matched   {' -> '.join(route.names)}")
     print(f"answer    {'transfer_customer_service (to a human agent)' if route.transfer else 'success'}")
-    logger = logging.getLogger("wxpush.rules.test")
-    replies = route.run(message, appid=args.appid, clock=time.time, logger=logger, budget=3.0)
-    for reply in replies:
+    logger = _logger()
+    replies = route.run(message, appid=args.appid, clock=time.time, logger=logger, budget=3.0,
+                        wechat=cloud)
+    for name, data in cloud.function_calls:
+        print(f"cloud     {name}({json.dumps(data, ensure_ascii=False)})")
+    for statement in cloud.statements:
+        print(f"cloud     {statement}")
+    sends = [reply for _, reply in cloud.sent] + replies
+    for reply in sends:
         print(f"send      {_show(reply)}")
-    if not replies:
+    if not sends:
         print("send      nothing")
     return 0
+
+
+class _Shown(logging.Handler):
+    """The handlers' log lines (a failed cloud call, say), in the output as they come."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"log       {record.getMessage()}")
+
+
+def _logger() -> logging.Logger:
+    logger = logging.getLogger("wxpush.rules.test")
+    if not any(isinstance(handler, _Shown) for handler in logger.handlers):
+        logger.addHandler(_Shown(logging.INFO))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def _stand_in(args: argparse.Namespace) -> FakeWeChat:
+    """The handlers' ctx.wechat: functions and collections as the flags say, nothing sent."""
+    given: dict[str, dict[str, Any]] = {"function": {}, "collection": {}}
+    for flag in given:
+        for item in getattr(args, flag):
+            name, sep, text = item.partition("=")
+            try:
+                value = json.loads(text) if sep and name else _UNSET
+            except ValueError:
+                value = _UNSET
+            if value is _UNSET or (flag == "collection" and not (
+                    isinstance(value, list) and all(isinstance(r, dict) for r in value))):
+                what = "a JSON list of records" if flag == "collection" else "JSON"
+                raise WxpushError(f"--{flag} {item!r}: expected NAME={what}")
+            given[flag][name] = value
+    return FakeWeChat(functions=given["function"], collections=given["collection"],
+                      customer=args.openid)
 
 
 def _configured(config: str | None) -> tuple[str, tuple[str, ...]]:

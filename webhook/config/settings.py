@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webhook.config.cloud import (CLOUD_APP_KEYS, Bridge, ClientConfig, app_cloud, check_bridges,
+                                  clients)
 from webhook.config.tomlfile import TomlFile, load_toml
 from webhook.errors import ConfigError
 from webhook.passwords import FORMAT, parse_hash
 
-__all__ = ["AppConfig", "ServerConfig", "Settings", "ConsoleConfig", "Operator", "load",
-           "config_path", "DEFAULT_CONFIG"]
+__all__ = ["AppConfig", "ServerConfig", "Settings", "Bridge", "ClientConfig", "ConsoleConfig",
+           "Operator", "load", "config_path", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = "wxpush.toml"
 DEFAULT_STORE = "sqlite:///wxpush.db"
@@ -43,6 +45,10 @@ class AppConfig:
     previous_encoding_aes_key: str | None = field(default=None, repr=False)
     format: str = "xml"
     mode: str = "safe"
+    # cloud development (webhook.config.cloud)
+    cloud_env: str | None = None
+    files: tuple[str, ...] = ()          # file ID prefixes served at /files/{appid}/...
+    bridge: tuple[Bridge, ...] = ()      # other apps' functions this app's users may call
 
     @property
     def encrypted(self) -> bool:
@@ -121,6 +127,7 @@ class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     path: str | None = None
+    clients: tuple[ClientConfig, ...] = ()    # the token service's API keys
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def app(self, appid: str) -> AppConfig | None:
@@ -184,22 +191,27 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate a config file; raises ConfigError naming file, line and key."""
     env = os.environ if env is None else env
     doc = load_toml(path)
-    unknown = set(doc.data) - {"server", "apps", "console"}
+    unknown = set(doc.data) - {"server", "apps", "clients", "console"}
     if unknown:
         key = sorted(unknown)[0]
-        raise doc.error("unknown section (expected [server], [[apps]] and [console])", key=key)
+        raise doc.error("unknown section (expected [server], [[apps]], [[clients]] and "
+                        "[console])", key=key)
     server = _server(doc, Path(path).resolve().parent)
     apps_raw = doc.data.get("apps", [])
     if not isinstance(apps_raw, list) or not apps_raw:
         raise doc.error("at least one [[apps]] table is required", key="apps")
     apps: dict[str, AppConfig] = {}
+    bridges = 0
     for index, raw in enumerate(apps_raw):
-        app = _app(doc, index, raw, env)
+        app = _app(doc, index, raw, env, bridges_before=bridges)
         if app.appid in apps:
             raise doc.error(f"appid {app.appid!r} is configured twice", table="apps", index=index,
                             key="appid")
         apps[app.appid] = app
-    return Settings(server=server, apps=apps, path=str(path), console=_console(doc, apps))
+        bridges += len(app.bridge)
+    check_bridges(doc, apps)
+    return Settings(server=server, apps=apps, path=str(path), clients=clients(doc, apps),
+                    console=_console(doc, apps))
 
 
 def _server(doc: TomlFile, base: Path) -> ServerConfig:
@@ -297,15 +309,19 @@ def _is_network(value: Any) -> bool:
     return True
 
 
-def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str]) -> AppConfig:
+def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str], *,
+         bridges_before: int = 0) -> AppConfig:
     def fail(problem: str, key: str | None) -> ConfigError:
         return doc.error(problem, table="apps", index=index, key=key)
 
     if not isinstance(raw, dict):
         raise fail("must be a table", None)
     for key, value in raw.items():
+        if key in CLOUD_APP_KEYS:
+            continue
         if key not in _APP_KEYS:
-            raise fail(f"unknown key (known: {', '.join(sorted(_APP_KEYS))})", key)
+            raise fail(f"unknown key (known: {', '.join(sorted(_APP_KEYS | set(CLOUD_APP_KEYS)))})",
+                       key)
         if not isinstance(value, str):
             raise fail(f"must be a string, got {type(value).__name__}", key)
 
@@ -342,4 +358,4 @@ def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str]) -> AppConf
             raise fail("must be exactly 43 letters and digits (the console's EncodingAESKey)", key)
     return AppConfig(appid=appid, token=token or "", secret=secret("secret", False) or "",
                      encoding_aes_key=aes, previous_encoding_aes_key=previous, format=fmt,
-                     mode=mode)
+                     mode=mode, **app_cloud(doc, index, raw, bridges_before=bridges_before))

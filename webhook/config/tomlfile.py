@@ -49,6 +49,11 @@ class TomlFile:
                 return start + 1
         if key is None:
             return None
+        if "." in key:   # a dotted key written out (reply.on_error = ...) before its table
+            dotted = re.compile(r"^\s*" + r"\s*\.\s*".join(map(re.escape, key.split("."))) + r"\s*=")
+            for number in range(start, end):
+                if dotted.match(self.lines[number]):
+                    return number + 1
         first = key.split(".")[0]
         for number in range(start, end):
             found = _KEY.match(self.lines[number])

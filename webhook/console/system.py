@@ -134,7 +134,7 @@ class MediaFile(Resource):
             raise Refused(404, "no such media")
         started = time.monotonic()
         try:
-            data = self.parts.api.media(appid, media_id)
+            data = self.parts.api.get_media(appid, media_id)
         except Permanent as exc:
             raise Refused(404, f"WeChat has no such media (it keeps them 3 days): errcode "
                           f"{exc.errcode}") from None

@@ -20,14 +20,17 @@ from collections.abc import Callable
 from functools import partial
 
 from webhook.delivery.history import History
+from webhook.delivery.pushapi import PushAPI
 from webhook.delivery.windows import WINDOW_TTL, note_enter, note_message, window_key
 from webhook.errors import RequestRejected
 from webhook.logsafe import shown
 from webhook.metrics import HANDLER_SECONDS
 from webhook.push.messages import EnterSessionEvent, Event, Message, TransferToHuman, hashed
 from webhook.push.parsing import read_message
+from webhook.routing.handlerapi import OFFLINE
 from webhook.routing.router import Route, Router
 from webhook.store import InboxEntry, NewReply, Store, ValueUpdate
+from webhook.wechat.api import WeChatAPI
 
 __all__ = ["Responder", "read_recorded", "unreadable_key", "failure"]
 
@@ -59,15 +62,16 @@ def failure(exc: BaseException) -> str:
 
 
 class Responder:
-    """Background: run the matched rules for one recorded push and queue their replies."""
+    """Background: run the matched rules for one recorded push and queue their replies
+    (``api``: the handlers' ``ctx.wechat``, through a ``PushAPI``; none without it)."""
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
-                 clock: Callable[[], float], budget: float, log_content: bool = False,
-                 timer: Callable[[], float] = time.perf_counter,
+                 clock: Callable[[], float], budget: float, api: WeChatAPI | None = None,
+                 log_content: bool = False, timer: Callable[[], float] = time.perf_counter,
                  history: History | None = None) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._budget, self._timer = clock, budget, timer
-        self._log_content, self._history = log_content, history
+        self._api, self._log_content, self._history = api, log_content, history
 
     def respond(self, entry: InboxEntry, message: Message | None = None,
                route: Route | None = None) -> int:
@@ -86,13 +90,18 @@ class Responder:
             if error is not None:
                 failed.append(rule)
 
+        wechat = None if self._api is None else \
+            PushAPI(self._api, appid=entry.appid, openid=message.openid)
         replies = route.run(message, appid=entry.appid, clock=self._clock, logger=log,
                             budget=self._budget, observe=observe, reveal=self._log_content,
-                            rescue=lambda: router.rescue(message, appid=entry.appid))
+                            rescue=lambda: router.rescue(message, appid=entry.appid),
+                            wechat=wechat or OFFLINE)
         rule = ",".join(route.names)
-        queued = [NewReply(appid=entry.appid, openid=message.openid, rule=rule,
+        sends = (wechat.queued if wechat else []) + \
+            [(message.openid, r) for r in replies if not isinstance(r, TransferToHuman)]
+        queued = [NewReply(appid=entry.appid, openid=openid, rule=rule,
                            body=json.dumps(r.payload(), ensure_ascii=False, separators=(",", ":")))
-                  for r in replies if not isinstance(r, TransferToHuman)]
+                  for openid, r in sends]
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
         if self._history is not None:

@@ -36,7 +36,8 @@ from webhook.store.base import Store
 from webhook.wechat.api import WeChatAPI
 from webhook.wellformed import NotText, loads
 
-__all__ = ["register", "Sessions", "Session", "new_session_token", "MAX_CLOUD_IDS"]
+__all__ = ["register", "limiter_for", "json_body", "describe", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
+           "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ _PUBLIC_5XX = {502: "WeChat refused the call: see the server log",
 
 def new_session_token() -> str:
     return secrets.token_urlsafe(32)
-
-
 
 
 class BadInput(MalformedRequest):
@@ -117,8 +116,9 @@ class Sessions:
             return None   # a record we cannot open is no session
 
 
-class _Endpoint:
-    """Shared edge: app lookup, bounded JSON body, errors as WeChat-style JSON."""
+class Endpoint:
+    """Shared edge of the mini program's endpoints: app lookup, bounded JSON body, the
+    caller's session, errors as WeChat-style JSON."""
 
     kind = ""
 
@@ -130,52 +130,50 @@ class _Endpoint:
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
         try:
-            app = self.settings.app(appid)
-            if app is None:
-                raise UnknownApp("unknown appid")
+            app = self._app(appid)
             self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"))
             result = self.handle(app, req, self._body(req))
-        except RateLimited as exc:
+        except (RequestRejected, WeChatAPIError, StoreError) as exc:
+            self._refuse(resp, appid, exc)
+            return
+        answer_json(resp, 200, result)
+
+    def _app(self, appid: str) -> AppConfig:
+        app = self.settings.app(appid)
+        if app is None:
+            raise UnknownApp("unknown appid")
+        return app
+
+    def _refuse(self, resp: falcon.Response, appid: str,
+                exc: RequestRejected | WeChatAPIError | StoreError) -> None:
+        """Answer a refusal or a failure as ``{"errcode", "errmsg"}``, with a log line."""
+        if isinstance(exc, RateLimited):
             self.repeats.log(log, logging.INFO, f"{appid}:{exc.scope}",
                              "%s appid=%s outcome=refused status=429 client=%s reason=%s",
                              self.kind, appid, shown(exc.client), exc.reason)
             resp.set_header("Retry-After", str(exc.retry_after))
-            _answer(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
+            answer_json(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
             return
-        except (RequestRejected, WeChatAPIError, StoreError) as exc:
-            status, errcode, errmsg = _describe(exc)
-            # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
-            # written once per interval with a count
-            self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
-                             f"{self.kind} {status} {errcode}",
-                             "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
-                             self.kind, appid if appid in self.settings.apps else "-", status,
-                             errcode, shown(errmsg))
-            if status == 503:
-                resp.set_header("Retry-After", "1")
-            # A 5xx is about our side (WeChat's errmsg may name our IP): details stay in the log
-            public = _PUBLIC_5XX.get(status, errmsg)
-            _answer(resp, status, {"errcode": errcode, "errmsg": public})
-            return
-        _answer(resp, 200, result)
+        status, errcode, errmsg = describe(exc)
+        # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
+        # written once per interval with a count
+        self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
+                         f"{self.kind} {status} {errcode}",
+                         "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
+                         self.kind, appid if appid in self.settings.apps else "-", status,
+                         errcode, shown(errmsg))
+        if status == 503:
+            resp.set_header("Retry-After", "1")
+        # A 5xx from WeChat or the store is about our side (WeChat's errmsg may name our IP):
+        # details stay in the log. One of our own refusals says what it is.
+        public = errmsg if isinstance(exc, RequestRejected) else _PUBLIC_5XX.get(status, errmsg)
+        answer_json(resp, status, {"errcode": errcode, "errmsg": public})
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def _body(self, req: falcon.Request) -> dict[str, Any]:
-        _check_json_type(req.content_type)
-        raw = read_body(req, self.settings.server.max_body)
-        if not raw.strip():
-            raise BadInput("empty body: send a JSON object", EMPTY_BODY)
-        try:
-            body = loads(raw)
-        except NotText:
-            raise BadInput("body is not valid Unicode", BAD_FORMAT) from None
-        except (ValueError, RecursionError):
-            raise BadInput("body is not JSON", BAD_FORMAT) from None
-        if not isinstance(body, dict):
-            raise BadInput("body must be a JSON object", BAD_FORMAT)
-        return body
+        return json_body(req, self.settings.server.max_body)
 
     def _caller(self, app: AppConfig, req: falcon.Request, *,
                 login_code: str | None) -> Session | None:
@@ -207,7 +205,7 @@ class _Endpoint:
         return self.settings.server.opendata_max_age or None
 
 
-class LoginResource(_Endpoint):
+class LoginResource(Endpoint):
     kind = "login"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -220,7 +218,7 @@ class LoginResource(_Endpoint):
         return result
 
 
-class OpenDataResource(_Endpoint):
+class OpenDataResource(Endpoint):
     kind = "opendata"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -250,7 +248,7 @@ class OpenDataResource(_Endpoint):
         return result
 
 
-class PhoneResource(_Endpoint):
+class PhoneResource(Endpoint):
     kind = "phone"
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
@@ -262,6 +260,25 @@ class PhoneResource(_Endpoint):
         log.info("phone appid=%s user=%s outcome=ok", app.appid,
                  hashed(openid) if openid else "-")
         return result
+
+
+def json_body(req: falcon.Request, limit: int) -> dict[str, Any]:
+    """The request's body: a JSON object of valid Unicode, at most ``limit`` bytes, sent as
+    application/json (checked before the body is read); BadInput, PayloadTooLarge or
+    UnsupportedMediaType otherwise."""
+    _check_json_type(req.content_type)
+    raw = read_body(req, limit)
+    if not raw.strip():
+        raise BadInput("empty body: send a JSON object", EMPTY_BODY)
+    try:
+        body = loads(raw)
+    except NotText:
+        raise BadInput("body is not valid Unicode", BAD_FORMAT) from None
+    except (ValueError, RecursionError):
+        raise BadInput("body is not JSON", BAD_FORMAT) from None
+    if not isinstance(body, dict):
+        raise BadInput("body must be a JSON object", BAD_FORMAT)
+    return body
 
 
 def _check_json_type(content_type: str | None) -> None:
@@ -296,7 +313,7 @@ def _cloud_ids(body: dict[str, Any]) -> list[str]:
     return ids
 
 
-def _describe(exc: Exception) -> tuple[int, int, str]:
+def describe(exc: Exception) -> tuple[int, int, str]:
     """(HTTP status, errcode, one-line errmsg) for an error we answer."""
     if isinstance(exc, RequestRejected):
         default = {401: MISSING_CREDENTIAL, 404: INVALID_APPID, 413: TOO_LARGE,
@@ -313,21 +330,27 @@ def _describe(exc: Exception) -> tuple[int, int, str]:
     return 503, -1, " ".join(str(exc).split())
 
 
-def _answer(resp: falcon.Response, status: int, body: Any) -> None:
+def answer_json(resp: falcon.Response, status: int, body: Any) -> None:
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def limiter_for(settings: Settings, store: Store, clock: Callable[[], float]) -> Limiter:
+    """The rate limits of ``[server]``; every limiter made here shares its buckets (they are
+    keys in the store)."""
+    server = settings.server
+    return Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
+                   per_app=Bucket(server.rate_per_app, server.burst_per_app),
+                   trusted=trusted_networks(server.trusted_proxies), clock=clock)
 
 
 def register(app: falcon.App, *, settings: Settings, api: WeChatAPI, store: Store,
              clock: Callable[[], float] = time.time,
              token_factory: Callable[[], str] = new_session_token) -> None:
     """Add the three routes under ``/apps/{appid}/``, which share their rate limits."""
-    server = settings.server
-    sessions = Sessions(store, ttl=server.session_ttl, token_factory=token_factory)
-    limiter = Limiter(store, per_client=Bucket(server.rate_per_client, server.burst_per_client),
-                      per_app=Bucket(server.rate_per_app, server.burst_per_app),
-                      trusted=trusted_networks(server.trusted_proxies), clock=clock)
+    sessions = Sessions(store, ttl=settings.server.session_ttl, token_factory=token_factory)
+    limiter = limiter_for(settings, store, clock)
     parts = {"settings": settings, "api": api, "sessions": sessions, "limiter": limiter,
              "repeats": Repeats(), "clock": clock}
     app.add_route("/apps/{appid}/login", LoginResource(**parts))

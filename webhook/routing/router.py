@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from webhook.push.messages import Event, Message, Reply, TransferToHuman
+from webhook.routing.handlerapi import OFFLINE, HandlerAPI
 from webhook.routing.matchers import (ENTER_SESSION, IMAGE, MESSAGE, TEXT, Env, Matcher,
                                       MatchResult, as_matcher, event, fold)
 from webhook.routing.ruleindex import RuleIndex
@@ -37,6 +38,7 @@ class Context:
     clock: Callable[[], float]          # wall clock (unix seconds); fake in tests
     logger: logging.Logger
     rule: str                           # the rule's name, for the handler's own log lines
+    wechat: HandlerAPI = OFFLINE        # the app's WeChat API: more sends, typing, cloud calls
 
 
 Handler = Callable[[Message, Context], Reply | Iterable[Reply] | None]
@@ -72,8 +74,9 @@ class Route:
             logger: logging.Logger = log, budget: float = 3.0,
             rescue: Callable[[], Route] | None = None,
             observe: Callable[[str, float, Exception | None], None] | None = None,
-            reveal: bool = False) -> list[Reply]:
-        """Run the handlers in order and collect their replies.
+            reveal: bool = False, wechat: HandlerAPI = OFFLINE) -> list[Reply]:
+        """Run the handlers in order and collect their replies (``wechat``: the push's
+        ``ctx.wechat``).
 
         A handler that raises is logged with its rule name and traceback, and the customer
         gets its rule's ``on_error`` reply or else, once, the replies of ``rescue()`` (the
@@ -89,7 +92,7 @@ class Route:
             if rule.handler is None:
                 continue
             ctx = Context(appid=appid, match=result.groups, re_match=result.re_match, clock=clock,
-                          logger=logger, rule=rule.name)
+                          logger=logger, rule=rule.name, wechat=wechat)
             started, error = time.monotonic(), None
             try:
                 produced = rule.handler(message, ctx)
@@ -101,7 +104,8 @@ class Route:
                 elif rescue is not None and not rescued and not rule.fallback:
                     rescued = True
                     replies.extend(rescue().run(message, appid=appid, clock=clock, logger=logger,
-                                                budget=budget, observe=observe, reveal=reveal))
+                                                budget=budget, observe=observe, reveal=reveal,
+                                                wechat=wechat))
                 continue
             finally:
                 spent = time.monotonic() - started

@@ -24,7 +24,9 @@ from webhook.delivery.heartbeat import BeatFile, Heartbeat
 from webhook.delivery.history import History
 from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
+from webhook.miniprogram.bridge import register as register_bridge
 from webhook.miniprogram.endpoints import register as register_miniprogram
+from webhook.miniprogram.files import register as register_files
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
 from webhook.server.exposition import MetricsResource, QueueCollector, totals
@@ -32,6 +34,7 @@ from webhook.server.readiness import (DeliveryCheck, Readiness, ReadyResource, d
                                       delivery_in_process)
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
 from webhook.server.rundir import BEAT_FILE
+from webhook.server.tokenservice import register as register_token_service
 from webhook.store import Store, open_store, require_durable
 from webhook.wechat.api import WeChatAPI
 from webhook.wechat.client import WeChatClient
@@ -99,7 +102,7 @@ def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
-                          budget=server.handler_budget, log_content=server.log_content,
+                          budget=server.handler_budget, api=api, log_content=server.log_content,
                           history=history)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
                     max_attempts=server.send_attempts, base_delay=server.retry_delay,
@@ -152,6 +155,9 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     if server.metrics == "on":
         app.add_route("/metrics", MetricsResource(queues))
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
+    register_bridge(app, settings=settings, api=api, store=store, clock=clock)
+    register_files(app, settings=settings, api=api, store=store, clock=clock)
+    register_token_service(app, settings=settings, tokens=api.tokens, clock=clock)
     register_console(app, settings=settings, store=store, api=api, router=router,
                      history=history, clock=clock, readiness=readiness.checks,
                      totals=lambda: totals(queues))

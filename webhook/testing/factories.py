@@ -18,6 +18,7 @@ from typing import Any
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, ImageMessage,
                                    Message, MiniProgramPageMessage, Reply, TextMessage,
                                    UnknownMessage)
+from webhook.routing.handlerapi import OFFLINE, HandlerAPI
 from webhook.routing.router import Route, Router
 
 __all__ = ["APPID", "OPENID", "ORIGINAL_ID", "CREATE_TIME", "make_text", "make_image",
@@ -73,11 +74,13 @@ def make_unknown(msg_type: str = "voice", **overrides: Any) -> UnknownMessage:
 
 def dispatch(router: Router, message: Message, *, appid: str = APPID,
              clock: Callable[[], float] = time.time, budget: float = 3.0,
-             logger: logging.Logger | None = None) -> tuple[Route, list[Reply]]:
+             logger: logging.Logger | None = None,
+             wechat: HandlerAPI = OFFLINE) -> tuple[Route, list[Reply]]:
     """What the server does with ``message``: the route (``route.transfer``, ``route.names``)
-    and the replies the handlers produce; nothing is sent."""
+    and the replies the handlers produce; nothing is sent. ``wechat``: the handlers'
+    ``ctx.wechat``, e.g. a ``FakeWeChat`` that records what they asked of it."""
     route = router.route(message, appid=appid)
     replies = route.run(message, appid=appid, clock=clock, budget=budget,
                         logger=logger or logging.getLogger("webhook.testing"),
-                        rescue=lambda: router.rescue(message, appid=appid))
+                        rescue=lambda: router.rescue(message, appid=appid), wechat=wechat)
     return route, replies

@@ -98,6 +98,12 @@ class EmulatorControl:
         return self._call("POST", "/phone_code",
                           {"appid": appid, "openid": openid, "phone": phone})["code"]
 
+    def add_cloud_env(self, appid: str, env: str, *, demo: bool = False,
+                      collections: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        """A cloud environment for ``appid``; ``demo``: with the demo's functions and FAQ."""
+        self._call("POST", "/cloud_env", {"appid": appid, "env": env, "demo": demo,
+                                          "collections": collections or {}})
+
     def close(self) -> None:
         self._session.close()
 

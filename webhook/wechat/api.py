@@ -16,6 +16,7 @@ from typing import Any
 from webhook.errors import Permanent
 from webhook.store.base import Store
 from webhook.wechat.client import WeChatClient
+from webhook.wechat.cloud import Cloud
 from webhook.wechat.tokens import TokenProvider
 
 __all__ = ["WeChatAPI", "MEDIA_TTL"]
@@ -29,10 +30,12 @@ _LOCAL_MEDIA = {"image": ("path", "media_id"), "miniprogrampage": ("thumb_path",
 
 
 class WeChatAPI:
-    """WeChat calls on behalf of the configured apps (by appid), each with its shared token."""
+    """WeChat calls on behalf of the configured apps (by appid), each with its shared token;
+    ``cloud``: their cloud development (functions, database, storage)."""
 
     def __init__(self, client: WeChatClient, tokens: TokenProvider, store: Store) -> None:
         self.client, self.tokens, self.store = client, tokens, store
+        self.cloud = Cloud(client, tokens)
 
     def send(self, appid: str, openid: str, payload: dict[str, Any]) -> None:
         """custom/send one ``Reply.payload()``; local images are uploaded (once) first."""
@@ -60,8 +63,8 @@ class WeChatAPI:
         return self.tokens.call(appid, lambda token: self.client.upload_media(
             access_token=token, filename=filename, data=data))
 
-    def media(self, appid: str, media_id: str) -> bytes:
-        """A temporary media file's bytes (what a customer sent), from WeChat."""
+    def get_media(self, appid: str, media_id: str) -> bytes:
+        """A temporary media file's bytes, such as the image a customer sent."""
         return self.tokens.call(appid, lambda token: self.client.get_media(
             access_token=token, media_id=media_id))
 

@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from webhook.errors import Permanent, Retryable, api_error
+from webhook.errors import Permanent, Retryable, TimedOut, api_error
 from webhook.wellformed import loads
 
 __all__ = ["WeChatClient", "TokenGrant", "shared_session", "scrub"]
@@ -183,6 +183,20 @@ class WeChatClient:
             raise Retryable(-1, "getuserphonenumber answer has no phone_info")
         return info
 
+    # -- cloud development (docs/protocol.md §9; typed in webhook.wechat.cloud) -----------------
+    def tcb(self, action: str, *, access_token: str, payload: Mapping[str, Any] | None = None,
+            raw: bytes | None = None, params: Mapping[str, str] | None = None,
+            timeout: tuple[float, float] | None = None) -> dict[str, Any]:
+        """``POST /tcb/<action>``: every cloud development API takes a JSON body (``payload``)
+        and answers a JSON object; invokecloudfunction's body is the function's own event
+        (``raw``, JSON text), with env and name in the query."""
+        if raw is not None:
+            return self._call("POST", f"/tcb/{action}", token=access_token, params=params,
+                              timeout=timeout, data=raw,
+                              headers={"Content-Type": "application/json"})
+        return self._call("POST", f"/tcb/{action}", token=access_token, params=params,
+                          timeout=timeout, json=payload)
+
     # -- transport ------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, token: str | None = None,
               timeout: tuple[float, float] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -196,13 +210,13 @@ class WeChatClient:
         query = dict(params or {})
         if token is not None:
             query["access_token"] = token
-        failure = None
+        failure, error = None, Retryable
         try:
             response = self.session.request(method, self.base_url + path, params=query,
                                             timeout=timeout, proxies=self._proxies,
                                             verify=self._verify, **kwargs)
         except requests.Timeout:
-            failure = "timeout"
+            failure, error = "timeout", TimedOut
         except requests.ConnectionError:
             failure = "connection failed"
         except requests.RequestException as exc:
@@ -210,7 +224,7 @@ class WeChatClient:
         if failure is not None:
             # Raised outside the except block: requests' exception (with the URL) is not chained.
             log.warning("wechat call failed path=%s reason=%s", path, failure)
-            raise Retryable(-1, f"{failure} on {path}")
+            raise error(-1, f"{failure} on {path}")
         return response
 
 

@@ -142,6 +142,27 @@ class TokenProvider:
         except TokenInvalid as exc:
             raise Retryable(exc.errcode, exc.errmsg) from None
 
+    def current(self, appid: str) -> tuple[str, float]:
+        """A valid access_token and when it expires (unix seconds): what the token service
+        hands the business's other back ends."""
+        return self._with_expiry(appid, self.get(appid))
+
+    def replace(self, appid: str, refused: str) -> tuple[str, float]:
+        """A caller saw ``refused`` rejected by WeChat: replace it if it is still the cached
+        token (once per ``REFUSED_GAP``, as for our own calls), and answer the current one."""
+        try:
+            token = self._token(appid, failed=refused)
+        except _GapNotOver:
+            raise Retryable(-1, f"a refused token was replaced less than {REFUSED_GAP:.0f} s "
+                                "ago: retry later") from None
+        return self._with_expiry(appid, token)
+
+    def _with_expiry(self, appid: str, token: str) -> tuple[str, float]:
+        entry = self._load(appid)
+        if entry is not None and entry.token == token:
+            return token, entry.expires_at
+        return token, self._clock() + MIN_RECHECK   # replaced meanwhile: ask again soon
+
     def refresh(self, appid: str, *, force: bool = False) -> None:
         """Fetch now (``force``: a new stable token, within WeChat's force limits)."""
         self._refresh(appid, usable=None, failed=None, always=True, force=force)

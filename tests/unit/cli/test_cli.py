@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -117,11 +118,15 @@ def test_bad_age_is_a_clear_error():
 
 @pytest.mark.slow
 def test_demo_plays_a_conversation(tmp_path):
+    # run from another directory, with this checkout's webhook first on the path
     result = subprocess.run([sys.executable, "-m", "webhook.cli", "demo"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
-    assert "business  订单 20261121 正在处理中。" in result.stdout
+    assert "customer  订单 20261121\nbusiness  订单 20261121：已发货，预计 明天 送达。" in \
+        result.stdout   # the emulator's orderStatus cloud function
+    assert "business  满 99 元包邮，不满收 8 元运费。" in result.stdout   # its faq collection
     assert "transfer_customer_service" in result.stdout
 
 

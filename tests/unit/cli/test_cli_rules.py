@@ -65,3 +65,44 @@ def test_test_events(wxpush):
 def test_test_usage(wxpush):
     code, _, err = wxpush("rules", "test", EXAMPLE, "a", "b")
     assert code == 2 and "usage" in err
+
+
+CLOUD_RULES = """
+[[rule]]
+name = "order-status"
+regex = '^订单\\s*(?P<order>\\d{6,})$'
+function = { name = "orderStatus", data = { order = "{order}" } }
+reply.text = "订单 {order}：{result.status}"
+reply.on_error = "暂时查不到订单 {order}"
+
+[[rule]]
+name = "faq"
+keywords = ["运费"]
+query = { collection = "faq", where = { key = "shipping" }, limit = 1 }
+reply.text = "{result[0].answer}"
+"""
+
+
+def test_test_answers_cloud_calls_from_the_flags(wxpush, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(CLOUD_RULES, encoding="utf-8")
+    code, out, _ = wxpush("rules", "test", str(rules), "订单 123456",
+                          "--function", 'orderStatus={"status": "已发货"}')
+    assert code == 0 and 'cloud     orderStatus({"order": "123456"})' in out
+    assert '"content": "订单 123456：已发货"' in out
+    _, out, _ = wxpush("rules", "test", str(rules), "订单 123456")
+    assert '"content": "暂时查不到订单 123456"' in out
+    assert "log       rule action failed rule=order-status" in out
+    _, out, _ = wxpush("rules", "test", str(rules), "运费?",
+                       "--collection", 'faq=[{"key": "shipping", "answer": "包邮"}]')
+    assert 'cloud     db.collection("faq").where({"key":"shipping"}).limit(1).get()' in out
+    assert '"content": "包邮"' in out
+
+
+@pytest.mark.parametrize("flag", [["--function", "orderStatus"], ["--function", "f={"],
+                                  ["--collection", 'faq={"key": 1}']])
+def test_test_refuses_a_bad_stand_in_in_one_line(wxpush, tmp_path, flag):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(CLOUD_RULES, encoding="utf-8")
+    code, out, err = wxpush("rules", "test", str(rules), "订单 123456", *flag)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "expected NAME=" in err

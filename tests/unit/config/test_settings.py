@@ -172,3 +172,95 @@ def test_config_path_precedence():
     assert config_path("a.toml", {"WXPUSH_CONFIG": "b.toml"}) == "a.toml"
     assert config_path(None, {"WXPUSH_CONFIG": "b.toml"}) == "b.toml"
     assert config_path(None, {}) == "wxpush.toml"
+
+
+# -- cloud: cloud_env, files, [[apps.bridge]], [[clients]] ------------------------------------
+
+CLOUD = f'''[[apps]]
+appid = "wxA"
+token = "t"
+encoding_aes_key = "{KEY}"
+cloud_env = "prod-4gxyz"
+files = ["cloud://prod-4gxyz.7072-prod-4gxyz/public/"]
+
+[[apps]]
+appid = "wxB"
+token = "t"
+encoding_aes_key = "{KEY}"
+
+[[apps.bridge]]
+app = "wxA"
+functions = ["users_add", "orderStatus"]
+
+[[clients]]
+name = "erp"
+key_sha256 = "{"AB" * 32}"
+apps = ["wxA", "wxB"]
+'''
+
+
+def test_cloud_settings_load(tmp_path):
+    settings = load(write(tmp_path, CLOUD))
+    a, b = settings.apps["wxA"], settings.apps["wxB"]
+    assert (a.cloud_env, a.files, a.bridge) == (
+        "prod-4gxyz", ("cloud://prod-4gxyz.7072-prod-4gxyz/public/",), ())
+    assert b.cloud_env is None and b.bridge[0].app == "wxA"
+    assert b.bridge[0].functions == ("users_add", "orderStatus")
+    (client,) = settings.clients
+    assert (client.name, client.key_sha256, client.apps) == ("erp", "ab" * 32, ("wxA", "wxB"))
+
+
+def test_the_example_config_documents_the_cloud_keys():
+    text = (Path(__file__).parents[3] / "wxpush.example.toml").read_text(encoding="utf-8")
+    for key in ("cloud_env", "files", "[[apps.bridge]]", "functions", "[[clients]]",
+                "key_sha256", "wxpush clients add"):
+        assert key in text
+
+
+@pytest.mark.parametrize("old, new, line, problem", [
+    ('cloud_env = "prod-4gxyz"', 'cloud_env = "prod env"', 5, "cloud environment's ID"),
+    ('cloud_env = "prod-4gxyz"\n', '', 5, "set cloud_env too"),
+    ('"cloud://prod-4gxyz.7072-prod-4gxyz/public/"', '"cloud://prod/public"', 6, "ends with /"),
+    ('"cloud://prod-4gxyz.7072-prod-4gxyz/public/"', '"https://x/"', 6, "starts with cloud://"),
+    ('app = "wxA"\nfunctions', 'app = "wxC"\nfunctions', 14, "not configured"),
+    ('app = "wxA"\n', '', 13, "app is required"),
+    ('["users_add", "orderStatus"]', '["users add"]', 15, "cloud function names"),
+    ('["users_add", "orderStatus"]', '[]', 15, "cloud function names"),
+    ('functions = [', 'function = [', 15, "unknown key"),
+    ('name = "erp"', 'name = "e r p"', 18, "letters, digits"),
+    (f'key_sha256 = "{"AB" * 32}"', 'key_sha256 = "abc"', 19, "hex sha256"),
+    (f'key_sha256 = "{"AB" * 32}"', f'key_sha256 = "{"AB" * 32}\\n"', 19, "hex sha256"),
+    ('["users_add", "orderStatus"]', '["users_add\\n"]', 15, "cloud function names"),
+    ('cloud_env = "prod-4gxyz"', 'cloud_env = "prod-4gxyz\\n"', 5, "cloud environment's ID"),
+    ('apps = ["wxA", "wxB"]', 'apps = ["wxA", "wxZ"]', 20, "'wxZ' is not configured"),
+    ('apps = ["wxA", "wxB"]', 'apps = []', 20, "non-empty list"),
+])
+def test_cloud_settings_errors_name_the_line(tmp_path, old, new, line, problem):
+    assert old in CLOUD
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, CLOUD.replace(old, new, 1)))
+    assert caught.value.line == line, str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_a_bridge_to_an_app_without_cloud_env_or_twice_to_one_name(tmp_path):
+    with pytest.raises(ConfigError, match="no cloud_env") as caught:
+        load(write(tmp_path, CLOUD.replace('app = "wxA"', 'app = "wxB"')))
+    assert caught.value.line == 14
+    twice = CLOUD.replace('[[clients]]', '[[apps.bridge]]\napp = "wxA"\n'
+                                         'functions = ["orderStatus"]\n\n[[clients]]')
+    with pytest.raises(ConfigError, match="already bridged") as caught:
+        load(write(tmp_path, twice))
+    assert caught.value.line == 19
+
+
+def test_an_inline_bridge_and_a_second_client_with_the_same_key(tmp_path):
+    inline = CLOUD.replace('[[apps.bridge]]\napp = "wxA"\nfunctions = ["users_add", "orderStatus"]',
+                           'bridge = [{app = "wxZ", functions = ["f"]}]')
+    with pytest.raises(ConfigError, match="'wxZ' is not configured") as caught:
+        load(write(tmp_path, inline))
+    assert caught.value.line == 13
+    again = CLOUD + f'\n[[clients]]\nname = "crm"\nkey_sha256 = "{"ab" * 32}"\napps = ["wxA"]\n'
+    with pytest.raises(ConfigError, match="another client has this key") as caught:
+        load(write(tmp_path, again))
+    assert caught.value.line == 24

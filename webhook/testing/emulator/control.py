@@ -57,6 +57,23 @@ def _advance(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
     return {"now": emu.now()}
 
 
+def _cloud_env(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
+    """A cloud environment with collections (records as objects) and, with ``demo``, the
+    demo's functions and collections; functions themselves are Python, in-process only."""
+    from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
+
+    collections = a.get("collections") or {}
+    if not isinstance(collections, dict) or not all(
+            isinstance(records, list) and all(isinstance(r, dict) for r in records)
+            for records in collections.values()):
+        raise ValueError("collections maps names to lists of records (objects)")
+    demo = a.get("demo") is True
+    emu.add_cloud_env(_str(a, "appid"), _str(a, "env"),
+                      functions=DEMO_FUNCTIONS if demo else None,
+                      collections={**(DEMO_COLLECTIONS if demo else {}), **collections})
+    return {"ok": True}
+
+
 def _encrypted_data(emu: Emulator, a: dict[str, Any]) -> dict[str, Any]:
     data, iv = emu.encrypted_data(_str(a, "appid"), _str(a, "openid"), _obj(a, "data"))
     return {"encryptedData": data, "iv": iv}
@@ -71,6 +88,7 @@ _POST: dict[str, Action] = {
     "/advance": _advance,
     "/login_code": lambda emu, a: {"code": emu.login_code(_str(a, "appid"), _str(a, "openid"))},
     "/encrypted_data": _encrypted_data,
+    "/cloud_env": _cloud_env,
     "/raw_signature": lambda emu, a: {"signature": emu.raw_signature(
         _str(a, "appid"), _str(a, "openid"), _str(a, "raw_data"))},
     "/cloud_id": lambda emu, a: {"cloud_id": emu.cloud_id(

@@ -22,15 +22,15 @@ from typing import Any
 import falcon
 
 from webhook.push.messages import Message
-from webhook.testing.emulator import control, media, messaging, opendata, tokens
-from webhook.testing.emulator.state import (AppState, Call, Fail, Faults, Grant, MediaItem, Part,
-                                            Raw, Request, TokenRecord)
+from webhook.testing.emulator import cloud, control, database, media, messaging, opendata, tokens
+from webhook.testing.emulator.state import (AppState, Call, CloudEnv, Fail, Faults, Grant, Later,
+                                            MediaItem, Part, Raw, Request, TokenRecord)
 
 __all__ = ["Emulator", "ROUTES"]
 
-Endpoint = Callable[["Emulator", Request], "dict[str, Any] | Raw"]
+Endpoint = Callable[["Emulator", Request], "dict[str, Any] | Raw | Later"]
 
-# path -> (HTTP method, endpoint); docs/protocol.md §5-7
+# path -> (HTTP method, endpoint); docs/protocol.md §5-7, §9
 ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/cgi-bin/token": ("GET", tokens.fetch_token),
     "/cgi-bin/stable_token": ("POST", tokens.fetch_stable_token),
@@ -41,17 +41,26 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/sns/jscode2session": ("GET", opendata.jscode2session),
     "/wxa/getopendata": ("POST", opendata.getopendata),
     "/wxa/business/getuserphonenumber": ("POST", opendata.getuserphonenumber),
+    "/tcb/invokecloudfunction": ("POST", cloud.invoke),
+    **{f"/tcb/{action}": ("POST", database.endpoint(action)) for action in
+       ("databasequery", "databasecount", "databaseadd", "databaseupdate", "databasedelete")},
+    "/tcb/uploadfile": ("POST", cloud.uploadfile),
+    "/tcb/batchdownloadfile": ("POST", cloud.batchdownloadfile),
+    "/tcb/batchdeletefile": ("POST", cloud.batchdeletefile),
 }
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "_-"
 
 
-class Emulator:
+class Emulator(cloud.CloudControl):
     """WeChat's API for tests. ``emulator.app`` is the WSGI app; methods drive and inspect it.
 
     ``clock`` is a callable returning unix seconds (tests pass a fake clock, or call
-    ``advance``); ``seed`` fixes token / id generation and fault draws.
+    ``advance``); ``seed`` fixes token / id generation and fault draws. ``function_limit``:
+    the seconds after which a cloud function is cut off (WeChat's 5).
     """
+
+    function_limit = cloud.FUNCTION_LIMIT
 
     def __init__(self, *, clock: Callable[[], float] = time.time, seed: int = 0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -60,6 +69,7 @@ class Emulator:
         self.rng = random.Random(seed)
         self._fault_rng = random.Random(seed + 1)
         self.apps: dict[str, AppState] = {}
+        self.cloud_envs: dict[str, CloudEnv] = {}   # by env id; kept by reset, like apps
         self._in_flight: Counter[str] = Counter()   # path -> requests received, not answered
         self._clear()
         self.app = falcon.App()
@@ -195,6 +205,11 @@ class Emulator:
         with self.lock:
             return opendata.phone_code(self, appid, openid, phone)
 
+    def customer_image(self, appid: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """An image a customer sent: the MediaId its push carries, for /cgi-bin/media/get."""
+        with self.lock:
+            return media.customer_image(self, appid, data, content_type)
+
     # --- HTTP --------------------------------------------------------------------------------
 
     def _sink(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
@@ -203,7 +218,8 @@ class Emulator:
                                             _params(req), req.bounded_stream.read())
             _respond(resp, status, answer)
             return
-        request = Request(method=req.method, path=req.path, params=_params(req))
+        request = Request(method=req.method, path=req.path, params=_params(req),
+                          base=req.prefix)
         if req.content_type and req.content_type.startswith("multipart/form-data"):
             request.parts = _parts(req)
         else:
@@ -221,6 +237,9 @@ class Emulator:
                 self._sleep(delay)
             with self.lock:
                 status, answer = fault if fault is not None else self._run(request)
+            if isinstance(answer, Later):   # a cloud function: run without the lock
+                answer = answer.run()
+            with self.lock:
                 errcode = answer.get("errcode", 0) if isinstance(answer, dict) else None
                 self._calls.append(Call(
                     method=request.method, path=request.path,
@@ -238,7 +257,9 @@ class Emulator:
         with self.lock:
             return self._in_flight[path]
 
-    def _run(self, request: Request) -> tuple[int, dict[str, Any] | Raw]:
+    def _run(self, request: Request) -> tuple[int, dict[str, Any] | Raw | Later]:
+        if request.path.startswith(cloud.STORAGE_PATHS):   # the storage host, not the API
+            return cloud.storage(self, request)
         route = ROUTES.get(request.path)
         if route is None:
             return 404, {"errcode": 40066,

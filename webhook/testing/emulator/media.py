@@ -10,7 +10,7 @@ from webhook.testing.emulator.tokens import authorize
 if TYPE_CHECKING:
     from webhook.testing.emulator.core import Emulator
 
-__all__ = ["MEDIA_TTL", "upload", "get", "find_media"]
+__all__ = ["MEDIA_TTL", "upload", "get", "find_media", "customer_image"]
 
 MEDIA_TTL = 3 * 86400
 
@@ -21,6 +21,16 @@ def find_media(emu: Emulator, appid: str, media_id: str) -> MediaItem | None:
     if item is None or item.appid != appid or emu.now() >= item.created_at + MEDIA_TTL:
         return None
     return item
+
+
+def customer_image(emu: Emulator, appid: str, data: bytes, content_type: str) -> str:
+    """An image a customer sent: WeChat keeps it as temporary media of the app, and the push
+    names it by MediaId."""
+    emu.app_state(appid)
+    media_id = emu.new_id(64)
+    emu.media[media_id] = MediaItem(appid=appid, data=data, content_type=content_type,
+                                    filename="customer.jpg", created_at=emu.now())
+    return media_id
 
 
 def upload(emu: Emulator, req: Request) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Call", "Fail", "Raw", "Part", "Request", "TokenRecord", "AppState", "UserState",
-           "MediaItem", "Grant", "Faults", "ERRMSG"]
+           "MediaItem", "Grant", "Faults", "CloudEnv", "CloudFile", "Later", "ERRMSG"]
 
 # errmsg as WeChat returns them (docs/protocol.md §5.5, §6, §7); codes the emulator can answer.
 ERRMSG: dict[int, str] = {
@@ -43,6 +44,9 @@ ERRMSG: dict[int, str] = {
            "before typing",
     45081: "you are already typing",
     47001: "data format error",
+    40101: "missing parameter",
+    -501000: "Environment not found",
+    -502005: "database collection not exists",
 }
 
 
@@ -82,7 +86,8 @@ class Request:
     path: str
     params: dict[str, str]
     body: bytes = b""
-    parts: dict[str, Part] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)   # in the order they came
+    base: str = ""     # scheme and host the call came to, for URLs handed out
 
     def json(self) -> dict[str, Any]:
         """The JSON object body: 44002 when empty, 47001 when not a JSON object."""
@@ -186,6 +191,41 @@ class Grant:
     kind: str                  # "login" | "phone" | "cloud"
     data: Any = None           # phone number / cloud data / the login's session_key
     used: bool = False
+
+
+@dataclass(slots=True)
+class CloudFile:
+    data: bytes
+    created_at: float
+
+
+@dataclass(slots=True)
+class CloudEnv:
+    """One cloud development environment of an app: functions (Python callables taking the
+    event), collections of records, stored files by path, uploads begun and not finished."""
+
+    env: str
+    appid: str
+    functions: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
+    collections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    files: dict[str, CloudFile] = field(default_factory=dict)
+    uploads: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def bucket(self) -> str:
+        """The storage bucket as file IDs name it: the hex of the env's first two letters,
+        then the env (``7465-test2-4a89da`` for ``test2-4a89da``, docs/protocol.md §9.4)."""
+        return f"{self.env[:2].encode().hex()}-{self.env}"
+
+    def file_id(self, path: str) -> str:
+        return f"cloud://{self.env}.{self.bucket}/{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """An answer to compute outside the emulator's lock (a cloud function may run 5 s)."""
+
+    run: Callable[[], dict[str, Any]]
 
 
 @dataclass(slots=True)
