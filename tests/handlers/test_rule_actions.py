@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from handlers import build_router
+from handlers.builtins import FALLBACK_TEXT
 from webhook import TEXT, Router, TextReply
 from webhook.errors import ConfigError, FunctionFailed, FunctionTimedOut
 from webhook.testing import FakeWeChat
@@ -139,8 +140,10 @@ def test_python_handlers_use_the_stand_in():
 
 
 def test_without_a_stand_in_a_cloud_rule_fails_as_a_handler_does(tmp_path, caplog):
+    """... and the customer gets what a failed handler's customer gets: the fallback."""
     with caplog.at_level(logging.ERROR):
-        assert dispatch(load(tmp_path), make_text("订单 123456"))[1] == []
+        replies = dispatch(load(tmp_path), make_text("订单 123456"))[1]
+    assert [reply.content for reply in replies] == [FALLBACK_TEXT]
     assert "handler failed rule=order-status" in caplog.text
 
 
