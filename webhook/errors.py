@@ -154,15 +154,14 @@ class StoreError(WxpushError):
 
 
 class ConfigError(WxpushError):
-    """A bad config or rules file: ``file:line: key: problem``."""
+    """A bad config or rules file: ``file:line: key: problem`` (``key: problem`` for a value
+    that comes from no file, such as a command-line flag)."""
 
     def __init__(self, problem: str, *, file: str | None = None, line: int | None = None,
                  key: str | None = None) -> None:
         self.problem, self.file, self.line, self.key = problem, file, line, key
-        where = file or "<config>"
-        if line is not None:
-            where += f":{line}"
-        super().__init__(f"{where}: {key + ': ' if key else ''}{problem}")
+        where = (file or "") + (f":{line}" if file and line is not None else "")
+        super().__init__(f"{where + ': ' if where else ''}{key + ': ' if key else ''}{problem}")
 
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})

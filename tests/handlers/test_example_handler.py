@@ -1,7 +1,8 @@
 """How to test a Python handler: build a Router, feed it factory-made messages.
 
-A handler is a plain function (message, ctx) -> Reply | list[Reply] | None. To serve it, include
-its router in handlers.build_router (or name it in wxpush.toml's [server] routers).
+A handler is a plain function (message, ctx) -> Reply | list[Reply] | None. To serve it, put it
+in a module of your own project beside wxpush.toml and name its router in [server] routers
+(routers = ["orders:router"]).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Integration harness: the WeChat emulator on loopback, real gunicorn servers and Debian's
 nginx in front of them.
 
-Servers run ``wxpush serve`` (gunicorn with the project's gunicorn.conf.py and, with a SQLite
+Servers run ``wxpush serve`` (gunicorn with webhook/server/gunicorn_conf.py and, with a SQLite
 store, the delivery process) as a child process on a free loopback port and are stopped by pid
 at the end of the test. nginx runs deploy/nginx.conf, its TLS lines swapped for plain HTTP on
 another free loopback port, as a child of the test with its files in a temporary directory.

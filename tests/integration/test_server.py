@@ -1,10 +1,11 @@
-"""``wxpush serve`` for real: gunicorn with gunicorn.conf.py on a loopback port, the emulator
+"""``wxpush serve`` for real: gunicorn with its settings on a loopback port, the emulator
 behind it, pushes over HTTP exactly as WeChat sends them."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -158,9 +159,27 @@ def test_wxpush_push_command(servers, emulator, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("success") == 4
+    assert re.search(r"^reply \d+: sent  text 9:00–18:00$", result.stdout, re.MULTILINE), \
+        result.stdout
     assert wait_for(lambda: len(emulator.emulator.sent(APPID)) == 1, timeout=20)
     time.sleep(1)
     assert len(emulator.emulator.sent(APPID)) == 1    # three retries, one reply
+
+
+def test_wxpush_push_without_the_emulator_told_shows_the_dead_reply(servers, emulator,
+                                                                     tmp_path):
+    """The emulator, as WeChat, refuses a reply to a customer it never saw write."""
+    server = start(servers, emulator, tmp_path, rules=RULES)
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "push", f"{server.url}/wechat/{APPID}",
+         "--config", str(server.config), "--text", "营业时间", "--wait", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "delivery 1: HTTP 200 success"
+    assert re.fullmatch(r"reply \d+: dead errcode=40003 .*  text 9:00–18:00", lines[1]), lines
+    assert lines[2].startswith("  40003: WeChat sends only to a customer who wrote") \
+        and "add --emulator URL" in lines[2]
 
 
 def test_serve_runs_a_delivery_process_and_sigterm_stops_every_process(servers, emulator,
@@ -191,7 +210,7 @@ def test_the_access_log_is_written_only_when_asked_for(servers, emulator, tmp_pa
     for server in (quiet, logged):
         assert requests.get(server.url + "/healthz", timeout=5).ok
     assert wait_for(lambda: '"GET /healthz HTTP/1.1" 200' in logged.logs())
-    assert "/healthz" not in quiet.logs()
+    assert "GET /healthz" not in quiet.logs()
 
 
 @pytest.mark.parametrize("asked", [False, True])

@@ -1,18 +1,23 @@
-"""``wxpush check-config``: validate the config and show what would be served, no secrets."""
+"""``wxpush check-config``: everything ``wxpush serve`` checks before it starts (the config,
+the environment, the store, the rules and routers: ``preflight``), then what would be served,
+no secrets. ``ok`` is its last line, printed only when all of it passed."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
-from webhook.config.settings import config_path, load
+from webhook.cli.preflight import is_placeholder, placeholders, preflight
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("check-config", help="validate the config and print what it serves")
+    parser = sub.add_parser("check-config", help="check what wxpush serve checks before it "
+                                                 "starts, and print what it would serve")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
+    parser.add_argument("--allow-volatile-redis", action="store_true",
+                        help="as wxpush serve --allow-volatile-redis")
     parser.set_defaults(handler=check_config)
 
 
@@ -22,20 +27,23 @@ def mask_url(url: str) -> str:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    path = config_path(args.config)
-    settings = load(path)
+    checked = preflight(args.config, allow_volatile=args.allow_volatile_redis)
+    settings = checked.settings
     server = settings.server
-    print(f"config   {path}: ok")
-    print(f"store    {mask_url(server.store)}")
+    store = mask_url(server.store)
+    if checked.journaled:
+        store += (" (SQLite: serve runs a delivery process beside gunicorn"
+                  + ("" if checked.store_existed else "; created by this check") + ")")
+    print(f"store    {store}")
     print(f"api      {server.api_base} (token endpoint: {server.token_endpoint})")
-    from handlers import build_router
-    build_router(server.rules, server.routers)
     if server.routers:
-        print(f"routers  {', '.join(server.routers)}: ok")
+        print(f"routers  {', '.join(server.routers)}")
+    rules = checked.router.rules
     if server.rules:
-        print(f"rules    {server.rules}: ok")
+        print(f"rules    {server.rules} ({len(rules)} rules with the routers and built-ins)")
     else:
-        print("rules    none (pushes are acknowledged only)")
+        print(f"rules    {len(rules)} from routers, no rules file" if rules
+              else "rules    none (pushes are acknowledged only)")
     window = f"{server.timestamp_tolerance}s" if server.timestamp_tolerance else "off"
     print(f"limits   body {server.max_body} bytes, timestamp window {window}")
     print(f"rates    /apps/{{appid}}/...: {server.burst_per_client} at once, then "
@@ -45,7 +53,8 @@ def check_config(args: argparse.Namespace) -> int:
     for app in settings.apps.values():
         keys = "key" + (" + previous key" if app.previous_encoding_aes_key else "") \
             if app.encoding_aes_key else "no key"
-        secret = "secret set" if app.secret else "no secret (sending disabled)"
+        secret = ("no secret" if not app.secret else "placeholder secret"
+                  if is_placeholder("secret", app.secret) else "secret set")
         print(f"app      /wechat/{app.appid}  {app.mode} {app.format}  {keys}, {secret}")
         if app.cloud_env:
             print(f"cloud    {app.appid}: env {app.cloud_env}, /files/ serves "
@@ -55,4 +64,9 @@ def check_config(args: argparse.Namespace) -> int:
                   f"of {bridge.app}")
     for client in settings.clients:
         print(f"client   {client.name} may read the access_token of {', '.join(client.apps)}")
+    warnings = placeholders(settings)
+    for warning in warnings:
+        print(f"warning  {warning}")
+    note = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})" if warnings else ""
+    print(f"config   {settings.path}: ok{note}")
     return 0

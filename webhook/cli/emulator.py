@@ -1,5 +1,6 @@
 """``wxpush emulator``: the WeChat API emulator on a real (threaded wsgiref) server until
-SIGTERM / SIGINT. The first stdout line is ``wxpush emulator listening on URL``."""
+SIGTERM / SIGINT. The first stdout line is ``wxpush emulator listening on URL``; the next
+ones list its control routes (``webhook.testing.emulator.control``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 
 from webhook.testing.emulator import Emulator
 from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
+from webhook.testing.emulator.control import routes
 from webhook.testing.server import serve
 
 __all__ = ["register"]
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     server = serve(emulator.app, host=args.host, port=args.port)
     try:
-        print(f"wxpush emulator listening on {server.url}", flush=True)
+        print(f"wxpush emulator listening on {server.url}\n"
+              f"WeChat's API for api_base = \"{server.url}\"; driven through these routes:\n"
+              + "\n".join(f"  {route}" for route in routes()), flush=True)
         stop.wait()
     finally:
         server.stop()

@@ -1,24 +1,35 @@
-"""``wxpush push URL``: send one push to a webhook exactly as WeChat would, and show the answer.
+"""``wxpush push URL``: send one push to a webhook exactly as WeChat would, show the answer and
+what became of the replies.
 
 The app comes from ``--config`` (the [[apps]] entry for ``--appid``, the URL's last path
 segment, or the only app; flags override its values) or from flags alone. ``--retries N``
-repeats the identical delivery N more times, as WeChat does when it gets no answer in 5 s;
-``--emulator URL`` first tells a running emulator about the push so its quota windows open.
-Exit status 1 if any delivery failed (no answer, non-2xx, or a reply WeChat would refuse).
+repeats the identical delivery N more times, as WeChat does when it gets no answer in 5 s.
+``--emulator URL`` first tells a running emulator of the push, as WeChat knows of every
+message a customer writes: that opens the customer's send window there, without which the
+emulator refuses a reply to that customer (40003), as WeChat refuses one to a customer who
+has not written. After the answer, the replies are followed for ``--wait`` seconds: in the
+store the config names, else at the emulator. Exit status 1 if any delivery failed (no
+answer, non-2xx, or a reply WeChat would refuse) or a reply was set aside as dead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import requests
 
+from webhook.cli.replies import EmulatorReplies, Fate, StoreReplies, follow
 from webhook.config import settings as settings_module
 from webhook.config.settings import FORMATS, MODES, AppConfig
-from webhook.errors import ConfigError, RequestRejected, UnknownApp
+from webhook.errors import ConfigError, RequestRejected, UnknownApp, WxpushError
+from webhook.logsafe import shown
+from webhook.store import open_store
 from webhook.testing.pushbuilder import DEFAULT_OPENID, BuiltPush, PushBuilder
 from webhook.testing.remote import EmulatorControl
 
@@ -47,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--appid")
     parser.add_argument("--token")
     parser.add_argument("--aes-key", help="the EncodingAESKey (43 characters)")
-    parser.add_argument("--format", choices=FORMATS)
-    parser.add_argument("--mode", choices=MODES,
+    parser.add_argument("--format", type=str.lower, choices=FORMATS)
+    parser.add_argument("--mode", type=str.lower, choices=MODES,
                         help="default: safe with --aes-key, else plaintext")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="a text message")
@@ -60,7 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--openid", default=DEFAULT_OPENID, help="the sender (FromUserName)")
     parser.add_argument("--retries", type=_count, default=0, metavar="N",
                         help="deliver the same push N more times (WeChat's retries)")
-    parser.add_argument("--emulator", metavar="URL", help="tell this emulator about the push first")
+    parser.add_argument("--emulator", metavar="URL",
+                        help="a wxpush emulator (the config's api_base): tell it of the push "
+                             "first, which opens the customer's send window there; without it "
+                             "the emulator refuses the reply (40003)")
+    parser.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                        help="follow the replies this long: in the config's store, else at "
+                             "--emulator (default 5; 0: do not)")
     parser.set_defaults(handler=run)
 
 
@@ -100,18 +117,62 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc), key="mode") from None
     push = _build(builder, args)
-    if args.emulator:
-        try:
-            with EmulatorControl(args.emulator) as emulator:
+    with contextlib.ExitStack() as stack:
+        emulator = stack.enter_context(EmulatorControl(args.emulator)) if args.emulator else None
+        if emulator is not None:
+            try:
                 emulator.notify_push(app.appid, push.fields)
-        except (requests.RequestException, ValueError) as exc:
-            print(f"wxpush push: could not notify the emulator: {exc}", file=sys.stderr)
-            return 1
-    failed = False
-    with requests.Session() as session:
-        for attempt in range(1, args.retries + 2):
-            failed |= not _deliver(session, builder, push, args.url, attempt)
-    return 1 if failed else 0
+            except (requests.RequestException, ValueError) as exc:
+                print(f"wxpush push: could not notify the emulator: {exc}", file=sys.stderr)
+                return 1
+        replies, unfollowed = _replies(args, app.appid, emulator, stack) if args.wait > 0 \
+            else (None, "")
+        answered = 0
+        with requests.Session() as session:
+            for attempt in range(1, args.retries + 2):
+                answered += _deliver(session, builder, push, args.url, attempt)
+        dead = False
+        if replies is not None and answered:
+            dead = _show_fates(follow(replies, wait=args.wait), args.wait,
+                               told_emulator=emulator is not None)
+        elif unfollowed and answered:
+            print(f"replies   not followed: {unfollowed}")
+    return 1 if answered < args.retries + 1 or dead else 0
+
+
+def _replies(args: argparse.Namespace, appid: str, emulator: EmulatorControl | None,
+             stack: contextlib.ExitStack) -> tuple[Callable[[], list[Fate]] | None, str]:
+    """Where the replies will be seen, from before the push: the config's store if it
+    exists, else the emulator; or None and why not."""
+    if args.config:
+        url = settings_module.load(settings_module.config_path(args.config)).server.store
+        if url.startswith("sqlite:") and not os.path.exists(url[len("sqlite:///"):]):
+            return None, f"{url} does not exist (no server has run with this config)"
+        try:
+            store = open_store(url)
+        except WxpushError as exc:
+            return None, str(exc)
+        stack.callback(store.close)
+        return StoreReplies(store, appid, args.openid), ""
+    if emulator is not None:
+        return EmulatorReplies(emulator, appid, args.openid), ""
+    return None, "give --config (or --emulator) to see them"
+
+
+def _show_fates(fates: list[Fate], wait: float, *, told_emulator: bool) -> bool:
+    """Print each reply's fate; True if one is dead."""
+    if not fates:
+        print(f"replies   none within {wait:g} s (no rule answered the push, or no process "
+              "handled it)")
+    for fate in fates:
+        error = f" errcode={fate.errcode}" if fate.errcode is not None else ""
+        error += f" {shown(fate.errmsg)}" if fate.errmsg else ""
+        state = fate.state if fate.settled else f"{fate.state} after {wait:g} s"
+        print(f"{fate.name}: {state}{error}  {fate.text}")
+        if fate.state == "dead" and fate.errcode == 40003 and not told_emulator:
+            print("  40003: WeChat sends only to a customer who wrote in the last 48 hours; "
+                  "an emulator knows of the customer once told: add --emulator URL")
+    return any(fate.state == "dead" for fate in fates)
 
 
 def _deliver(session: requests.Session, builder: PushBuilder, push: BuiltPush, url: str,

@@ -1,10 +1,12 @@
-"""``wxpush rules check [FILE]`` and ``wxpush rules test [FILE] TEXT``: the rules file, offline.
+"""``wxpush rules check [FILE]`` and ``wxpush rules test [FILE] TEXT``: the rules, offline.
 
-Both build the router exactly as the server does (``handlers.build_router``) and ``test`` asks
-it the same question (``Router.route`` then ``Route.run``), so what it prints is what the server
-would do; nothing is sent. Handlers get ``webhook.testing.FakeWeChat`` as ``ctx.wechat``: cloud
-functions and collections answer what ``--function`` and ``--collection`` say. FILE defaults to
-``[server] rules`` of the config.
+Both build the router exactly as the server does (``handlers.build_router``: the config's
+Python routers first, then the rules file and the built-ins) and ``test`` asks it the same
+question (``Router.route`` then ``Route.run``), so what it prints is what the server would do;
+nothing is sent. Handlers get ``webhook.testing.FakeWeChat`` as ``ctx.wechat``: cloud
+functions and collections answer what ``--function`` and ``--collection`` say. FILE defaults
+to ``[server] rules`` of the config; the config is ``--config``, ``$WXPUSH_CONFIG`` or
+``./wxpush.toml`` as everywhere (with FILE and no config there, the file alone).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from webhook.config.settings import config_path
+from webhook.config.settings import DEFAULT_CONFIG, config_path
 from webhook.config.tomlfile import load_toml
 from webhook.errors import ConfigError, WxpushError
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
@@ -45,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="rules file (default: [server] rules) and the customer's text")
     test.add_argument("--event", help="an event push instead of text, e.g. " + ENTER_SESSION_EVENT)
     test.add_argument("--session-from", help=f"SessionFrom (implies --event {ENTER_SESSION_EVENT})")
-    test.add_argument("--appid", default="wx_rules_test", help="the app the push is for")
+    test.add_argument("--appid", help="the app the push is for (default: the config's first)")
     test.add_argument("--openid", default="o_rules_test", help="the customer's openid")
     test.add_argument("--config", help=_CONFIG_HELP)
     test.add_argument("--function", action="append", default=[], metavar="NAME=JSON",
@@ -57,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_rules(args: argparse.Namespace) -> int:
-    path, routers = (args.file, ()) if args.file else _configured(args.config)
-    router = _build(path, routers)
+    path, routers, config = _sources(args.config, args.file)
+    router = _build(path, routers, config)
     names = router.rules
     print(f"{path}: ok, {len(names)} rules: {', '.join(rule.name for rule in names) or '-'}")
     return 0
@@ -72,18 +75,23 @@ def test_rules(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cloud = _stand_in(args)
-    path, routers = (args.args[0], ()) if len(args.args) == wanted else _configured(args.config)
-    router = _build(path, routers)
+    path, routers, config = _sources(args.config, args.args[0] if len(args.args) == wanted
+                                     else None)
+    router = _build(path, routers, config)
+    appid = args.appid or (config and _first_appid(config)) or "wx_rules_test"
     message = _message(args, None if is_event else args.args[-1])
-    route = router.route(message, appid=args.appid)
-    print(f"push      {_describe(message)} appid={args.appid}")
+    route = router.route(message, appid=appid)
+    print(f"rules     {path}")
+    print(f"routers   {', '.join(routers) or 'none'}"
+          + (f" (from {config})" if config else f" (no {DEFAULT_CONFIG} here)"))
+    print(f"push      {_describe(message)} appid={appid}")
     if not route:
         print("matched   nothing: the push is only acknowledged")
         return 0
     print(f"matched   {' -> '.join(route.names)}")
     print(f"answer    {'transfer_customer_service (to a human agent)' if route.transfer else 'success'}")
     logger = _logger()
-    replies = route.run(message, appid=args.appid, clock=time.time, logger=logger, budget=3.0,
+    replies = route.run(message, appid=appid, clock=time.time, logger=logger, budget=3.0,
                         wechat=cloud)
     for name, data in cloud.function_calls:
         print(f"cloud     {name}({json.dumps(data, ensure_ascii=False)})")
@@ -132,26 +140,46 @@ def _stand_in(args: argparse.Namespace) -> FakeWeChat:
                       customer=args.openid)
 
 
-def _configured(config: str | None) -> tuple[str, tuple[str, ...]]:
-    """``[server] rules`` of the config, resolved as the server does (relative to the config).
-    Read without the settings loader so that no secret has to be in the environment."""
+def _sources(config: str | None, file: str | None
+             ) -> tuple[str, tuple[str, ...], str | None]:
+    """(rules file, routers, config file) as the server would have them: FILE or the
+    config's ``[server] rules`` (relative to the config), and the config's ``routers``. FILE
+    with no config named and no ./wxpush.toml: the file alone."""
     path = config_path(config)
+    if file and path == DEFAULT_CONFIG and not os.path.exists(path):
+        return file, (), None
+    rules, routers = _configured(path, need_rules=file is None)
+    return file or rules, routers, path
+
+
+def _configured(path: str, *, need_rules: bool) -> tuple[str, tuple[str, ...]]:
+    """``[server] rules`` (resolved as the server does, relative to the config) and
+    ``routers`` of the config. Read without the settings loader so that no secret has to be
+    in the environment."""
     doc = load_toml(path)
-    rules = doc.data.get("server", {}).get("rules")
-    if not isinstance(rules, str) or not rules:
+    server = doc.data.get("server", {})
+    rules = server.get("rules")
+    if need_rules and (not isinstance(rules, str) or not rules):
         raise ConfigError("no rules file: give FILE or set rules in [server]", file=path,
                           line=doc.line_of("server"), key="rules")
-    routers = doc.data["server"].get("routers", [])
+    routers = server.get("routers", [])
     if not isinstance(routers, list) or not all(isinstance(r, str) for r in routers):
         raise ConfigError("must be a list of \"module:attribute\" strings", file=path,
                           line=doc.line_of("server", key="routers"), key="routers")
-    return str(Path(path).resolve().parent / rules), tuple(routers)
+    resolved = str(Path(path).resolve().parent / rules) if isinstance(rules, str) else ""
+    return resolved, tuple(routers)
 
 
-def _build(path: str, routers: tuple[str, ...] = ()) -> Router:
+def _first_appid(config: str) -> str | None:
+    apps = load_toml(config).data.get("apps")
+    first = apps[0] if isinstance(apps, list) and apps and isinstance(apps[0], dict) else {}
+    return first.get("appid") if isinstance(first.get("appid"), str) else None
+
+
+def _build(path: str, routers: tuple[str, ...], config: str | None) -> Router:
     from handlers import build_router  # the server's own order of rules
 
-    router = build_router(path, routers)
+    router = build_router(path, routers, config=config)
     router.compile()
     return router
 

@@ -1,5 +1,6 @@
-"""``wxpush serve``: validate the config and the address to listen on, then run gunicorn with
-``gunicorn.conf.py`` and, with a SQLite store, the delivery process
+"""``wxpush serve``: check the address to listen on and what ``preflight`` checks (config,
+store, rules, routers), say where the server answers, then run gunicorn with its settings
+(``webhook/server/gunicorn_conf.py``) and, with a SQLite store, the delivery process
 (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
@@ -7,45 +8,35 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import runpy
 import socket
 import sys
 import time
-from pathlib import Path
 
 from gunicorn.util import is_ipv6, parse_address
 
 from webhook.cli.deliver import graceful_timeout
 from webhook.cli.logs import configure_logging
-from webhook.config.settings import Settings, config_path, load
+from webhook.cli.preflight import GUNICORN_CONF, gunicorn_settings, placeholders, preflight
+from webhook.config.settings import Settings
 from webhook.errors import ConfigError, WxpushError
 from webhook.server.rundir import RunDir
 from webhook.server.supervisor import Supervisor
-from webhook.store import Store, open_store, require_durable
+from webhook.store import Store, open_store
 
-__all__ = ["register", "gunicorn_config", "check_free"]
+__all__ = ["register", "check_free", "announce"]
 
 log = logging.getLogger("webhook.server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the server (gunicorn with gunicorn.conf.py, and "
-                                          "a delivery process with a SQLite store)")
+    parser = sub.add_parser("serve", help="run the server (gunicorn, and a delivery process "
+                                          "with a SQLite store)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
     parser.add_argument("--allow-volatile-redis", action="store_true",
                         help="run on a Redis that keeps nothing across a restart (tests only)")
     parser.set_defaults(handler=serve)
-
-
-def gunicorn_config() -> Path:
-    """``./gunicorn.conf.py`` if present, else the one at the root of this checkout."""
-    for candidate in (Path.cwd() / "gunicorn.conf.py",
-                      Path(__file__).resolve().parents[2] / "gunicorn.conf.py"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("gunicorn.conf.py not found in the current directory", file="gunicorn.conf.py")
 
 
 def check_free(bind: str) -> None:
@@ -68,44 +59,41 @@ def check_free(bind: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    path = os.path.abspath(config_path(args.config))
-    settings = load(path)          # a bad config is one line here, not a worker boot loop
-    configure_logging(settings.server.log_format)
     if args.workers is not None and args.workers < 1:
-        raise ConfigError("--workers must be at least 1")
-    conf = str(gunicorn_config())
+        raise ConfigError("must be at least 1", key="--workers")
+    bind = args.bind or os.environ.get("WXPUSH_BIND") or gunicorn_settings().bind
+    check_free(bind)
+    configure_logging()
+    # A bad config, store, rules file or router is one line here, not a worker boot loop.
+    checked = preflight(args.config, allow_volatile=args.allow_volatile_redis)
+    settings = checked.settings
+    configure_logging(settings.server.log_format)
+    for warning in placeholders(settings):
+        log.warning("%s", warning)
+    log_start(settings, len(checked.router.rules))
+    path = settings.path
     env = {**os.environ, "WXPUSH_CONFIG": path, "WXPUSH_LOG_FORMAT": settings.server.log_format}
     if args.bind:
         env["WXPUSH_BIND"] = args.bind
-    check_free(env.get("WXPUSH_BIND") or _default_bind(conf))
-    store = open_store(settings.server.store)
-    require_durable(store, settings.server.store, allow_volatile=args.allow_volatile_redis
-                    or settings.server.allow_volatile_redis)
-    journaled = store.journaled
-    from handlers import build_router
-    router = build_router(settings.server.rules, settings.server.routers)   # rules, imports
-    log_start(settings, len(router.rules))
-    timeout = graceful_timeout()
     if args.workers is not None:
         env["WXPUSH_WORKERS"] = str(args.workers)
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
     delivery = None
-    if journaled:   # the request workers leave handling and sending to the delivery process
+    if checked.journaled:   # the request workers leave handling and sending to that process
         env["WXPUSH_DELIVERY"] = "process"
         delivery = [sys.executable, "-m", "webhook.cli", "deliver", "--config", path]
+    print(announce(bind, settings), flush=True)
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", f"python:{GUNICORN_CONF}"]
     with RunDir(metrics=settings.server.metrics != "off", env=os.environ) as run:
         env.update(run.env)
         os.environ.update(run.env)   # this process reads the counts for a metrics port
-        if settings.server.metrics_port is None:
-            store.close()
-        else:
-            serve_metrics(settings.server.metrics_port, env.get("WXPUSH_BIND")
-                          or _default_bind(conf), store)
+        if settings.server.metrics_port is not None:
+            serve_metrics(settings.server.metrics_port, bind, open_store(settings.server.store))
         sys.stdout.flush()
-        return Supervisor([sys.executable, "-m", "gunicorn", "-c", conf], delivery,
-                          graceful=timeout, env=env, stall=settings.server.stall_timeout,
-                          progress=run.beats.note, gone=run.gone).run()
+        return Supervisor(gunicorn, delivery, graceful=graceful_timeout(), env=env,
+                          stall=settings.server.stall_timeout, progress=run.beats.note,
+                          gone=run.gone).run()
 
 
 def log_start(settings: Settings, rules: int) -> None:
@@ -137,10 +125,18 @@ def serve_metrics(port: int, bind: str, store: Store) -> None:
             from None
 
 
-def _default_bind(conf: str) -> str:
-    """The address ``conf`` gives gunicorn; "" if it cannot be read here (gunicorn will say
-    why when it reads it)."""
-    try:
-        return str(runpy.run_path(conf).get("bind") or "")
-    except Exception:
-        return ""
+def announce(bind: str, settings: Settings) -> str:
+    """Where the server answers and what to try first, for the terminal it starts in."""
+    if not bind or bind.startswith(("unix:", "fd://")):
+        return f"wxpush serve: listening on {bind or 'the address gunicorn is given'}"
+    host, port = parse_address(bind)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{f'[{host}]' if is_ipv6(host) else host}:{port}"
+    lines = [f"wxpush serve: {url} (/healthz answers while it runs; stop it with Ctrl-C)"]
+    for appid in settings.apps:
+        lines.append(f"  {url}/wechat/{appid}  the pushes of {appid}; in its console: "
+                     f"https://<your host>/wechat/{appid}, behind nginx (deploy/nginx.conf)")
+    first = next(iter(settings.apps))
+    lines.append(f"  try it: wxpush push {url}/wechat/{first} --config {settings.path} "
+                 "--text 你好")
+    return "\n".join(lines)

@@ -137,8 +137,9 @@ class Settings:
 # (key, type, check, what it must be) for [server]
 _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "api_base": (str, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"),
-    "store": (str, lambda v: v.startswith(("sqlite://", "redis://", "rediss://")),
-              "a sqlite:///path or redis://host:port/db URL"),
+    "store": (str, lambda v: v.startswith(("sqlite:///", "redis://", "rediss://")),
+              "a sqlite:///path (three slashes, four for an absolute path) or "
+              "redis://host:port/db URL"),
     "rules": (str, lambda v: bool(v), "a file path"),
     "timestamp_tolerance": (int, lambda v: v >= 0, "seconds >= 0 (0 turns the window off)"),
     "max_body": (int, lambda v: 1024 <= v <= 16 * 1024 * 1024, "bytes between 1024 and 16 MiB"),
@@ -343,12 +344,13 @@ def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str], *,
     if not _APPID.match(appid):
         raise fail("appid is required: letters, digits, '_' or '-' (e.g. wx0123456789abcdef)",
                    "appid" if "appid" in raw else None)
-    fmt = raw.get("format", "xml")
+    # The console shows the data format as "JSON" / "XML": any case is the same choice.
+    fmt = raw.get("format", "xml").lower()
     if fmt not in FORMATS:
-        raise fail(f'must be "xml" or "json", got {fmt!r}', "format")
-    mode = raw.get("mode", "safe")
+        raise fail(f'must be "xml" or "json", got {raw["format"]!r}', "format")
+    mode = raw.get("mode", "safe").lower()
     if mode not in MODES:
-        raise fail(f'must be "plaintext", "compatible" or "safe", got {mode!r}', "mode")
+        raise fail(f'must be "plaintext", "compatible" or "safe", got {raw["mode"]!r}', "mode")
     token = secret("token", True)
     aes = secret("encoding_aes_key", mode != "plaintext")
     previous = secret("previous_encoding_aes_key", False)

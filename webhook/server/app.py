@@ -169,7 +169,8 @@ def load_router(settings: Settings) -> LiveRouter:
     from handlers import build_router
 
     server = settings.server
-    return LiveRouter(lambda: build_router(server.rules, server.routers), server.rules)
+    return LiveRouter(lambda: build_router(server.rules, server.routers, config=settings.path),
+                      server.rules)
 
 
 def parts(settings: Settings, *, allow_volatile: bool = False

@@ -10,7 +10,7 @@ holding more than another one lets a new connection wait up to ``DEFER`` for tha
 take it, and takes it itself if nobody did: a stuck or busy worker delays a connection by that
 much at most.
 
-``gunicorn.conf.py`` gives each worker its place in the page (``take_slot`` in ``pre_fork``,
+``gunicorn_conf.py`` gives each worker its place in the page (``take_slot`` in ``pre_fork``,
 ``free_slot`` in ``child_exit``, both in the master).
 
 gthread hands every request to a pool thread and the connection back to its loop through a

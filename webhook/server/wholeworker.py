@@ -78,7 +78,7 @@ class WholeRequestWorker(ThreadWorker):
     """A gthread worker that reads each request whole on its loop (see the module's
     docstring). ``on_loop`` says which whole requests the loop answers itself."""
 
-    request_timeout = REQUEST_TIMEOUT           # gunicorn.conf.py sets it in pre_fork
+    request_timeout = REQUEST_TIMEOUT           # gunicorn_conf.py sets it in pre_fork
     clock = staticmethod(time.monotonic)
     _whole = False                              # False: this worker is plain gthread
     _repeats = Repeats()

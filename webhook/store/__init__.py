@@ -25,10 +25,16 @@ def open_store(url: str, *, clock: Callable[[], float] = time.time,
     if url.startswith("sqlite://"):
         from webhook.store.sqlite import SqliteStore
         return SqliteStore.from_url(url, clock=clock, timeout=timeout)
-    if url.startswith(("redis://", "rediss://")):
-        from webhook.store.redis import RedisStore
-        return RedisStore.from_url(url, clock=clock, timeout=timeout)
     from webhook.errors import StoreError
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            from webhook.store.redis import RedisStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "redis":
+                raise
+            raise StoreError("a redis:// store needs the redis package, which is not "
+                             "installed: pip install 'wxpush[redis]'") from None
+        return RedisStore.from_url(url, clock=clock, timeout=timeout)
     raise StoreError(f"unsupported store URL scheme: {url.split('://')[0]!r}")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from webhook.cli import main
 from webhook.cli.queues import parse_age
-from webhook.errors import ConfigError
+from webhook.push.messages import hashed
 from webhook.store import InboxEntry, NewReply, open_store
 
 ROOT = Path(__file__).parents[3]
@@ -71,6 +71,58 @@ def test_outbox_operations(config, tmp_path, capsys):
     assert len(rows) == 2
 
 
+def test_listings_show_who_and_what_and_a_hash_leads_back_to_the_openid(config, tmp_path,
+                                                                         capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    openid, other = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "o_other_customer_openid_00001"
+    payload = (f"<xml><ToUserName>gh_1</ToUserName><FromUserName>{openid}</FromUserName>"
+               "<CreateTime>1</CreateTime><MsgType>text</MsgType><Content>几点开门</Content>"
+               "<MsgId>7</MsgId></xml>")
+    store.inbox_add(InboxEntry(key="wx1:msg:7", appid="wx1", format="xml", payload=payload,
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    store.inbox_finish("wx1:msg:7", [
+        NewReply("wx1", openid, '{"msgtype": "text", "text": {"content": "' + "营业" * 30 + '"}}',
+                 "hours"),
+        NewReply("wx1", other, '{"msgtype": "image", "image": {"media_id": "MEDIA_1"}}', "pic")],
+        owner="t")
+    store.inbox_add(InboxEntry(key="wx1:msg:8", appid="wx1", format="xml", payload=payload,
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    user = hashed(openid)
+    assert main(["outbox", "list", "--config", str(config)]) == 0
+    image, text = capsys.readouterr().out.splitlines()
+    assert f"appid=wx1 user={user} rule=hours attempts=0  text {'营业' * 20}...(+20)" in text
+    assert f"user={hashed(other)} rule=pic" in image and image.endswith("  image MEDIA_1")
+    assert openid not in text
+    assert main(["outbox", "list", "--reveal", "--config", str(config)]) == 0
+    assert f"user={openid} rule=hours" in capsys.readouterr().out
+    assert main(["inbox", "list", "--config", str(config)]) == 0
+    (pending,) = capsys.readouterr().out.splitlines()
+    assert pending.startswith("wx1:msg:8  pending") and f" user={user} attempts=1" in pending
+
+    assert main(["user", openid]) == 0
+    assert capsys.readouterr().out == f"{user}\n"
+    assert main(["user", user, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"{openid}\n"
+    assert main(["user", hashed("o_nobody"), "--config", str(config)]) == 1
+    assert capsys.readouterr().err == (f"wxpush user: no customer with hash {hashed('o_nobody')} "
+                                       "among the newest 10000 replies and the pushes waiting "
+                                       "or dead\n")
+
+
+def test_a_sender_found_only_in_a_dead_push_is_found(config, tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    openid = "o_dead_push_sender_000000001"
+    store.inbox_add(InboxEntry(key="wx1:msg:9", appid="wx1", format="json",
+                               payload=f'{{"FromUserName": "{openid}", "MsgType": "text"}}',
+                               answer="success", received_at=time.time()),
+                    owner="t", lease=30, ttl=60)
+    store.inbox_dead("wx1:msg:9", owner="t", error="RuntimeError at bot.py:1")
+    assert main(["user", "--config", str(config), hashed(openid)]) == 0
+    assert capsys.readouterr().out == f"{openid}\n"
+
+
 def test_outbox_retry_of_an_unknown_row_fails(config, capsys):
     assert main(["outbox", "--config", str(config), "retry", "999"]) == 1
     assert capsys.readouterr().err == "wxpush outbox: no dead row with id 999\n"
@@ -106,14 +158,30 @@ def test_inbox_operations(config, tmp_path, capsys):
     assert capsys.readouterr().out == "no pushes\n"
 
 
-@pytest.mark.parametrize("text, seconds", [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45)])
+@pytest.mark.parametrize("text, seconds", [("2w", 1209600), ("7d", 604800), ("12h", 43200),
+                                           ("30m", 1800), ("45s", 45)])
 def test_ages(text, seconds):
     assert parse_age(text) == seconds
 
 
-def test_bad_age_is_a_clear_error():
-    with pytest.raises(ConfigError, match="not an age"):
-        parse_age("a week")
+@pytest.mark.parametrize("queue", ["outbox", "inbox"])
+def test_bad_age_is_one_line_naming_the_flag(config, capsys, queue):
+    assert main([queue, "--config", str(config), "purge", "--older-than", "a week"]) == 2
+    assert capsys.readouterr().err == (f"wxpush {queue}: --older-than: 'a week' is not an age "
+                                       "like 2w, 7d, 12h, 30m or 45s\n")
+
+
+@pytest.mark.parametrize("queue", ["outbox", "inbox"])
+@pytest.mark.parametrize("action", [["stats"], ["list"], ["retry", "--all-dead"],
+                                    ["purge", "--older-than", "1w"]])
+def test_config_is_taken_before_or_after_the_action(config, tmp_path, monkeypatch, capsys,
+                                                    queue, action):
+    monkeypatch.chdir(tmp_path)            # no ./wxpush.toml to fall back on: w.db is config's
+    config = config.rename(tmp_path / "shop.toml")
+    assert main([queue, "--config", str(config), *action]) == 0
+    before = capsys.readouterr().out
+    assert main([queue, *action, "--config", str(config)]) == 0
+    assert capsys.readouterr().out == before
 
 
 @pytest.mark.slow
@@ -137,6 +205,11 @@ def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):
     assert main(["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot import router 'no_such_module:router'" in err
+
+
+def test_a_bad_flag_is_one_line_naming_the_flag(config, capsys):
+    assert main(["serve", "--config", str(config), "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "wxpush serve: --workers: must be at least 1\n"
 
 
 def test_worker_with_a_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
@@ -190,7 +263,7 @@ def redis_config(tmp_path, redis_server) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["serve", "deliver"])
+@pytest.mark.parametrize("command", ["serve", "deliver", "check-config"])
 def test_a_redis_that_keeps_nothing_is_refused_in_one_line(redis_config, command):
     """The tests' Redis runs with appendonly no and no snapshots: a restart of it would lose
     pushes already answered."""

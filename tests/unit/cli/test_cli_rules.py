@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,50 @@ def test_test_refuses_a_bad_stand_in_in_one_line(wxpush, tmp_path, flag):
     rules.write_text(CLOUD_RULES, encoding="utf-8")
     code, out, err = wxpush("rules", "test", str(rules), "订单 123456", *flag)
     assert code == 2 and out == "" and err.count("\n") == 1 and "expected NAME=" in err
+
+
+ORDERS = """from webhook import Router, TEXT, TextReply, regex
+
+router = Router(name="orders")
+
+
+@router.message(TEXT & regex(r"^订单\\s*(?P<order>\\d{6,})$"))
+def order_status(message, ctx):
+    return TextReply("from the bot")
+"""
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch):
+    """A project as the README has it: wxpush.toml, the rules and ordersbot.py side by side,
+    nothing on PYTHONPATH; the import is undone afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "ordersbot.py").write_text(ORDERS, encoding="utf-8")
+    (tmp_path / "rules.toml").write_text(Path(EXAMPLE).read_text(encoding="utf-8"),
+                                         encoding="utf-8")
+    (tmp_path / "wxpush.toml").write_text(
+        '[server]\nrules = "rules.toml"\nrouters = ["ordersbot:router"]\n\n[[apps]]\n'
+        'appid = "wxshop"\ntoken = "t"\nmode = "plaintext"\n', encoding="utf-8")
+    yield tmp_path
+    sys.modules.pop("ordersbot", None)
+
+
+@pytest.mark.parametrize("how", ["--config", "cwd"])
+def test_test_asks_the_configured_routers_first_as_the_server_does(wxpush, shop, monkeypatch,
+                                                                   how):
+    """The rules file alone answers "order"; the server asks the bot's router first."""
+    given = ["--config", str(shop / "wxpush.toml")] if how == "--config" else []
+    monkeypatch.chdir(shop if how == "cwd" else shop.parent)
+    code, out, _ = wxpush("rules", "test", str(shop / "rules.toml"), "订单 1234567", *given)
+    assert code == 0
+    assert "matched   orders.order_status" in out and '"content": "from the bot"' in out
+    assert "routers   ordersbot:router (from " in out and "appid=wxshop" in out
+    code, out, _ = wxpush("rules", "check", str(shop / "rules.toml"), *given)
+    assert code == 0 and "ok, 9 rules: orders.order_status, hours, order" in out
+
+
+def test_a_file_with_no_config_here_is_the_file_alone(wxpush, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = wxpush("rules", "test", EXAMPLE, "订单 1234567")
+    assert code == 0 and "matched   order\n" in out
+    assert "routers   none (no wxpush.toml here)" in out

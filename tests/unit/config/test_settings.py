@@ -53,6 +53,16 @@ def test_a_volatile_redis_is_allowed_only_when_said(tmp_path):
     assert allowed.server.allow_volatile_redis is True
 
 
+@pytest.mark.parametrize("fmt, mode", [("JSON", "Safe"), ("Xml", "PLAINTEXT"),
+                                       ("json", "compatible")])
+def test_format_and_mode_in_any_case(tmp_path, fmt, mode):
+    """The console writes the data format as "JSON" and "XML"."""
+    path = write(tmp_path, f'[[apps]]\nappid = "wx1"\ntoken = "t"\nencoding_aes_key = "{KEY}"\n'
+                           f'format = "{fmt}"\nmode = "{mode}"\n')
+    app = load(path).apps["wx1"]
+    assert (app.format, app.mode) == (fmt.lower(), mode.lower())
+
+
 def test_secrets_from_environment_never_in_repr(tmp_path):
     path = write(tmp_path, '[[apps]]\nappid = "wx1"\nsecret_env = "S"\ntoken_env = "T"\n'
                            'encoding_aes_key_env = "K"\nformat = "json"\n')

@@ -23,6 +23,7 @@ from Crypto.Util.Padding import unpad
 
 from webhook.push.messages import EnterSessionEvent, TextMessage
 from webhook.testing import Emulator, EmulatorControl, FakeClock, serve
+from webhook.testing.emulator import control as control_plane
 
 APPID, SECRET, OPENID = "wx0000000000000001", "s3cret", "o_user_1"
 OTHER_APPID, OTHER_SECRET = "wx0000000000000002", "other"
@@ -644,6 +645,30 @@ def test_control_plane_over_http(emu, clock):
         control.close()
 
 
+def test_an_unknown_control_route_lists_the_real_ones():
+    emu = Emulator()
+    with serve(emu.app) as server:
+        answer = requests.post(f"{server.url}/_emulator/login", json={}, timeout=5)
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert error.startswith("no control route POST /_emulator/login; the routes: ")
+    for route in ("POST /_emulator/login_code", "POST /_emulator/encrypted_data",
+                  "POST /_emulator/cloud_id", "POST /_emulator/phone_code", "GET /_emulator/sent"):
+        assert route in error
+    assert answer.json()["routes"] == control_plane.routes()
+
+
+def test_the_documented_control_routes_are_the_routes():
+    """The module's docstring is where the routes are documented, with their arguments, and
+    what an unknown route and ``wxpush emulator`` list."""
+    documented = {" ".join(route.split()[:2]) for route in control_plane.routes()}
+    served = {f"{method} /_emulator{path}" for method, table in (("GET", control_plane._GET),
+                                                                ("POST", control_plane._POST))
+              for path in table}
+    assert documented == served
+    assert all(": " in route for route in control_plane.routes())    # each says what it does
+
+
 def test_latency_over_the_control_plane(clock):
     slept: list[float] = []
     emulator = Emulator(clock=clock, sleep=slept.append)
@@ -697,6 +722,9 @@ def test_wxpush_emulator_command_runs_until_sigterm():
         assert line.startswith("wxpush emulator listening on http://127.0.0.1:"), \
             line + proc.stderr.read()
         url = line.split()[-1]
+        listed = [proc.stdout.readline() for _ in range(len(control_plane.routes()) + 1)]
+        assert listed[0] == f'WeChat\'s API for api_base = "{url}"; driven through these routes:\n'
+        assert [route.strip() for route in listed[1:]] == control_plane.routes()
         answer = requests.get(f"{url}/cgi-bin/token", params={
             "grant_type": "client_credential", "appid": APPID, "secret": SECRET}, timeout=5)
         assert answer.json()["expires_in"] == 7200

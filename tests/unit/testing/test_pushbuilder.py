@@ -257,7 +257,8 @@ def test_push_cli_retries_repeat_the_same_delivery(hook_server, capsys):
     assert len(hook.seen) == 3 and hook.seen[0] == hook.seen[1] == hook.seen[2]
     assert hook.seen[0][0]["encrypt_type"] == "aes" and hook.seen[0][2] == "text/xml"
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"delivery {n}: HTTP 200 success" for n in (1, 2, 3)]
+    assert out == [*(f"delivery {n}: HTTP 200 success" for n in (1, 2, 3)),
+                   "replies   not followed: give --config (or --emulator) to see them"]
 
 
 def test_push_cli_reads_the_config_and_shows_decrypted_replies(hook_server, capsys, tmp_path):
@@ -303,7 +304,7 @@ def test_push_cli_tells_the_emulator(hook_server, capsys):
     server = hook_server(Hook(config("xml", "plaintext")))
     with serve(emulator.app) as emu_server:
         assert run_push(server.url, "--appid", APPID, "--token", TOKEN, "--openid", "o_cli",
-                        "--text", "hi", "--emulator", emu_server.url) == 0
+                        "--text", "hi", "--emulator", emu_server.url, "--wait", "0") == 0
         token = requests.get(f"{emu_server.url}/cgi-bin/token", params={
             "grant_type": "client_credential", "appid": APPID, "secret": SECRET}
         ).json()["access_token"]

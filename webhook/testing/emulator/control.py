@@ -1,7 +1,35 @@
-"""The emulator's control plane over HTTP, under ``/_emulator/``, for other processes.
+"""The emulator's control plane over HTTP, under ``/_emulator/``, for other processes: a test,
+``wxpush push --emulator`` or a demo drives an emulator running elsewhere with it.
 
-Each route mirrors one ``Emulator`` method (JSON in, JSON out); ``EmulatorControl`` is the
-client. Bad input answers 400 ``{"error": ...}``, an unknown route 404.
+Each route mirrors one ``Emulator`` method; ``EmulatorControl`` is the client. Arguments
+come as a JSON object body (or query parameters), answers are JSON; bad input answers 400
+``{"error": ...}``, an unknown route 404 with the list below (``wxpush emulator`` prints it
+at start):
+
+    GET  /_emulator                  {} -> {ok, now}: is it up, and its clock
+    POST /_emulator/apps             {appid, secret}: make an app known (or change its secret)
+    POST /_emulator/push             {appid, fields}: WeChat saw this push (fields as sent):
+                                     learn the customer, open their send window
+    GET  /_emulator/calls            {path?, appid?} -> {calls}: the API calls made, oldest first
+    GET  /_emulator/sent             {appid?} -> {sent: [{appid, touser, payload}]}: messages
+                                     custom/send accepted
+    GET  /_emulator/token_fetches    {appid} -> {token, stable_token, ...}: tokens handed out
+    POST /_emulator/faults           {errcode_rate, http502_rate, delay_rate, delay_seconds,
+                                     force_40001_rate, latency, paths}: random failures
+    POST /_emulator/fail_next        {path, errcode | http_status, times}: fail the next calls
+    POST /_emulator/reset            {}: forget tokens, users, calls, sent messages, faults
+    POST /_emulator/advance          {seconds} -> {now}: move the emulator's clock forward
+    POST /_emulator/login_code       {appid, openid} -> {code}: a wx.login() code
+    POST /_emulator/encrypted_data   {appid, openid, data} -> {encryptedData, iv}: open data
+                                     sealed with the session_key of the customer's login_code
+    POST /_emulator/raw_signature    {appid, openid, raw_data} -> {signature}: of rawData,
+                                     with that session_key
+    POST /_emulator/cloud_id         {appid, openid, data} -> {cloud_id}: a cloudID of data
+    POST /_emulator/phone_code       {appid, openid, phone} -> {code}: a getPhoneNumber code
+                                     (phone "13800138000", or "+1 2025550123")
+    POST /_emulator/cloud_env        {appid, env, collections?, demo?}: a cloud environment
+                                     (collections: name -> records; demo: the demo's
+                                     orderStatus function and faq collection too)
 """
 
 from __future__ import annotations
@@ -13,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from webhook.testing.emulator.core import Emulator
 
-__all__ = ["handle"]
+__all__ = ["handle", "routes"]
 
 Action = Callable[["Emulator", dict[str, Any]], Any]
 
@@ -107,6 +135,19 @@ _GET: dict[str, Action] = {
 }
 
 
+def routes() -> list[str]:
+    """The routes as this module's docstring lists them (one place to keep them), one line
+    each with its arguments and what it does."""
+    listed: list[str] = []
+    for line in (__doc__ or "").splitlines():
+        text = " ".join(line.split())
+        if text.startswith(("GET /_emulator", "POST /_emulator")):
+            listed.append(text)
+        elif listed and line.startswith(" " * 8) and text:    # a description's next line
+            listed[-1] += " " + text
+    return listed
+
+
 def handle(emu: Emulator, method: str, path: str, params: dict[str, str],
            body: bytes) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON answer) for one control request; ``path`` is after ``/_emulator``."""
@@ -114,7 +155,9 @@ def handle(emu: Emulator, method: str, path: str, params: dict[str, str],
     table = _POST if method == "POST" else _GET if method == "GET" else {}
     action = table.get(path)
     if action is None:
-        return 404, {"error": f"no control route {method} /_emulator{path}"}
+        known = [f"{m} /_emulator{p}" for m, t in (("GET", _GET), ("POST", _POST)) for p in t]
+        return 404, {"error": f"no control route {method} /_emulator{path}; the routes: "
+                              f"{', '.join(known)}", "routes": routes()}
     try:
         args = dict(params)
         if body.strip():
