@@ -213,7 +213,9 @@ def test_a_push_that_crashes_its_handler_is_set_aside_after_its_attempts(servers
     store = open_store(store_url)
     assert wait_for(lambda: store.inbox_stats()["dead"] == 1, timeout=60), store.inbox_stats()
     assert handler_log(tmp_path)[("start", "66")] == 2
-    assert f"push set aside key={APPID}:msg:66 attempts=2 error=LeaseExpired" in server.logs()
+    # the store marks the push dead a moment before the process writes its log line
+    set_aside = f"push set aside key={APPID}:msg:66 attempts=2 error=LeaseExpired"
+    assert wait_for(lambda: set_aside in server.logs(), timeout=10), server.logs()
     listed = subprocess.run([sys.executable, "-m", "webhook.cli", "inbox", "--config",
                              str(server.config), "list", "--state", "dead"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)

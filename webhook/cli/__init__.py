@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 # Each module exposes ``register(subparsers)``; a sub-command's handler returns an exit code.
 COMMANDS = ("serve", "deliver", "check_config", "rules", "token", "push", "emulator", "inbox",
-            "outbox", "user", "backup", "demo", "clients", "cloud")
+            "outbox", "user", "backup", "console", "demo", "clients", "cloud")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ def graceful_timeout() -> float:
 
 def work(args: argparse.Namespace) -> int:
     from webhook.delivery.heartbeat import Heartbeat
+    from webhook.delivery.history import History
     from webhook.server.app import create_background, parts
 
     settings = load(config_path(args.config))
@@ -60,15 +61,18 @@ def work(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopping.set())
     store, api, router = parts(settings, allow_volatile=args.allow_volatile_redis)
     heartbeat = None if args.heartbeat_fd is None else Heartbeat(args.heartbeat_fd)
+    history = History(store, days=settings.server.history_days)
     background = create_background(settings, store=store, api=api, router=router,
-                                   heartbeat=heartbeat)
+                                   heartbeat=heartbeat, history=history)
     router.start()
     background.start()
+    history.start()
     log.info("delivery started pid=%d", os.getpid())
     while not stopping.wait(1.0):
         pass
     log.info("delivery stopping pid=%d", os.getpid())
     background.stop(timeout=max(1.0, timeout - 2))
+    history.stop()
     router.stop()
     store.close()
     return 0

@@ -19,9 +19,10 @@ from webhook.config.cloud import (CLOUD_APP_KEYS, Bridge, ClientConfig, app_clou
                                   clients)
 from webhook.config.tomlfile import TomlFile, load_toml
 from webhook.errors import ConfigError
+from webhook.passwords import FORMAT, parse_hash
 
-__all__ = ["AppConfig", "ServerConfig", "Settings", "Bridge", "ClientConfig", "load",
-           "config_path", "DEFAULT_CONFIG"]
+__all__ = ["AppConfig", "ServerConfig", "Settings", "Bridge", "ClientConfig", "ConsoleConfig",
+           "Operator", "load", "config_path", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = "wxpush.toml"
 DEFAULT_STORE = "sqlite:///wxpush.db"
@@ -29,6 +30,8 @@ FORMATS = ("xml", "json")
 MODES = ("plaintext", "compatible", "safe")
 _AES_KEY = re.compile(r"^[A-Za-z0-9]{43}$")
 _APPID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+SESSION_TTL = 12 * 3600   # seconds an operator stays logged in
+_OPERATOR = re.compile(r"^[\w.@\-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ class ServerConfig:
     burst_per_app: int = 200
     # Peers whose X-Forwarded-For names the client: the nginx on this host
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # Days of conversation history the console shows (0: none is kept)
+    history_days: int = 7
     # Operations: /metrics, log lines, /readyz's limits
     metrics: str = "on"
     log_format: str = "text"
@@ -95,11 +100,35 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Operator:
+    """Someone who may log in to the console; ``apps`` None: every app."""
+
+    name: str
+    password_hash: str = field(repr=False)
+    apps: tuple[str, ...] | None = None
+
+    def sees(self, appid: str) -> bool:
+        return self.apps is None or appid in self.apps
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """``[console]``: on only when it names an operator."""
+
+    operators: tuple[Operator, ...] = ()
+    session_ttl: int = SESSION_TTL
+
+    def operator(self, name: str) -> Operator | None:
+        return next((o for o in self.operators if o.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerConfig = field(default_factory=ServerConfig)
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     path: str | None = None
     clients: tuple[ClientConfig, ...] = ()    # the token service's API keys
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def app(self, appid: str) -> AppConfig | None:
         return self.apps.get(appid)
@@ -139,6 +168,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "burst_per_app": (int, lambda v: 1 <= v <= 1_000_000, "a count between 1 and 1000000"),
     "trusted_proxies": (list, lambda v: all(_is_network(x) for x in v),
                         'a list of IP addresses or networks ("127.0.0.1", "10.0.0.0/8")'),
+    "history_days": (int, lambda v: 0 <= v <= 365, "days between 0 and 365 (0 keeps none)"),
     "metrics": (str, lambda v: v in ("on", "off") or _is_port(v),
                 '"on" (GET /metrics), "off", or "port:N" (/metrics on port N alone)'),
     "log_format": (str, lambda v: v in ("text", "json"), '"text" or "json" (one object a line)'),
@@ -162,11 +192,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate a config file; raises ConfigError naming file, line and key."""
     env = os.environ if env is None else env
     doc = load_toml(path)
-    unknown = set(doc.data) - {"server", "apps", "clients"}
+    unknown = set(doc.data) - {"server", "apps", "clients", "console"}
     if unknown:
         key = sorted(unknown)[0]
-        raise doc.error("unknown section (expected [server], [[apps]] and [[clients]])",
-                        key=key)
+        raise doc.error("unknown section (expected [server], [[apps]], [[clients]] and "
+                        "[console])", key=key)
     server = _server(doc, Path(path).resolve().parent)
     apps_raw = doc.data.get("apps", [])
     if not isinstance(apps_raw, list) or not apps_raw:
@@ -181,7 +211,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
         apps[app.appid] = app
         bridges += len(app.bridge)
     check_bridges(doc, apps)
-    return Settings(server=server, apps=apps, path=str(path), clients=clients(doc, apps))
+    return Settings(server=server, apps=apps, path=str(path), clients=clients(doc, apps),
+                    console=_console(doc, apps))
 
 
 def _server(doc: TomlFile, base: Path) -> ServerConfig:
@@ -211,6 +242,58 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
     return ServerConfig(**values)
 
 
+def _console(doc: TomlFile, apps: Mapping[str, AppConfig]) -> ConsoleConfig:
+    raw = doc.data.get("console", {})
+    if not isinstance(raw, dict):
+        raise doc.error("must be a table", key="console")
+    for key in raw:
+        if key not in ("operators", "session_ttl"):
+            raise doc.error("unknown key (known: operators, session_ttl)", table="console",
+                            key=key)
+    ttl = raw.get("session_ttl", SESSION_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 30 * 86400:
+        raise doc.error(f"must be seconds between 60 and 2592000, got {ttl!r}", table="console",
+                        key="session_ttl")
+    listed = raw.get("operators", [])
+    if not isinstance(listed, list):
+        raise doc.error("must be [[console.operators]] tables", table="console", key="operators")
+    operators: list[Operator] = []
+    for index, entry in enumerate(listed):
+        operator = _operator(doc, index, entry, apps)
+        if any(o.name == operator.name for o in operators):
+            raise doc.error(f"operator {operator.name!r} is named twice",
+                            table="console.operators", index=index, key="name")
+        operators.append(operator)
+    return ConsoleConfig(operators=tuple(operators), session_ttl=ttl)
+
+
+def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]) -> Operator:
+    def fail(problem: str, key: str | None) -> ConfigError:
+        return doc.error(problem, table="console.operators", index=index, key=key)
+
+    if not isinstance(raw, dict):
+        raise fail("must be a table", None)
+    for key in raw:
+        if key not in ("name", "password_hash", "apps"):
+            raise fail("unknown key (known: apps, name, password_hash)", key)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _OPERATOR.match(name):
+        raise fail("name is required: up to 64 letters, digits, '.', '@', '_' or '-'",
+                   "name" if "name" in raw else None)
+    hashed = raw.get("password_hash")
+    if not isinstance(hashed, str) or parse_hash(hashed) is None:
+        raise fail(f"must be a hash printed by `wxpush console hash-password` ({FORMAT})",
+                   "password_hash" if "password_hash" in raw else None)
+    allowed = raw.get("apps")
+    if allowed is None:
+        return Operator(name, hashed)
+    if not isinstance(allowed, list) or not allowed or not all(isinstance(a, str)
+                                                               for a in allowed):
+        raise fail("must be a non-empty list of appids", "apps")
+    unknown = [a for a in allowed if a not in apps]
+    if unknown:
+        raise fail(f"appid {unknown[0]!r} is not configured in [[apps]]", "apps")
+    return Operator(name, hashed, tuple(allowed))
 def _is_port(value: str) -> bool:
     """``port:N`` with N a TCP port."""
     number = value.removeprefix("port:")

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from functools import partial
 
+from webhook.delivery.history import History
 from webhook.delivery.pushapi import PushAPI
 from webhook.delivery.windows import WINDOW_TTL, note_enter, note_message, window_key
 from webhook.errors import RequestRejected
@@ -48,11 +49,11 @@ class Responder:
 
     def __init__(self, *, store: Store, router: Callable[[], Router], owner: str,
                  clock: Callable[[], float], budget: float, api: WeChatAPI | None = None,
-                 log_content: bool = False, timer: Callable[[], float] = time.perf_counter
-                 ) -> None:
+                 log_content: bool = False, timer: Callable[[], float] = time.perf_counter,
+                 history: History | None = None) -> None:
         self._store, self._router, self._owner = store, router, owner
         self._clock, self._budget, self._timer = clock, budget, timer
-        self._api, self._log_content = api, log_content
+        self._api, self._log_content, self._history = api, log_content, history
 
     def respond(self, entry: InboxEntry) -> int:
         """Handle ``entry``; how many replies were queued. MalformedRequest for a payload
@@ -82,6 +83,8 @@ class Responder:
                   for openid, r in sends]
         rows = self._store.inbox_finish(entry.key, queued, owner=self._owner,
                                         also=_window_opened(entry.appid, message))
+        if self._history is not None:
+            self._history.handled(entry, message, route, rows, failed)
         self._log(entry, message, route, failed, len(rows), self._timer() - started)
         return len(rows)
 

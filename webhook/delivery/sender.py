@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from webhook.backoff import backoff
+from webhook.delivery.history import History
 from webhook.delivery.windows import WINDOW_TTL, take, verdict, window_key
 from webhook.errors import Permanent, WeChatAPIError
 from webhook.logsafe import shown
@@ -39,8 +40,9 @@ class Sender:
     def __init__(self, *, store: Store, api: SendAPI, owner: str, clock: Callable[[], float],
                  rng: random.Random, lease: float, max_attempts: int,
                  base_delay: float = 1.0, max_delay: float = 300.0,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
-        self._store, self._api, self._owner = store, api, owner
+                 timer: Callable[[], float] = time.perf_counter,
+                 history: History | None = None) -> None:
+        self._store, self._api, self._owner, self._history = store, api, owner, history
         self._clock, self._rng, self._lease, self._timer = clock, rng, lease, timer
         self._max_attempts, self._base, self._max = max_attempts, base_delay, max_delay
 
@@ -100,6 +102,8 @@ class Sender:
     def _log(self, row: OutboxRow, outcome: str, spent: float, errcode: int | None = None,
              errmsg: str = "") -> None:
         """One line a send: a reply set aside for good is a WARNING with WeChat's errmsg."""
+        if self._history is not None:
+            self._history.reply(row.id)
         error = f" errcode={errcode} errmsg={shown(errmsg, 200)}" if errmsg else ""
         log.log(logging.WARNING if outcome == "dead" else logging.INFO,
                 "reply %s id=%s appid=%s user=%s rule=%s latency=%.3fs age=%.1fs%s", outcome,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-__all__ = ["Windows", "MESSAGE_WINDOW", "ENTER_WINDOW", "note_message", "note_enter", "verdict",
+__all__ = ["Windows", "open_windows", "MESSAGE_WINDOW", "ENTER_WINDOW", "note_message", "note_enter", "verdict",
            "take", "window_key", "WINDOW_TTL", "SAME_SECOND_KEYS"]
 
 MESSAGE_WINDOW = (48 * 3600, 5)   # seconds, messages
@@ -83,6 +83,12 @@ def note_enter(text: str | None, at: float) -> str:
     if at > w.enter_at:
         w = Windows(w.msg_at, w.msg_sent, at, 0, w.msg_keys)
     return w.dump()
+
+
+def open_windows(text: str | None, now: float) -> list[tuple[float, str, int]] | None:
+    """The windows recorded as open now, as (closes at, "msg" or "enter", messages left), the
+    one closing first first; None while nothing is recorded (WeChat decides)."""
+    return Windows.load(text)._open(now) if text else None
 
 
 def verdict(text: str | None, now: float) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from webhook.backoff import Loop
@@ -35,17 +36,25 @@ class LiveRouter:
     """Holds ``load()``'s router; ``check()`` reloads it when ``path`` changed.
 
     The first load happens here and its errors propagate (a bad file stops the start).
+    ``loaded_at`` (``clock`` time) is when the router in force was loaded; ``error`` why the
+    last reload failed (None once one succeeds), as the console shows them.
     """
 
     def __init__(self, load: Callable[[], Router], path: str | None, *, interval: float = 1.0,
-                 logger: logging.Logger = log) -> None:
+                 logger: logging.Logger = log, clock: Callable[[], float] = time.time) -> None:
         self._load, self._path, self._interval, self._log = load, path, interval, logger
+        self._clock = clock
         self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
         self._router = self._build()
+        self.loaded_at, self.error = clock(), None
         self.failed = False   # the file's last edit was refused: the previous rules serve
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> str | None:
+        return self._path
 
     @property
     def current(self) -> Router:
@@ -68,19 +77,23 @@ class LiveRouter:
             self._stamp = stamp
             self.failed = True
             if stamp is None:
+                self.error = "file missing"
                 self._log.error("rules reload failed file=%s: file missing; keeping the previous "
                                 "rules", self._path)
                 return False
             try:
                 router = self._build()
             except ConfigError as exc:
+                self.error = str(exc)
                 self._log.error("rules reload failed, keeping the previous rules: %s", exc)
                 return False
             except Exception as exc:  # a bug in a loader must not take routing down
+                self.error = f"{type(exc).__name__} while loading"
                 self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
                                 self._path, type(exc).__name__, exc_info=exc)
                 return False
             self._router, self.failed = router, False
+            self.loaded_at, self.error = self._clock(), None
             self._log.info("rules reloaded file=%s rules=%d", self._path, len(router.rules))
             return True
 

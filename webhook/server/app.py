@@ -15,9 +15,11 @@ from collections.abc import Callable
 import falcon
 
 from webhook.config.settings import Settings, config_path, load
+from webhook.console import register as register_console
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
 from webhook.delivery.heartbeat import BeatFile, Heartbeat
+from webhook.delivery.history import History
 from webhook.delivery.intake import Intake
 from webhook.delivery.sender import Sender
 from webhook.miniprogram.bridge import register as register_bridge
@@ -25,7 +27,7 @@ from webhook.miniprogram.endpoints import register as register_miniprogram
 from webhook.miniprogram.files import register as register_files
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
-from webhook.server.exposition import MetricsResource, QueueCollector
+from webhook.server.exposition import MetricsResource, QueueCollector, totals
 from webhook.server.readiness import DeliveryCheck, Readiness, ReadyResource, delivery_by_file
 from webhook.server.resources import HealthResource, WeChatResource, add_error_handlers
 from webhook.server.rundir import BEAT_FILE
@@ -85,17 +87,21 @@ def _current(router: Router | LiveRouter) -> Callable[[], Router]:
 def create_background(settings: Settings, *, store: Store, api: WeChatAPI,
                       router: Router | LiveRouter, clock: Callable[[], float] = time.time,
                       rng: random.Random | None = None, owner: str | None = None,
-                      heartbeat: Heartbeat | None = None) -> Background:
+                      heartbeat: Heartbeat | None = None,
+                      history: History | None = None) -> Background:
     """The work done after the answer, in the delivery process: handlers, senders
-    (``heartbeat``: told of its progress)."""
+    (``heartbeat``: told of its progress; ``history``: what the console shows, noted as
+    pushes are handled and replies sent)."""
     rng = rng or random.SystemRandom()
     owner = owner or lease_owner()
     server = settings.server
     lease = float(server.lease)
     responder = Responder(store=store, router=_current(router), owner=owner, clock=clock,
-                          budget=server.handler_budget, api=api, log_content=server.log_content)
+                          budget=server.handler_budget, api=api, log_content=server.log_content,
+                          history=history)
     sender = Sender(store=store, api=api, owner=owner, clock=clock, rng=rng, lease=lease,
-                    max_attempts=server.send_attempts, base_delay=server.retry_delay)
+                    max_attempts=server.send_attempts, base_delay=server.retry_delay,
+                    history=history)
     return Background(store=store, responder=responder, sender=sender, owner=owner, lease=lease,
                       senders=server.senders, handler_threads=server.handler_threads,
                       handle_attempts=server.handle_attempts, heartbeat=heartbeat)
@@ -112,6 +118,7 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
                     rng=rng or random.SystemRandom(), dedupe_ttl=server.dedupe_ttl)
     app = WxpushApp(media_type=falcon.MEDIA_TEXT)
     app.store, app.pid, app.max_body = store, os.getpid(), server.max_body
+    history = History(store, days=server.history_days, clock=clock)
     app.live = router if isinstance(router, LiveRouter) else None
     app.inline_paths = ("/healthz",) if store.remote else ("/wechat/", "/healthz")
     add_error_handlers(app)
@@ -119,16 +126,21 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
         apps=settings.apps, intake=intake, clock=clock,
         tolerance=server.timestamp_tolerance, max_body=server.max_body))
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(Readiness(
+    readiness = Readiness(
         store=store, rules=app.live, delivery=delivery, backlog_age=server.ready_backlog_age,
         dead_letters=server.ready_dead_letters, clock=clock,
-        allow_volatile=allow_volatile or server.allow_volatile_redis)))
+        allow_volatile=allow_volatile or server.allow_volatile_redis)
+    app.add_route("/readyz", ReadyResource(readiness))
+    queues = QueueCollector(store.backlog, clock)
     if server.metrics == "on":
-        app.add_route("/metrics", MetricsResource(QueueCollector(store.backlog, clock)))
+        app.add_route("/metrics", MetricsResource(queues))
     register_miniprogram(app, settings=settings, api=api, store=store, clock=clock)
     register_bridge(app, settings=settings, api=api, store=store, clock=clock)
     register_files(app, settings=settings, api=api, store=store, clock=clock)
     register_token_service(app, settings=settings, tokens=api.tokens, clock=clock)
+    register_console(app, settings=settings, store=store, api=api, router=router,
+                     history=history, clock=clock, readiness=readiness.checks,
+                     totals=lambda: totals(queues))
     return app
 
 

@@ -6,11 +6,12 @@ from collections.abc import Callable
 import logging
 import time
 
-from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, Backlog, InboxEntry,
-                                NewReply, OutboxRow, Store, ValueUpdate)
+from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, Backlog, Conversation,
+                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 
 __all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "INBOX_STATES",
-           "ValueUpdate", "Backlog", "open_store", "require_durable"]
+           "ValueUpdate", "Backlog", "HistoryItem", "Conversation", "open_store",
+           "require_durable"]
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
 """The Store contract: what every backend (SQLite, Redis) provides, and nothing more.
 
-Four concerns, all keyed so several apps share one store:
+Five concerns, all keyed so several apps share one store:
 
 - values with a TTL: cached access_tokens, login sessions, uploaded media ids, quota state;
 - a lease lock: ``SET NX PX`` semantics, released only by its holder (token single-flight);
 - the inbox: one entry per push, keyed by its dedupe key, recorded on the request path and
   taken by the delivery process; a retry of the push is answered as the first delivery was;
   one whose handling keeps failing is set aside ("dead") with its error, until requeued;
-- the outbox: one row per reply, claimed with a lease, delivered in order per user.
+- the outbox: one row per reply, claimed with a lease, delivered in order per user;
+- the history the console shows: each conversation's timeline (what the customer sent, what
+  was sent back and how that went), its "needs a human" flag, and daily tallies (rule hits,
+  unmatched texts), kept until purged.
 
 Time comes from the clock the store was built with (``clock() -> float`` unix seconds), so
 tests can drive expiry without sleeping. No call waits on the store for longer than the
@@ -29,8 +32,8 @@ from webhook.logsafe import shown
 from webhook.metrics import DUPLICATES
 
 __all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "Backlog",
-           "OUTBOX_STATES", "INBOX_STATES", "DID_NOT_FINISH", "WAIT", "log_duplicate",
-           "lease_owner"]
+           "HistoryItem", "Conversation", "timeline_order", "OUTBOX_STATES", "INBOX_STATES",
+           "DID_NOT_FINISH", "WAIT", "log_duplicate", "lease_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,42 @@ class Backlog:
     outbox_oldest: float | None = None
     inbox_dead: int = 0                   # pushes set aside
     outbox_dead: int = 0                  # replies set aside
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One line of a conversation's timeline: what the customer sent (``direction`` "in",
+    ``item`` the push's inbox key) or what was sent to them ("out", ``item`` "reply:{row id}").
+    ``body`` is JSON text; ``state`` (queued, sent, retrying, dead), ``errcode`` and
+    ``errmsg`` follow a reply's delivery."""
+
+    item: str
+    at: float
+    direction: str
+    body: str
+    rule: str = ""
+    state: str = ""
+    errcode: int | None = None
+    errmsg: str | None = None
+
+
+def timeline_order(item: HistoryItem) -> tuple[float, str, int, str]:
+    """A timeline's order: by time, a push before the replies it got at the same instant,
+    replies in the order they were queued (their ids as numbers)."""
+    return item.at, item.direction, len(item.item), item.item
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One customer of one app, as the console lists them: last activity, the latest thing
+    the customer sent (``preview``, JSON text like a body), and why it needs a human, if so."""
+
+    appid: str
+    openid: str
+    last_at: float
+    preview: str = ""
+    flag: str | None = None
+    flagged_at: float | None = None
 
 
 class Store(abc.ABC):
@@ -231,6 +270,10 @@ class Store(abc.ABC):
         """Dead-letter: never claimed again unless requeued; the user's next row proceeds."""
 
     @abc.abstractmethod
+    def outbox_get(self, row_id: str) -> OutboxRow | None:
+        """One row by its id (None if there is no such row)."""
+
+    @abc.abstractmethod
     def outbox_stats(self) -> dict[str, int]:
         """Row count per state, every state in OUTBOX_STATES present."""
 
@@ -250,6 +293,56 @@ class Store(abc.ABC):
     def backlog(self) -> Backlog:
         """Counts and oldest arrivals of what waits; cheap enough to ask at every scrape
         (each figure read through an index, not a scan of what was sent)."""
+
+    @abc.abstractmethod
+    def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:
+        """Enqueue replies that answer no push (an operator's), as ``inbox_finish`` would."""
+
+    # -- history --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
+                    preview: str | None = None, flag: str | None = None) -> None:
+        """Note ``items`` in the conversation, which becomes its app's most recent. An item
+        already noted keeps its ``at``, ``direction`` and ``body`` and takes the new
+        ``rule``, ``state``, ``errcode`` and ``errmsg``. ``preview`` (None: unchanged)
+        replaces the conversation's; ``flag`` marks it as needing a human for that reason
+        (flagged since the first such mark) until ``history_handled``."""
+
+    @abc.abstractmethod
+    def history_handled(self, appid: str, openid: str) -> bool:
+        """Clear the conversation's flag; True if it had one."""
+
+    @abc.abstractmethod
+    def history_conversations(self, *, appids: Sequence[str] | None = None,
+                              flagged: bool = False, limit: int = 100) -> list[Conversation]:
+        """Conversations (of ``appids`` only, if given; flagged ones only, if ``flagged``),
+        the most recently active first."""
+
+    @abc.abstractmethod
+    def history_conversation(self, appid: str, openid: str) -> Conversation | None: ...
+
+    @abc.abstractmethod
+    def history_timeline(self, appid: str, openid: str, *,
+                         limit: int = 200) -> list[HistoryItem]:
+        """The conversation's latest ``limit`` items, oldest first (``timeline_order``)."""
+
+    @abc.abstractmethod
+    def history_purge(self, *, before: float) -> int:
+        """Delete items last noted before ``before``, and conversations with no activity
+        since; how many items."""
+
+    @abc.abstractmethod
+    def tally_add(self, kind: str, names: Sequence[str], *, day: int) -> None:
+        """Count each of ``names`` once more under ``kind`` for ``day`` (unix days)."""
+
+    @abc.abstractmethod
+    def tally_top(self, kind: str, *, since: int, limit: int = 20) -> list[tuple[str, int]]:
+        """The ``limit`` names of ``kind`` counted most from day ``since`` on, with their
+        counts, the highest first (ties by name)."""
+
+    @abc.abstractmethod
+    def tally_purge(self, *, before: int) -> int:
+        """Forget the tallies of days before ``before``; how many (kind, name, day) counts."""
 
     def keeps_data(self) -> bool | None:
         """Whether what the store was told survives a restart of the server holding it (None:

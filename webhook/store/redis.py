@@ -18,6 +18,7 @@ Key layout (``P`` is the prefix, ``wxpush:`` by default; standalone Redis, not C
     P ob:st:{state}      zset: row ids in each state (stats, listing), score = id
     P ob:all             zset: every row id (listing), score = id
     P ob:done            zset: sent and dead row ids by updated_at (purge)
+    P h*, P t*           the history and tallies (``webhook.store.redis_history``)
     P schema             the key layout's version (SCHEMA_VERSION)
 
 Expiry follows the store's clock (``expires_at`` and leases are compared with the ``now``
@@ -30,10 +31,9 @@ Redis restart.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-import functools
 import math
 import time
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -42,6 +42,8 @@ from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
                                 InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate)
+from webhook.store.redis_errors import store_errors as _store_errors
+from webhook.store.redis_history import RedisHistory
 
 __all__ = ["RedisStore", "mask_url", "SCHEMA_VERSION"]
 
@@ -51,9 +53,6 @@ BATCH = 500   # ids per requeue / purge script call
 SCHEMA_VERSION = 1
 OLDEST_SCAN = 1000   # pending inbox entries read for the oldest (they are being handled: few)
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 
 def mask_url(url: str) -> str:
     """The URL with its password (if any) replaced by ``***``."""
@@ -62,17 +61,6 @@ def mask_url(url: str) -> str:
         return url
     userinfo = f"{parts.username or ''}:***@"
     return urlunsplit(parts._replace(netloc=userinfo + parts.netloc.rpartition("@")[2]))
-
-
-def _store_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
-    """Turn redis-py errors into StoreError (the message names no password)."""
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return method(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise StoreError(f"redis store: {type(exc).__name__}: {exc}") from exc
-    return wrapper
 
 
 def _px(ttl: float) -> int:
@@ -102,7 +90,7 @@ def _outbox_row(f: dict[str, str]) -> OutboxRow:
                      errcode=None if errcode is None else int(errcode), errmsg=f.get("errmsg"))
 
 
-class RedisStore(Store):
+class RedisStore(RedisHistory, Store):
     """``Store`` over one Redis database; ``client`` must decode responses to str."""
 
     remote = True
@@ -115,6 +103,7 @@ class RedisStore(Store):
         self.prefix = prefix
         self.clock = clock
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in lua.__all__}
+        self._scripts.update(self.history_scripts(client))
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "wxpush:",
@@ -314,6 +303,11 @@ class RedisStore(Store):
         return [_outbox_row(_fields(r)) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------
+    @_store_errors
+    def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:
+        args = [x for r in replies for x in (r.appid, r.openid, r.body, r.rule)]
+        return [_outbox_row(_fields(r)) for r in self._run_p("OUTBOX_ADD", self.clock(), *args)]
+
     def _row_key(self, row_id: str) -> str:
         return f"{self.prefix}ob:row:{row_id}"
 
@@ -344,6 +338,11 @@ class RedisStore(Store):
     def outbox_dead(self, row_id: str, *, owner: str, errcode: int | None,
                     errmsg: str | None) -> bool:
         return self._mark(row_id, owner, "dead", None, errcode, errmsg)
+
+    @_store_errors
+    def outbox_get(self, row_id: str) -> OutboxRow | None:
+        fields = self.client.hgetall(self._row_key(row_id))
+        return _outbox_row(fields) if fields else None
 
     @_store_errors
     def outbox_stats(self) -> dict[str, int]:

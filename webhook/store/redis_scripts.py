@@ -12,7 +12,7 @@ __all__ = [
     "PUT_NEW", "DELETE_IF", "ACQUIRE",
     "INBOX_RECORD", "INBOX_TAKE", "INBOX_RENEW", "INBOX_FINISH", "INBOX_RETRY", "INBOX_DEAD",
     "INBOX_REQUEUE", "INBOX_PURGE",
-    "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
+    "OUTBOX_ADD", "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
 ]
 
 # -- values and locks: KEYS[1] is the key; its value is "<expires_at or empty>|<text>" ------
@@ -95,6 +95,24 @@ local function set_optional(key, field, value)
   else redis.call('HSET', key, field, string.sub(value, 2)) end
 end
 
+-- Queue the replies given as (appid, openid, body, rule) in ARGV from ``first`` on.
+local function enqueue(first)
+  local out = {}
+  for i = first, #ARGV, 4 do
+    local id = tostring(redis.call('INCR', P .. 'ob:seq'))
+    local user = ARGV[i] .. ':' .. ARGV[i + 1]
+    redis.call('HSET', row_key(id), 'id', id, 'appid', ARGV[i], 'openid', ARGV[i + 1],
+               'body', ARGV[i + 2], 'rule', ARGV[i + 3], 'state', 'pending', 'attempts', 0,
+               'next_at', NOW, 'created_at', NOW, 'updated_at', NOW)
+    redis.call('ZADD', P .. 'ob:st:pending', id, id)
+    redis.call('ZADD', P .. 'ob:all', id, id)
+    redis.call('ZADD', queue_key(user), id, id)
+    schedule(user)
+    out[#out + 1] = redis.call('HGETALL', row_key(id))
+  end
+  return out
+end
+
 -- Set an inbox entry aside: out of the claimable set, into the dead one, kept until purged.
 local function bury(key, error)
   local k = P .. 'in:' .. key
@@ -170,20 +188,12 @@ if redis.call('HGET', k, 'state') ~= 'pending' then return {} end
 redis.call('HSET', k, 'state', 'done')
 redis.call('HDEL', k, 'owner', 'lease_until')
 redis.call('ZREM', P .. 'in:due', ARGV[3])
-local out = {}
-for i = 4, #ARGV, 4 do
-  local id = tostring(redis.call('INCR', P .. 'ob:seq'))
-  local user = ARGV[i] .. ':' .. ARGV[i + 1]
-  redis.call('HSET', row_key(id), 'id', id, 'appid', ARGV[i], 'openid', ARGV[i + 1],
-             'body', ARGV[i + 2], 'rule', ARGV[i + 3], 'state', 'pending', 'attempts', 0,
-             'next_at', NOW, 'created_at', NOW, 'updated_at', NOW)
-  redis.call('ZADD', P .. 'ob:st:pending', id, id)
-  redis.call('ZADD', P .. 'ob:all', id, id)
-  redis.call('ZADD', queue_key(user), id, id)
-  schedule(user)
-  out[#out + 1] = redis.call('HGETALL', row_key(id))
-end
-return out
+return enqueue(4)
+"""
+
+# ARGV: prefix, now, then (appid, openid, body, rule) per reply. Returns new rows.
+OUTBOX_ADD = _COMMON + """
+return enqueue(3)
 """
 
 # ARGV: prefix, now, key, owner, next_at, error. Returns 1 if it was the owner's.

@@ -22,6 +22,7 @@ from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAI
                                 InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate)
 from webhook.store.files import narrow, private_file
 from webhook.store.journal import Journal
+from webhook.store.sqlite_history import HISTORY_SCHEMA, SqliteHistory
 from webhook.store.sqlite_writes import WAL_LIMIT, Write, Writes, busy
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
@@ -90,7 +91,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
     if found > SCHEMA_VERSION:
         raise StoreError(f"sqlite store {path} has schema version {found}, newer than this "
                          f"wxpush's {SCHEMA_VERSION}: run the wxpush that wrote it, or a newer one")
-    conn.executescript(_SCHEMA)
+    conn.executescript(_SCHEMA + HISTORY_SCHEMA)   # (the console's tables: only ever added)
     if found < 1:
         _add_error_column(conn)
     if found < SCHEMA_VERSION:
@@ -117,7 +118,7 @@ def _outbox_row(row: tuple) -> OutboxRow:
     return OutboxRow(str(row[0]), *row[1:])
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteHistory, Store):
     """``Store`` over one SQLite file, ``path``."""
 
     def __init__(self, path: str, *, clock: Callable[[], float] = time.time,
@@ -434,14 +435,22 @@ class SqliteStore(Store):
                                "WHERE key = ? AND state = 'pending'", (key,))
             if cur.rowcount == 0:
                 return []
-            return [conn.execute(
-                "INSERT INTO outbox (appid, openid, body, rule, state, attempts, next_at, "
-                "created_at, updated_at, is_head) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, "
-                f"NOT EXISTS (SELECT 1 FROM outbox WHERE {_USER_UNFINISHED})) "
-                f"RETURNING {_OUTBOX_COLS}",
-                (r.appid, r.openid, r.body, r.rule, now, now, now, r.appid, r.openid)).fetchone()
-                for r in replies]
+            return self._enqueue(conn, now, replies)
         return [_outbox_row(r) for r in self._write(write)]
+
+    @staticmethod
+    def _enqueue(conn: sqlite3.Connection, now: float, replies: Sequence[NewReply]) -> list[tuple]:
+        return [conn.execute(
+            "INSERT INTO outbox (appid, openid, body, rule, state, attempts, next_at, "
+            "created_at, updated_at, is_head) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, "
+            f"NOT EXISTS (SELECT 1 FROM outbox WHERE {_USER_UNFINISHED})) "
+            f"RETURNING {_OUTBOX_COLS}",
+            (r.appid, r.openid, r.body, r.rule, now, now, now, r.appid, r.openid)).fetchone()
+            for r in replies]
+
+    def outbox_add(self, replies: Sequence[NewReply]) -> list[OutboxRow]:
+        return [_outbox_row(r) for r in self._write(
+            lambda conn, now: self._enqueue(conn, now, replies))]
 
     # -- outbox ---------------------------------------------------------------------------
     def outbox_claim(self, *, owner: str, lease: float, limit: int) -> list[OutboxRow]:
@@ -495,6 +504,14 @@ class SqliteStore(Store):
                     errmsg: str | None) -> bool:
         return self._mark(row_id, owner, "state = 'dead', attempts = attempts + 1, "
                           "errcode = ?, errmsg = ?", (errcode, errmsg), finished=True)
+
+    def outbox_get(self, row_id: str) -> OutboxRow | None:
+        if not row_id.isdigit():
+            return None
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?",
+                               (int(row_id),)).fetchone()
+        return _outbox_row(row) if row else None
 
     def outbox_stats(self) -> dict[str, int]:
         with self._connection() as conn:

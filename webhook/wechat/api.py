@@ -58,6 +58,11 @@ class WeChatAPI:
         self.tokens.call(appid, lambda token: self.client.typing(
             access_token=token, touser=openid, command=command))
 
+    def upload_image_data(self, appid: str, filename: str, data: bytes) -> str:
+        """The media_id of an image given as bytes (an operator's upload), uploaded now."""
+        return self.tokens.call(appid, lambda token: self.client.upload_media(
+            access_token=token, filename=filename, data=data))
+
     def get_media(self, appid: str, media_id: str) -> bytes:
         """A temporary media file's bytes, such as the image a customer sent."""
         return self.tokens.call(appid, lambda token: self.client.get_media(

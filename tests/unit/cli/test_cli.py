@@ -292,3 +292,67 @@ def test_a_redis_that_keeps_nothing_is_used_when_allowed_with_a_warning(redis_co
     assert code == 0
     assert "[WARNING] the Redis at redis://" in err and "running anyway" in err
     assert "delivery started" in err
+
+
+def test_console_hash_password_reads_stdin_and_prints_a_hash_the_config_takes(tmp_path):
+    from webhook.config.settings import load
+    from webhook.passwords import verify_password
+
+    done = subprocess.run([sys.executable, "-m", "webhook.cli", "console", "hash-password"],
+                          input="correct horse battery\n", capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    hashed = done.stdout.strip()
+    assert verify_password("correct horse battery", hashed) and "correct" not in hashed
+    config = tmp_path / "wxpush.toml"
+    config.write_text(f'[[apps]]\nappid = "wx1"\ntoken = "t"\nmode = "plaintext"\n'
+                      f'[[console.operators]]\nname = "ana"\npassword_hash = "{hashed}"\n')
+    assert load(config).console.operator("ana").password_hash == hashed
+    short = subprocess.run([sys.executable, "-m", "webhook.cli", "console", "hash-password"],
+                           input="short\n", capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert short.returncode == 2 and short.stdout == ""
+    assert short.stderr.strip() == ("wxpush console: the password must have at least 8 "
+                                    "characters")
+
+
+@pytest.mark.slow
+def test_demo_keeps_running_with_the_console_and_an_answer_reaches_the_customer(tmp_path):
+    import os
+    import re
+
+    import requests
+
+    demo = subprocess.Popen([sys.executable, "-m", "webhook.cli", "demo", "--keep-running"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any(line.startswith("The server keeps running") for line in lines):
+            line = demo.stdout.readline()
+            assert line, demo.stderr.read()
+            lines.append(line)
+        found = re.search(r"console  (\S+)   operator demo, password (\S+) \(this run only\)",
+                          "".join(lines))
+        url, password = found.groups()
+        with requests.Session() as browser:
+            form = browser.get(url + "login", timeout=10)
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+            browser.post(url + "login", data={"csrf": token, "name": "demo",
+                                              "password": password}, timeout=10)
+            flagged = browser.get(url + "needs-human", timeout=10).text
+            assert "hand-off rule fired" in flagged
+            customer = re.search(r'href="(/console/conversations/[^"]+)"', flagged).group(1)
+            page = browser.get(url.removesuffix("/console/") + customer, timeout=10).text
+            assert "几点开门？" in page and "转人工" in page
+            csrf = re.search(r'<meta name="csrf" content="([^"]+)"', page).group(1)
+            answer = browser.post(url.removesuffix("/console/") + customer + "/reply",
+                                  data={"csrf": csrf, "text": "您好，我是店员"}, timeout=10)
+            assert answer.ok
+        line = demo.stdout.readline()
+        while line and not line.startswith("business"):   # the rest of the instructions
+            line = demo.stdout.readline()
+        assert line == "business  您好，我是店员\n"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=30)
+    assert demo.returncode == 0

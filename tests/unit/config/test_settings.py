@@ -8,6 +8,7 @@ from webhook.config.settings import config_path, load
 from webhook.errors import ConfigError
 
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+HASH = "scrypt$1024$8$1$c2FsdHNhbHRzYWx0c2FsdA==$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -127,6 +128,22 @@ def test_bad_operations_keys_name_their_line(tmp_path, line, problem):
     ('[server]\ntrusted_proxies = "127.0.0.1"\n[[apps]]\nappid="wx1"\ntoken="t"\n'
      'mode="plaintext"\n', ":2: trusted_proxies: must be a list of IP addresses"),
     ('[server]\n', ": apps: at least one [[apps]] table is required"),
+    ('[server]\nhistory_days = -1\n[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n',
+     ":2: history_days: must be days between 0 and 365"),
+    (f'[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[console.operators]]\nname="ana"\n'
+     f'password_hash="{HASH}"\n[[console.operators]]\nname = "bo b"\npassword_hash="{HASH}"\n',
+     ":9: name: name is required"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[console.operators]]\nname="ana"\n'
+     'password_hash="hunter2"\n', ":7: password_hash: must be a hash printed by"),
+    (f'[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[console.operators]]\nname="ana"\n'
+     f'password_hash="{HASH}"\napps = ["wx2"]\n', ":8: apps: appid 'wx2' is not configured"),
+    (f'[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[[console.operators]]\nname="ana"\n'
+     f'password_hash="{HASH}"\n[[console.operators]]\nname="ana"\npassword_hash="{HASH}"\n',
+     ":9: name: operator 'ana' is named twice"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[console]\nsession_ttl = 5\n',
+     ":6: session_ttl: must be seconds between 60"),
+    ('[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n[consoles]\n',
+     ": consoles: unknown section"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, text, where):
     path = write(tmp_path, text)
@@ -134,6 +151,24 @@ def test_errors_name_file_line_and_key(tmp_path, text, where):
         load(path, env={})
     assert str(caught.value).startswith(str(path))
     assert where in str(caught.value)
+
+
+def test_console_operators_and_history_days(tmp_path):
+    path = write(tmp_path, f'[server]\nhistory_days = 0\n[[apps]]\nappid="wx1"\ntoken="t"\n'
+                           f'mode="plaintext"\n[[apps]]\nappid="wx2"\ntoken="t"\n'
+                           f'mode="plaintext"\n[console]\nsession_ttl = 600\n'
+                           f'[[console.operators]]\nname="ana"\npassword_hash="{HASH}"\n'
+                           f'[[console.operators]]\nname="李雷"\npassword_hash="{HASH}"\n'
+                           f'apps=["wx2"]\n')
+    settings = load(path)
+    assert settings.server.history_days == 0
+    console = settings.console
+    assert console.session_ttl == 600 and [o.name for o in console.operators] == ["ana", "李雷"]
+    assert console.operator("ana").sees("wx1") and console.operator("ana").apps is None
+    assert not console.operator("李雷").sees("wx1") and console.operator("李雷").sees("wx2")
+    assert console.operator("bob") is None and HASH not in repr(console)
+    plain = load(write(tmp_path, '[[apps]]\nappid="wx1"\ntoken="t"\nmode="plaintext"\n'))
+    assert plain.console.operators == () and plain.server.history_days == 7
 
 
 def test_error_never_shows_a_secret(tmp_path):

@@ -60,6 +60,21 @@ def test_bad_edit_keeps_previous_rules_and_says_where(rules, caplog):
     assert live.check() is True and names(live) == ("fixed",)
 
 
+def test_the_reload_status_says_when_and_what_went_wrong(rules, clock):
+    live = LiveRouter(lambda: build_router(str(rules)), str(rules), clock=clock)
+    assert (live.path, live.loaded_at, live.error) == (str(rules), clock(), None)
+    clock.advance(60)
+    rules.write_text(RULE.format(name="x") + "oops = 1\n", encoding="utf-8")
+    live.check()
+    assert live.loaded_at == clock() - 60 and f"{rules}:5: oops: unknown key" in live.error
+    rules.write_text(RULE.format(name="fixed"), encoding="utf-8")
+    live.check()
+    assert (live.loaded_at, live.error) == (clock(), None)
+    rules.unlink()
+    live.check()
+    assert live.error == "file missing"
+
+
 def test_missing_file_keeps_previous_rules(rules):
     live = LiveRouter(lambda: build_router(str(rules)), str(rules))
     rules.unlink()

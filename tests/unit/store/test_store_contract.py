@@ -20,7 +20,7 @@ import redis
 from webhook.errors import StoreError
 from webhook.store import open_store
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, Backlog,
-                                InboxEntry, NewReply, OutboxRow, Store)
+                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 
@@ -654,6 +654,115 @@ def test_processes_race_for_lock_inbox_and_outbox(backend: str, request, tmp_pat
     parent.close()
 
 
+def test_outbox_add_queues_replies_that_answer_no_push(store: Store) -> None:
+    (first,) = enqueue(store, reply("oA", "bot"))
+    rows = store.outbox_add([reply("oA", "operator", rule="console:ana"), reply("oB", "b")])
+    assert [(r.openid, r.body, r.rule, r.state) for r in rows] == [
+        ("oA", "operator", "console:ana", "pending"), ("oB", "b", "faq", "pending")]
+    assert store.outbox_add([]) == []
+    claimed = store.outbox_claim(owner="s", lease=30, limit=10)
+    assert [r.id for r in claimed] == [first, rows[1].id]   # after the user's earlier reply
+    assert store.outbox_sent(first, owner="s") is True
+    assert [r.id for r in store.outbox_claim(owner="s", lease=30, limit=10)] == [rows[0].id]
+
+
+# -- history --------------------------------------------------------------------------------
+def said(item: str, at: float, text: str = "hi") -> HistoryItem:
+    return HistoryItem(item=item, at=at, direction="in", body=json.dumps({"text": text}))
+
+
+def sent(row_id: str, at: float, state: str = "queued", **error) -> HistoryItem:
+    return HistoryItem(item=f"reply:{row_id}", at=at, direction="out", body='{"msgtype":"text"}',
+                       rule="faq", state=state, **error)
+
+
+def test_history_keeps_a_timeline_in_order_and_updates_a_reply_in_place(store: Store,
+                                                                       clock) -> None:
+    store.history_add("wx1", "oA", [said("msg:1", 100.0, "几点开门 <b>"), sent("7", 100.5)],
+                      preview="几点开门 <b>")
+    store.history_add("wx1", "oA", [said("msg:2", 200.0)])
+    store.history_add("wx1", "oA", [sent("7", 999.0, "dead", errcode=45015, errmsg="out of time")])
+    timeline = store.history_timeline("wx1", "oA")
+    assert [(i.item, i.at, i.direction) for i in timeline] == [
+        ("msg:1", 100.0, "in"), ("reply:7", 100.5, "out"), ("msg:2", 200.0, "in")]
+    assert json.loads(timeline[0].body) == {"text": "几点开门 <b>"}
+    assert (timeline[1].state, timeline[1].errcode, timeline[1].errmsg, timeline[1].rule) == (
+        "dead", 45015, "out of time", "faq")
+    store.history_add("wx1", "oA", [sent("7", 1.0, "sent")])   # retried: the error is gone
+    again = store.history_timeline("wx1", "oA")[1]
+    assert (again.at, again.state, again.errcode, again.errmsg) == (100.5, "sent", None, None)
+    assert [i.item for i in store.history_timeline("wx1", "oA", limit=2)] == ["reply:7", "msg:2"]
+    assert store.history_timeline("wx1", "nobody") == []
+
+
+def test_history_lists_conversations_by_last_activity_per_app(store: Store, clock) -> None:
+    for openid, appid in (("oA", "wx1"), ("oB", "wx1"), ("oC", "wx2")):
+        store.history_add(appid, openid, [said("msg:1", clock())], preview=f"from {openid}")
+        clock.advance(10)
+    store.history_add("wx1", "oA", [sent("1", clock())])   # activity without a new preview
+    listed = store.history_conversations()
+    assert [(c.appid, c.openid) for c in listed] == [("wx1", "oA"), ("wx2", "oC"), ("wx1", "oB")]
+    assert listed[0].preview == "from oA" and listed[0].last_at == clock()
+    assert [c.openid for c in store.history_conversations(appids=["wx1"])] == ["oA", "oB"]
+    assert [c.openid for c in store.history_conversations(appids=["wx1"], limit=1)] == ["oA"]
+    assert store.history_conversations(appids=[]) == []
+    assert store.history_conversation("wx2", "oC").preview == "from oC"
+    assert store.history_conversation("wx2", "oA") is None
+
+
+def test_history_flags_a_conversation_until_it_is_handled(store: Store, clock) -> None:
+    store.history_add("wx1", "oA", [said("msg:1", 1.0)])
+    store.history_add("wx1", "oB", [said("msg:1", 1.0)], flag="hand-off rule fired")
+    first_flag = clock()
+    clock.advance(5)
+    store.history_add("wx1", "oB", [sent("1", 2.0, "dead")], flag="reply dead")
+    clock.advance(1)
+    store.history_add("wx2", "oC", [said("msg:1", 1.0)], flag="no rule matched")
+    flagged = store.history_conversations(flagged=True)
+    assert [(c.openid, c.flag) for c in flagged] == [("oC", "no rule matched"), ("oB", "reply dead")]
+    assert flagged[1].flagged_at == first_flag   # flagged since the first mark
+    assert [c.openid for c in store.history_conversations(appids=["wx1"], flagged=True)] == ["oB"]
+    assert store.history_conversation("wx1", "oA").flag is None
+    assert store.history_handled("wx1", "oB") is True
+    assert store.history_handled("wx1", "oB") is False
+    assert store.history_conversation("wx1", "oB").flag is None
+    assert [c.openid for c in store.history_conversations(flagged=True)] == ["oC"]
+    store.history_add("wx1", "oB", [said("msg:2", 3.0)])   # no flag: stays handled
+    assert store.history_conversation("wx1", "oB").flagged_at is None
+
+
+def test_history_purge_forgets_what_was_last_noted_before(store: Store, clock) -> None:
+    store.history_add("wx1", "old", [said("msg:1", 1.0)], flag="no rule matched")
+    store.history_add("wx1", "both", [said("msg:1", 1.0), sent("1", 1.0)])
+    clock.advance(100)
+    cut = clock()
+    store.history_add("wx1", "both", [said("msg:2", 2.0), sent("1", 1.0, "sent")])
+    assert store.history_purge(before=cut) == 2   # old's message and both's first one
+    assert store.history_conversation("wx1", "old") is None
+    assert store.history_conversations(flagged=True) == []
+    assert [i.item for i in store.history_timeline("wx1", "both")] == ["reply:1", "msg:2"]
+    assert store.history_purge(before=cut) == 0
+    clock.advance(1)
+    assert store.history_purge(before=clock()) == 2
+    assert store.history_conversations() == []
+
+
+def test_tallies_count_per_day_and_rank_the_most_counted(store: Store) -> None:
+    store.tally_add("rule", ["hours", "order"], day=100)
+    store.tally_add("rule", ["hours"], day=101)
+    store.tally_add("rule", ["order", "order"], day=102)
+    store.tally_add("unmatched", ["你好"], day=102)
+    store.tally_add("rule", [], day=102)
+    assert store.tally_top("rule", since=100) == [("order", 3), ("hours", 2)]
+    assert store.tally_top("rule", since=101) == [("order", 2), ("hours", 1)]
+    assert store.tally_top("rule", since=100, limit=1) == [("order", 3)]
+    assert store.tally_top("unmatched", since=0) == [("你好", 1)]
+    assert store.tally_top("other", since=0) == []
+    assert store.tally_purge(before=102) == 3   # (rule, hours, 100), (rule, order, 100), day 101
+    assert store.tally_top("rule", since=0) == [("order", 2)]
+    assert store.tally_purge(before=102) == 0
+
+
 # -- backend specifics ----------------------------------------------------------------------
 def test_sqlite_sweeps_expired_rows_now_and_then(tmp_path, clock) -> None:
     store = SqliteStore(str(tmp_path / "sweep.db"), clock=clock)
@@ -947,3 +1056,11 @@ def test_redis_keys_carry_a_redis_ttl_too(redis_server, clock) -> None:
     assert 0 < ttls[0] <= 60_000 and 0 < ttls[1] <= 30_000 and 0 < ttls[2] <= 600_000
     store.client.delete(*store.client.keys(store.prefix + "*"))
     store.close()
+
+
+def test_outbox_get_reads_one_row_by_its_id(store: Store) -> None:
+    (row_id,) = enqueue(store, reply("oA", "hello"))
+    row = store.outbox_get(row_id)
+    assert row is not None and (row.id, row.openid, row.body, row.state) == (
+        row_id, "oA", "hello", "pending")
+    assert store.outbox_get("999999") is None and store.outbox_get("not-an-id") is None
