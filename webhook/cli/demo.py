@@ -124,7 +124,7 @@ def _rules_with_cloud(target: Path) -> None:
 
 def _keep_running(emulator, seen: int, url: str, password: str) -> None:
     """Print what reaches the customer (an operator's answers) until Ctrl-C."""
-    print(f"The server keeps running. Open {url} and log in as demo with the password "
+    print(f"\nThe server keeps running. Open {url} and log in as demo with the password "
           f"{password}:\nthe conversation is under Conversations and Needs a human; what you "
           "answer is printed here. Ctrl-C stops.\n", flush=True)
     try:
