@@ -19,7 +19,7 @@ from handlers.templates import RESULT, Fail, template
 from webhook import (MESSAGE, ConfigError, Context, ImageReply, LinkReply, Matcher, Message,
                      MiniProgramPageReply, Reply, Router, TextReply, app, event, exact, keyword,
                      msgtype, prefix, regex, session_from)
-from webhook.config.tomlfile import TomlFile
+from webhook.config.tomlfile import TomlFile, known_keys
 from webhook.push.messages import ENTER_SESSION_EVENT
 
 __all__ = ["RULE_KEYS", "TOP_KEYS", "load_rules", "section_error", "strings", "template"]
@@ -75,11 +75,7 @@ def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[
     def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table="rule", index=index, key=key)
 
-    if not isinstance(table, dict):
-        raise fail("must be a table")
-    for key in table:
-        if key not in RULE_KEYS:
-            raise fail(f"unknown key (known: {', '.join(RULE_KEYS)})", key)
+    known_keys(table, RULE_KEYS, fail)
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail('name is required: a short unique label, e.g. name = "hours"',

@@ -17,7 +17,7 @@ from typing import Any
 
 from webhook.config.cloud import (CLOUD_APP_KEYS, Bridge, ClientConfig, app_cloud, check_bridges,
                                   clients)
-from webhook.config.tomlfile import TomlFile, load_toml
+from webhook.config.tomlfile import TomlFile, known_keys, load_toml
 from webhook.errors import ConfigError
 from webhook.passwords import FORMAT, parse_hash
 
@@ -268,14 +268,10 @@ def _console(doc: TomlFile, apps: Mapping[str, AppConfig]) -> ConsoleConfig:
 
 
 def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]) -> Operator:
-    def fail(problem: str, key: str | None) -> ConfigError:
+    def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table="console.operators", index=index, key=key)
 
-    if not isinstance(raw, dict):
-        raise fail("must be a table", None)
-    for key in raw:
-        if key not in ("name", "password_hash", "apps"):
-            raise fail("unknown key (known: apps, name, password_hash)", key)
+    known_keys(raw, ("apps", "name", "password_hash"), fail)
     name = raw.get("name")
     if not isinstance(name, str) or not _OPERATOR.match(name):
         raise fail("name is required: up to 64 letters, digits, '.', '@', '_' or '-'",
@@ -294,6 +290,8 @@ def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]
     if unknown:
         raise fail(f"appid {unknown[0]!r} is not configured in [[apps]]", "apps")
     return Operator(name, hashed, tuple(allowed))
+
+
 def _is_port(value: str) -> bool:
     """``port:N`` with N a TCP port."""
     number = value.removeprefix("port:")
