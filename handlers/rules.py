@@ -241,10 +241,8 @@ def _image(body: Any, where: str, base: Path,
     if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in ("path", "media_id") \
             or not isinstance(next(iter(body.values())), str):
         raise fail('give a file path ("menu.png", {path = "..."}) or {media_id = "..."}', where)
-    if "path" in body:
-        reply = ImageReply(path=_file(body["path"], where, base, fail))
-    else:
-        reply = ImageReply(media_id=body["media_id"])
+    reply = ImageReply(path=_file(body["path"], where, base, fail)) if "path" in body \
+        else ImageReply(media_id=body["media_id"])
     return lambda values: reply
 
 
