@@ -18,7 +18,7 @@ from typing import Any
 from webhook.config.cloud import (CLOUD_APP_KEYS, Bridge, ClientConfig, app_cloud, check_bridges,
                                   clients)
 from webhook.config.tomlfile import TomlFile, known_keys, load_toml
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, UnknownApp
 from webhook.passwords import FORMAT, parse_hash
 
 __all__ = ["AppConfig", "ServerConfig", "Settings", "Bridge", "ClientConfig", "ConsoleConfig",
@@ -130,8 +130,12 @@ class Settings:
     clients: tuple[ClientConfig, ...] = ()    # the token service's API keys
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
-    def app(self, appid: str) -> AppConfig | None:
-        return self.apps.get(appid)
+    def app(self, appid: str) -> AppConfig:
+        """The app served at ``/.../{appid}``; UnknownApp (404) if none is configured."""
+        app = self.apps.get(appid)
+        if app is None:
+            raise UnknownApp("unknown appid")
+        return app
 
 
 # (key, type, check, what it must be) for [server]

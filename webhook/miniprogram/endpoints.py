@@ -26,7 +26,7 @@ from Crypto.Cipher import AES
 from webhook.config.settings import AppConfig, Settings
 from webhook.edge import read_body
 from webhook.errors import (MalformedRequest, RequestRejected, Retryable, StoreError, Unauthorized,
-                            UnknownApp, UnsupportedMediaType, WeChatAPIError)
+                            UnsupportedMediaType, WeChatAPIError)
 from webhook.logsafe import Repeats, shown
 from webhook.miniprogram.opendata import (check_raw_signature, decrypt_encrypted_data,
                                           parse_open_data, phone_info)
@@ -130,19 +130,13 @@ class Endpoint:
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
         try:
-            app = self._app(appid)
+            app = self.settings.app(appid)
             self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"))
             result = self.handle(app, req, self._body(req))
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
             self._refuse(resp, appid, exc)
             return
         answer_json(resp, 200, result)
-
-    def _app(self, appid: str) -> AppConfig:
-        app = self.settings.app(appid)
-        if app is None:
-            raise UnknownApp("unknown appid")
-        return app
 
     def _refuse(self, resp: falcon.Response, appid: str,
                 exc: RequestRejected | WeChatAPIError | StoreError) -> None:
