@@ -247,20 +247,16 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
 
 
 def _console(doc: TomlFile, apps: Mapping[str, AppConfig]) -> ConsoleConfig:
-    raw = doc.data.get("console", {})
-    if not isinstance(raw, dict):
-        raise doc.error("must be a table", key="console")
-    for key in raw:
-        if key not in ("operators", "session_ttl"):
-            raise doc.error("unknown key (known: operators, session_ttl)", table="console",
-                            key=key)
+    def fail(problem: str, key: str | None = None) -> ConfigError:
+        return doc.error(problem, table="console" if key else None, key=key or "console")
+
+    raw = known_keys(doc.data.get("console", {}), ("operators", "session_ttl"), fail)
     ttl = raw.get("session_ttl", SESSION_TTL)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 30 * 86400:
-        raise doc.error(f"must be seconds between 60 and 2592000, got {ttl!r}", table="console",
-                        key="session_ttl")
+        raise fail(f"must be seconds between 60 and 2592000, got {ttl!r}", "session_ttl")
     listed = raw.get("operators", [])
     if not isinstance(listed, list):
-        raise doc.error("must be [[console.operators]] tables", table="console", key="operators")
+        raise fail("must be [[console.operators]] tables", "operators")
     operators: list[Operator] = []
     for index, entry in enumerate(listed):
         operator = _operator(doc, index, entry, apps)
