@@ -4,6 +4,7 @@ for every way the call can fail, with a log line naming the rule; line-precise l
 from __future__ import annotations
 
 import logging
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -185,7 +186,9 @@ def test_load_errors_name_the_line(tmp_path, body, line, problem):
 
 
 def test_the_example_files_cloud_rules_answer_once_turned_on(tmp_path):
-    example = (Path(__file__).parents[2] / "rules.example.toml").read_text(encoding="utf-8")
+    examples = Path(__file__).parents[2] / "webhook" / "examples"
+    shutil.copytree(examples, tmp_path, dirs_exist_ok=True)     # the images its replies send
+    example = (examples / "rules.example.toml").read_text(encoding="utf-8")
     assert example.count("enabled = false\n") == 2
     router = load(tmp_path, example.replace("enabled = false\n", ""))
     fake = FakeWeChat(functions={"orderStatus": status}, collections=FAQ)

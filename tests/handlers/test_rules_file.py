@@ -44,6 +44,12 @@ def test_example_file_loads_and_answers():
     assert dispatch(router, make_text("订单 1234567"))[1] == [TextReply("订单 1234567 正在处理中。")]
     route, replies = dispatch(router, make_text("ＶＩＰ"))
     assert route.names == ("vip",) and isinstance(replies[1], LinkReply)
+    examples = ROOT / "webhook" / "examples"       # the images live beside the rules
+    assert dispatch(router, make_text("菜单"))[1] == [
+        TextReply("这是我们的价目表："), ImageReply(path=str(examples / "menu.png"))]
+    (card,) = dispatch(router, make_text("怎么下单？"))[1]
+    assert card == MiniProgramPageReply(title="在小程序里下单", pagepath="pages/index/index",
+                                        thumb_path=str(examples / "card.png"))
     assert dispatch(router, make_text("我要人工"))[0].transfer
 
 

@@ -1,6 +1,6 @@
 """wxpush as a user installs it: a wheel built from the source, installed in a virtualenv of
-its own, ``wxpush serve`` run from an empty directory (no checkout, no gunicorn.conf.py
-anywhere near)."""
+its own, ``wxpush serve`` and ``wxpush demo`` run from an empty directory (no checkout, no
+gunicorn.conf.py anywhere near)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import requests
 
 from webhook.testing.processes import kill, tree
 
+from demo_steps import assert_demo_steps
 from harness import AES_KEY, APPID, ROOT, SECRET, TOKEN, free_port
 
 pytestmark = pytest.mark.slow
@@ -54,10 +55,28 @@ def venv(tmp_path_factory) -> Path:
     return env
 
 
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WXPUSH_CONFIG")}
+
+
+def test_wxpush_demo_from_an_installed_wheel_shows_every_step(venv, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = clean_env()
+    where = run(venv / "bin" / "python", "-c", "import webhook; print(webhook.__file__)",
+                cwd=empty, env=env)
+    examples = Path(where.strip()).parent / "examples"      # the wheel's package data
+    assert examples.is_relative_to(venv), where
+    out = run(venv / "bin" / "wxpush", "demo", cwd=empty, env=env)       # exit 0
+    assert_demo_steps(out, examples)
+    assert "next      wxpush serve --config wxpush.toml: your own server" in out   # no checkout
+    assert list(empty.iterdir()) == []
+
+
 def test_wxpush_serve_from_an_installed_wheel_answers(venv, emulator, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WXPUSH_CONFIG")}
+    env = clean_env()
     where = run(venv / "bin" / "python", "-c", "import webhook; print(webhook.__file__)",
                 cwd=empty, env=env)
     assert where.startswith(str(venv)), where               # the wheel's, not the checkout's

@@ -17,6 +17,8 @@ from webhook.cli.queues import parse_age
 from webhook.push.messages import hashed
 from webhook.store import InboxEntry, NewReply, open_store
 
+from demo_steps import assert_demo_steps
+
 ROOT = Path(__file__).parents[3]
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
@@ -193,11 +195,10 @@ def test_demo_plays_a_conversation(tmp_path):
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
-    assert "business  我们的服务时间是 9:00–18:00。" in result.stdout
-    assert "customer  订单 20261121\nbusiness  订单 20261121：已发货，预计 明天 送达。" in \
-        result.stdout   # the emulator's orderStatus cloud function
-    assert "business  满 99 元包邮，不满收 8 元运费。" in result.stdout   # its faq collection
-    assert "transfer_customer_service" in result.stdout
+    assert_demo_steps(result.stdout, ROOT / "webhook" / "examples")
+    assert (f"next      wxpush serve --config {ROOT / 'wxpush.example.toml'}: your own server "
+            "with these rules") in result.stdout      # the checkout's example config
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_config_refuses_a_router_that_does_not_import(tmp_path, capsys):

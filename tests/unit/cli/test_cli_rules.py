@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def wxpush(monkeypatch, capsys):
 
 def test_check_ok(wxpush):
     code, out, _ = wxpush("rules", "check", EXAMPLE)
-    assert code == 0 and "ok, 8 rules: hours, order" in out
+    assert code == 0 and "ok, 10 rules: hours, order, vip, menu, shop" in out
 
 
 def test_check_names_the_line(wxpush, tmp_path):
@@ -126,6 +127,7 @@ def shop(tmp_path, monkeypatch):
     nothing on PYTHONPATH; the import is undone afterwards."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "ordersbot.py").write_text(ORDERS, encoding="utf-8")
+    shutil.copytree(Path(EXAMPLE).resolve().parent, tmp_path, dirs_exist_ok=True)  # its images
     (tmp_path / "rules.toml").write_text(Path(EXAMPLE).read_text(encoding="utf-8"),
                                          encoding="utf-8")
     (tmp_path / "wxpush.toml").write_text(
@@ -146,7 +148,7 @@ def test_test_asks_the_configured_routers_first_as_the_server_does(wxpush, shop,
     assert "matched   orders.order_status" in out and '"content": "from the bot"' in out
     assert "routers   ordersbot:router (from " in out and "appid=wxshop" in out
     code, out, _ = wxpush("rules", "check", str(shop / "rules.toml"), *given)
-    assert code == 0 and "ok, 9 rules: orders.order_status, hours, order" in out
+    assert code == 0 and "ok, 11 rules: orders.order_status, hours, order" in out
 
 
 def test_a_file_with_no_config_here_is_the_file_alone(wxpush, tmp_path, monkeypatch):

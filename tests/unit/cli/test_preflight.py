@@ -4,6 +4,7 @@ a config serve would start with."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,8 +123,7 @@ def test_placeholders_of_the_example_are_warnings(tmp_path, capsys):
     config = tmp_path / "wxpush.toml"
     config.write_text((ROOT / "wxpush.example.toml").read_text(encoding="utf-8"),
                       encoding="utf-8")
-    (tmp_path / "rules.example.toml").write_text(
-        (ROOT / "rules.example.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copytree(ROOT / "webhook" / "examples", tmp_path, dirs_exist_ok=True)  # + images
     assert main(["check-config", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "placeholder secret" in out and "secret set" not in out
