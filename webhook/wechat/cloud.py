@@ -23,13 +23,13 @@ from webhook.errors import (CloudNotFound, ConfigError, FunctionFailed, Function
 from webhook.wechat.client import WeChatClient
 from webhook.wechat.tokens import TokenProvider
 
-__all__ = ["Cloud", "DownloadLink", "Updated", "database_result",
+__all__ = ["Cloud", "DownloadLink", "FileStatus", "Updated", "database_result",
            "LINK_LIFETIME", "MAX_FILES", "FUNCTION_LIMIT"]
 
 log = logging.getLogger(__name__)
 FUNCTION_LIMIT = 5.0        # WeChat stops a function called over HTTP after 5 s (§9.1)
 LINK_LIFETIME = 7200        # seconds a download link is asked to live (max_age, §9.4)
-MAX_FILES = 50              # files per batchdownloadfile call (§9.4)
+MAX_FILES = 50              # files per batchdownloadfile / batchdeletefile call (§9.4)
 # Errcodes of the cloud APIs (docs/protocol.md §9.6)
 FUNCTION_FAILED, FUNCTION_TIMEOUT = -504002, -504003
 NOT_FOUND, NOT_OPENED = -501000, 85088
@@ -41,6 +41,13 @@ class DownloadLink:
 
     fileid: str
     url: str
+    status: int
+    errmsg: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileStatus:
+    fileid: str
     status: int
     errmsg: str
 
@@ -140,6 +147,19 @@ class Cloud:
                                           str(item.get("download_url") or ""),
                                           _status(item), str(item.get("errmsg", ""))[:200]))
         return links
+
+    def delete(self, appid: str, file_ids: Iterable[str], *, env: str | None = None
+               ) -> list[FileStatus]:
+        statuses = []
+        for batch in _batches(list(file_ids)):
+            body = self._call(appid, lambda token, batch=batch: self.client.tcb(
+                "batchdeletefile", access_token=token,
+                payload={"env": self._env(appid, env), "fileid_list": batch}))
+            for item in _list(body, "delete_list"):
+                item = item if isinstance(item, dict) else {}
+                statuses.append(FileStatus(str(item.get("fileid", "")), _status(item),
+                                           str(item.get("errmsg", ""))[:200]))
+        return statuses
 
     # -- shared ---------------------------------------------------------------------------
     def _env(self, appid: str, env: str | None) -> str:

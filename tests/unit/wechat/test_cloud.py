@@ -106,7 +106,7 @@ def test_a_missing_collection_is_permanent(cloud):
     assert refused.value.errcode == -502005
 
 
-def test_upload_in_two_steps_then_links_that_expire(cloud, emulator):
+def test_upload_in_two_steps_then_links_that_expire_then_delete(cloud, emulator):
     file_id = cloud.upload(APPID, "public/menu.png", b"\x89PNG menu")
     assert file_id == f"cloud://{ENV}.7072-{ENV}/public/menu.png"
     assert emulator.cloud_file(ENV, "public/menu.png") == b"\x89PNG menu"
@@ -118,6 +118,8 @@ def test_upload_in_two_steps_then_links_that_expire(cloud, emulator):
     assert requests.get(link.url, timeout=5).content == b"\x89PNG menu"
     emulator.advance(61)
     assert requests.get(link.url, timeout=5).status_code == 403
+    assert [s.status for s in cloud.delete(APPID, [file_id])] == [0]
+    assert cloud.download_links(APPID, [file_id])[0].status != 0
 
 
 def test_storage_refuses_a_form_whose_file_part_is_not_last(cloud, emulator):
