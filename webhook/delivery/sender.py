@@ -56,14 +56,18 @@ class Sender:
                 progress()
         return len(rows)
 
-    def deliver(self, row: OutboxRow) -> None:
+    def deliver(self, row: OutboxRow) -> str:
+        """Send ``row`` and mark it; the outcome: "sent"; "refused" (for good: set aside);
+        "busy" (WeChat answered with a passing error: the row is tried later, or set aside
+        after its attempts, and the sender backs off); "failed" (our own error: the same,
+        without backing off)."""
         window = window_key(row.appid, row.openid)
         refused = verdict(self._store.get(window), self._clock())
         if refused:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=None, errmsg=refused)
             DEAD_LETTERS.labels(row.appid, "window").inc()
             self._log(row, "dead", 0.0, errmsg=refused)
-            return
+            return "refused"
         started = self._timer()
         try:
             self._api.send(row.appid, row.openid, json.loads(row.body))
@@ -73,19 +77,23 @@ class Sender:
                                     errmsg=exc.errmsg)
             DEAD_LETTERS.labels(row.appid, str(exc.errcode)).inc()
             self._log(row, "dead", self._timer() - started, exc.errcode, exc.errmsg)
+            return "refused"
         except WeChatAPIError as exc:   # Retryable, or TokenInvalid after its one retry
             SENDS.labels(row.appid, str(exc.errcode)).inc()
             self._later(row, exc.errcode, exc.errmsg, self._timer() - started)
+            return "busy"
         except Exception as exc:  # a bug or an unreadable local file: keep the row, retry
             log.exception("send failed unexpectedly id=%s", row.id)
             SENDS.labels(row.appid, "error").inc()
             self._later(row, None, f"{type(exc).__name__}", self._timer() - started)
+            return "failed"
         else:
             SENDS.labels(row.appid, "0").inc()
             self._store.outbox_sent(row.id, owner=self._owner)
             self._store.update(window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL)
             REPLIES_SENT.labels(row.appid).inc()
             self._log(row, "sent", self._timer() - started)
+            return "sent"
 
     def _later(self, row: OutboxRow, errcode: int | None, errmsg: str, spent: float) -> None:
         attempts = row.attempts + 1

@@ -22,13 +22,14 @@ from requests.adapters import HTTPAdapter
 from webhook.errors import Permanent, Retryable, TimedOut, api_error
 from webhook.wellformed import loads
 
-__all__ = ["WeChatClient", "TokenGrant", "scrub"]
+__all__ = ["WeChatClient", "TokenGrant", "scrub", "POOL_SIZE"]
 
 log = logging.getLogger(__name__)
 
 # Credentials that travel in WeChat query strings (docs/protocol.md §5-§7).
 _SECRET_PARAMS = re.compile(r"((?:access_token|secret|js_code)=)[^&\s\"'#]*")
-POOL_SIZE = 32   # connections kept per host: sender threads + request threads of one worker
+POOL_SIZE = 32   # connections kept per host for calls other than sends (request threads,
+                 # handlers, token fetches); a process that sends replies adds one per send
 
 
 def scrub(text: str) -> str:
@@ -54,14 +55,16 @@ for _name in ("connectionpool", "connection", "poolmanager", "response", "util.r
     logging.getLogger(f"urllib3.{_name}").addFilter(_ScrubFilter())
 
 
-def _new_session() -> requests.Session:
-    """A keep-alive Session with a pool for a process's sender and request threads."""
+def _new_session(connections: int) -> requests.Session:
+    """A keep-alive Session keeping up to ``connections`` connections per host: as many as
+    the process makes calls at once, or urllib3 closes the ones past it after each call and
+    opens new ones for the next (a TLS handshake each, against WeChat)."""
     session = requests.Session()
     # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call;
     # each client resolves the proxy and CA settings once instead.
     session.trust_env = False
     # No transport retries: a send is not idempotent; callers retry with backoff instead.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "wxpush"
@@ -77,17 +80,18 @@ class TokenGrant:
 class WeChatClient:
     """Plain calls, one per WeChat endpoint; no token logic (see ``webhook.wechat.tokens``).
 
-    ``session`` is the test seam: pass a Session with a transport adapter mounted. The proxy
+    ``session`` is the test seam: pass a Session with a transport adapter mounted; without
+    one, a Session keeping ``connections`` connections alive per host is made. The proxy
     for ``base_url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
     names its host) and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) are read
     from the environment when the client is made, as requests reads them.
     """
 
     def __init__(self, base_url: str, *, session: requests.Session | None = None,
-                 timeout: tuple[float, float] = (3.05, 10),
+                 connections: int = POOL_SIZE, timeout: tuple[float, float] = (3.05, 10),
                  token_timeout: tuple[float, float] = (3.05, 5)) -> None:
         self.base_url = base_url.rstrip("/")
-        self.session = session if session is not None else _new_session()
+        self.session = session if session is not None else _new_session(connections)
         self._proxies = requests.utils.get_environ_proxies(self.base_url)
         self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or \
             os.environ.get("CURL_CA_BUNDLE") or True
