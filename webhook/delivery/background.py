@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 AHEAD = 256        # taken pushes not yet handled, at most
 TAKE_WAIT = 0.5    # seconds the take loop waits for a push to be recorded, between rounds
 FULL_PAUSE = 0.005  # seconds it waits while the handlers are behind
+GATHER = 0.01      # seconds replies gather after a claim that took all that were due
 
 
 class Background:
@@ -185,7 +186,9 @@ class Background:
     def _claim(self) -> float:
         """Claim as many due replies as may be sent now and start their sends; while none
         may start, wait for a send to end (or the next poll); when none was due, wait for a
-        wake-up or the next poll."""
+        wake-up or the next poll. After a claim that took all that were due, the replies
+        queued meanwhile are let gather a moment, to be claimed in one write rather than
+        one write each."""
         sends = self._inflight_sends
         free = sends.free() or sends.wait_free(self._poll)
         if not free:
@@ -197,7 +200,11 @@ class Background:
                 self._sends.submit(self._deliver, row, started)
             except RuntimeError:   # shutting down: claimed again when its lease runs out
                 sends.end(started, backed_off=False)
-        return 0.0 if rows else self._poll
+        if not rows:
+            return self._poll
+        if len(rows) < free:
+            self._stopping.wait(GATHER)
+        return 0.0
 
     def _deliver(self, row: OutboxRow, started: float) -> None:
         outcome = "failed"
