@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from webhook.config.settings import AppConfig
+from webhook.config.settings import AppConfig, load
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
 from webhook.delivery.sender import Sender
 from webhook.routing.router import Router
+from webhook.server.app import parts
 from webhook.store import NewReply, Store
 from webhook.testing import Emulator, serve
 from webhook.wechat.api import WeChatAPI
@@ -143,3 +144,30 @@ def test_senders_0_sends_nothing(store, api, emulator):
         work.stop()
     assert emulator.calls(SEND) == [] and store.outbox_stats()["pending"] == 2
     assert not any(t.name.startswith("wxpush-send") for t in threading.enumerate())
+
+
+def test_the_connections_to_wechat_stay_open_one_per_send_in_flight(store, emulator, tmp_path):
+    """The client the process builds from its config keeps as many connections alive as it
+    has sends in flight: none is closed after its send and opened again for the next (a TLS
+    handshake each, at WeChat)."""
+    emulator.set_faults(latency=0.1)
+    queue(store, emulator, 144)
+    with serve(emulator.app) as running:
+        config = tmp_path / "wxpush.toml"
+        config.write_text(
+            f'[server]\napi_base = "{running.url}"\nstore = "sqlite:///{tmp_path / "w.db"}"\n'
+            f'senders = 48\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "t"\n'
+            'mode = "plaintext"\n', encoding="utf-8")
+        settings = load(str(config))
+        own_store, built, _ = parts(settings)
+        own_store.close()
+        api = WeChatAPI(built.client, TokenProvider(store, built.client, settings.apps), store)
+        work = background(store, api, senders=settings.server.senders)
+        work.start()
+        try:
+            watch(lambda: len(sent(emulator)) == 144)
+        finally:
+            work.stop()
+        pools = api.client.session.get_adapter(running.url).poolmanager.pools
+        opened = sum(pools[key].num_connections for key in pools.keys())
+    assert 0 < opened <= 48
