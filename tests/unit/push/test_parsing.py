@@ -271,6 +271,7 @@ def test_declared_encoding_is_ignored_body_is_utf8() -> None:
     b"", b"   ", b"<xml>", b"<xml><a>1</b></xml>", b"<other><a>1</a></other>",
     b"<xml><a>1</a><a>2</a></xml>", b"<xml><a>1</a></xml><xml/>", b"plain text", b"{}",
     b"<xml><a>" + b"<b>" * 40 + b"x" + b"</b>" * 40 + b"</a></xml>",
+    b"<xml>" + b"<b>" * 50_000 + b"</b>" * 50_000 + b"</xml>", b"<xml><a>&b;</a></xml>",
 ])
 def test_malformed_xml(body: bytes) -> None:
     with pytest.raises(MalformedRequest):
@@ -295,6 +296,12 @@ def test_xml_shapes() -> None:
     assert parse_body(b"<xml><a>\n <b>1</b>\n <b>2</b> <c/>\n</a></xml>", "xml") == {
         "a": {"b": ["1", "2"], "c": ""}}
     assert parse_body(b"<xml><a>&lt;&amp;&#x4E2D;</a></xml>", "xml") == {"a": "<&中"}
+    assert parse_body(b"<xml><a> x <b>1</b></a></xml>", "xml") == {"a": {"b": "1", "#text": " x "}}
+    deep = b"<xml>" + b"<b>" * 32 + b"x" + b"</b>" * 32 + b"</xml>"
+    value = parse_body(deep, "xml")["b"]
+    for _ in range(31):
+        value = value["b"]
+    assert value == "x"
 
 
 def test_json_keeps_ints_exact() -> None:
