@@ -321,7 +321,8 @@ def main() -> int:
     parser.add_argument("--redis", action="store_true",
                         help="also a burst at 50 ms on one and on two servers sharing a Redis")
     parser.add_argument("--senders", type=int, default=None,
-                        help="[server] senders for every server (default: the server's own)")
+                        help="[server] senders (sends in flight at most) for every server "
+                             "(default: the server's own)")
     parser.add_argument("--workers", type=positive(int), default=2,
                         help="request workers per server (default 2)")
     parser.add_argument("--connections", type=positive(int), default=8,
@@ -335,8 +336,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk")
         return 2
-    if args.senders is not None and not 0 <= args.senders <= 64:
-        parser.error("--senders is between 0 and 64")
+    if args.senders is not None and not 1 <= args.senders <= 1024:
+        parser.error("--senders is between 1 and 1024")
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
     if not 0 <= args.seconds <= 3600:
