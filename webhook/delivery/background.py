@@ -210,9 +210,10 @@ class Background:
         outcome = "failed"
         try:
             outcome = self._sender.deliver(row)
-        except Exception as exc:   # the store failed to mark it: sent again after its lease
-            self._repeats.log(log, logging.ERROR, "send store", "reply not marked id=%s: %s; "
-                              "claimed again when its lease runs out", row.id, shown(exc, 200))
+        except Exception as exc:   # the store failed (a read, or the mark after the send)
+            self._repeats.log(log, logging.ERROR, "send store", "send failed id=%s error=%s: "
+                              "%s; claimed again when its lease runs out", row.id,
+                              type(exc).__name__, shown(exc, 200))
         finally:
             self._inflight_sends.end(started, backed_off=outcome == "busy")
             self._wake.set()

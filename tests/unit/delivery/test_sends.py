@@ -17,6 +17,7 @@ from webhook.config.settings import AppConfig, load
 from webhook.delivery.background import Background
 from webhook.delivery.handling import Responder
 from webhook.delivery.sender import Sender
+from webhook.errors import StoreError
 from webhook.routing.router import Router
 from webhook.server.app import parts
 from webhook.store import NewReply, Store
@@ -171,3 +172,38 @@ def test_the_connections_to_wechat_stay_open_one_per_send_in_flight(store, emula
         pools = api.client.session.get_adapter(running.url).poolmanager.pools
         opened = sum(pools[key].num_connections for key in pools.keys())
     assert 0 < opened <= 48
+
+
+class MarksFail:
+    """The store, whose first ``failures`` marks of a sent reply fail (a full disk)."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self.store, self.failures = store, failures
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def outbox_sent(self, row_id: str, **kwargs) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database or disk is full")
+        return self.store.outbox_sent(row_id, **kwargs)
+
+
+def test_a_reply_whose_mark_fails_is_logged_and_sent_again_once_its_lease_runs_out(
+        store, api, emulator, clock, caplog):
+    """The one duplicate a store failure can cause: WeChat took the reply, the mark did not
+    go through, so the row is still the process's until its lease (30 s) runs out."""
+    queue(store, emulator, 1)
+    failing = MarksFail(store, failures=1)
+    work = background(failing, api, senders=4)
+    work.start()
+    try:
+        watch(lambda: len(sent(emulator)) == 1)
+        assert store.outbox_stats()["sending"] == 1
+        watch(lambda: store.outbox_stats()["sent"] == 1, tick=lambda: clock.advance(1))
+    finally:
+        work.stop()
+    assert sent(emulator) == ["0:0", "0:0"]
+    [line] = [r.getMessage() for r in caplog.records if "send failed" in r.getMessage()]
+    assert "error=StoreError" in line and "claimed again when its lease runs out" in line
