@@ -11,7 +11,7 @@ from typing import Any
 
 from handlers.rules import section_error, strings, template
 from webhook import Context, EnterSessionEvent, Message, Router, TextReply, exact, keyword, msgtype
-from webhook.config.tomlfile import TomlFile
+from webhook.config.tomlfile import TomlFile, known_keys
 from webhook.errors import ConfigError
 
 __all__ = ["WELCOME_TEXT", "HANDOFF_KEYWORDS", "FALLBACK_TEXT", "welcome_router",
@@ -80,15 +80,9 @@ def builtin_routers(doc: TomlFile) -> list[Router]:
         if name not in _KEYS:
             raise section_error(doc, f"unknown built-in (known: {', '.join(_KEYS)})",
                                 f"builtins.{name}")
+    makers = {"welcome": welcome_router, "handoff": handoff_router, "fallback": fallback_router}
     configs = {name: _config(doc, name, section.get(name, {})) for name in _KEYS}
-    routers = []
-    if configs["welcome"] is not None:
-        routers.append(welcome_router(**configs["welcome"]))
-    if configs["handoff"] is not None:
-        routers.append(handoff_router(**configs["handoff"]))
-    if configs["fallback"] is not None:
-        routers.append(fallback_router(**configs["fallback"]))
-    return routers
+    return [makers[name](**config) for name, config in configs.items() if config is not None]
 
 
 def _config(doc: TomlFile, name: str, raw: Any) -> dict[str, Any] | None:
@@ -98,11 +92,7 @@ def _config(doc: TomlFile, name: str, raw: Any) -> dict[str, Any] | None:
     def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table=table, key=key)
 
-    if not isinstance(raw, dict):
-        raise fail("must be a table")
-    for key in raw:
-        if key not in _KEYS[name]:
-            raise fail(f"unknown key (known: {', '.join(_KEYS[name])})", key)
+    known_keys(raw, _KEYS[name], fail)
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         raise fail("must be true or false", "enabled")

@@ -19,7 +19,7 @@ from handlers.templates import RESULT, Fail, template
 from webhook import (MESSAGE, ConfigError, Context, ImageReply, LinkReply, Matcher, Message,
                      MiniProgramPageReply, Reply, Router, TextReply, app, event, exact, keyword,
                      msgtype, prefix, regex, session_from)
-from webhook.config.tomlfile import TomlFile
+from webhook.config.tomlfile import TomlFile, known_keys
 from webhook.push.messages import ENTER_SESSION_EVENT
 
 __all__ = ["RULE_KEYS", "TOP_KEYS", "load_rules", "section_error", "strings", "template"]
@@ -75,11 +75,7 @@ def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[
     def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table="rule", index=index, key=key)
 
-    if not isinstance(table, dict):
-        raise fail("must be a table")
-    for key in table:
-        if key not in RULE_KEYS:
-            raise fail(f"unknown key (known: {', '.join(RULE_KEYS)})", key)
+    known_keys(table, RULE_KEYS, fail)
     name = table.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail('name is required: a short unique label, e.g. name = "hours"',
@@ -245,10 +241,8 @@ def _image(body: Any, where: str, base: Path,
     if not isinstance(body, dict) or len(body) != 1 or next(iter(body)) not in ("path", "media_id") \
             or not isinstance(next(iter(body.values())), str):
         raise fail('give a file path ("menu.png", {path = "..."}) or {media_id = "..."}', where)
-    if "path" in body:
-        reply = ImageReply(path=_file(body["path"], where, base, fail))
-    else:
-        reply = ImageReply(media_id=body["media_id"])
+    reply = ImageReply(path=_file(body["path"], where, base, fail)) if "path" in body \
+        else ImageReply(media_id=body["media_id"])
     return lambda values: reply
 
 

@@ -51,19 +51,15 @@ class Loop:
         while not self._stop.is_set():
             try:
                 pause = self._step()
+                self.failures = 0
             except Exception as exc:
                 self.failures += 1
-                delay = backoff(self.failures - 1, base=self._base, cap=self._cap)
+                pause = backoff(self.failures - 1, base=self._base, cap=self._cap)
                 self._repeats.log(self._log, logging.ERROR, self.name,
                                   "%s failed error=%s: %s; failures=%d, next try in %.2f s",
                                   self.name, type(exc).__name__, shown(exc, 200), self.failures,
-                                  delay, exc_info=exc if self.failures == 1 else None)
-                if self._beat is not None:
-                    self._beat()
-                self._stop.wait(delay)
-                continue
-            self.failures = 0
+                                  pause, exc_info=exc if self.failures == 1 else None)
             if self._beat is not None:
                 self._beat()
-            if pause > 0:
-                self._wait(pause)
+            if pause > 0:   # after a failure, a wait only ``stop`` cuts short
+                (self._stop.wait if self.failures else self._wait)(pause)

@@ -28,31 +28,11 @@ No message built here ever contains a token, key, secret, access_token or sessio
 
 from __future__ import annotations
 
-__all__ = [
-    "WxpushError",
-    "RequestRejected",
-    "MalformedRequest",
-    "Unauthorized",
-    "BadSignature",
-    "StaleTimestamp",
-    "DecryptError",
-    "UnknownApp",
-    "PayloadTooLarge",
-    "UnsupportedMediaType",
-    "WeChatAPIError",
-    "TokenInvalid",
-    "Retryable",
-    "Permanent",
-    "TimedOut",
-    "FunctionTimedOut",
-    "FunctionFailed",
-    "CloudNotFound",
-    "StoreError",
-    "ConfigError",
-    "TOKEN_ERRCODES",
-    "RETRYABLE_ERRCODES",
-    "api_error",
-]
+__all__ = ["WxpushError", "RequestRejected", "MalformedRequest", "Unauthorized", "BadSignature",
+           "StaleTimestamp", "DecryptError", "UnknownApp", "PayloadTooLarge",
+           "UnsupportedMediaType", "WeChatAPIError", "TokenInvalid", "Retryable", "Permanent",
+           "TimedOut", "FunctionTimedOut", "FunctionFailed", "CloudNotFound", "StoreError",
+           "ConfigError", "TOKEN_ERRCODES", "RETRYABLE_ERRCODES", "api_error"]
 
 
 class WxpushError(Exception):

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["is_text", "json_is_text", "loads", "NotText"]
+__all__ = ["is_text", "json_is_text", "loads", "NotText", "DECODER"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The only way JSON text makes a surrogate: a \u escape of D800..DFFF (any case).
@@ -61,7 +61,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 # NaN and Infinity are not JSON; json.loads would accept them.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def loads(raw: bytes | str) -> Any:
@@ -73,7 +73,7 @@ def loads(raw: bytes | str) -> Any:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise NotText("not UTF-8") from None
-    value = _DECODER.decode(raw)
+    value = DECODER.decode(raw)
     if not json_is_text(raw, value):
         raise NotText("a lone surrogate")
     return value

@@ -5,9 +5,9 @@ no secrets. ``ok`` is its last line, printed only when all of it passed."""
 from __future__ import annotations
 
 import argparse
-import re
 
 from webhook.cli.preflight import is_placeholder, placeholders, preflight
+from webhook.store.base import mask_url
 
 __all__ = ["register"]
 
@@ -19,11 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-volatile-redis", action="store_true",
                         help="as wxpush serve --allow-volatile-redis")
     parser.set_defaults(handler=check_config)
-
-
-def mask_url(url: str) -> str:
-    """A store URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def check_config(args: argparse.Namespace) -> int:

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from webhook.cloudquery import collection
-from webhook.config import settings as settings_module
-from webhook.errors import UnknownApp, WxpushError
+from webhook.errors import WxpushError
 
 __all__ = ["register"]
 
@@ -59,19 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cloud(args: argparse.Namespace) -> Any:
-    from webhook.store import open_store
-    from webhook.wechat.client import WeChatClient
+    from webhook.cli.token import provider
     from webhook.wechat.cloud import Cloud
-    from webhook.wechat.tokens import TokenProvider
 
-    settings = settings_module.load(settings_module.config_path(args.config))
-    if args.appid not in settings.apps:
-        raise UnknownApp(f"appid {args.appid} is not configured in {settings.path}")
-    server = settings.server
-    client = WeChatClient(server.api_base)
-    tokens = TokenProvider(open_store(server.store), client, settings.apps,
-                           endpoint=server.token_endpoint, refresh_ahead=server.token_refresh_ahead)
-    return Cloud(client, tokens), settings.apps[args.appid]
+    tokens = provider(args)
+    return Cloud(tokens.client, tokens), tokens.apps[args.appid]
 
 
 def _json(text: str, flag: str) -> dict[str, Any]:

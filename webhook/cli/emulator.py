@@ -8,6 +8,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from webhook.testing.emulator import Emulator
 from webhook.testing.emulator.cloud import DEMO_COLLECTIONS, DEMO_FUNCTIONS
@@ -17,18 +18,14 @@ from webhook.testing.server import serve
 __all__ = ["register"]
 
 
-def _app(value: str) -> tuple[str, str]:
-    appid, sep, secret = value.partition(":")
-    if not (appid and sep and secret):
-        raise argparse.ArgumentTypeError(f"expected APPID:SECRET, got {value!r}")
-    return appid, secret
-
-
-def _cloud(value: str) -> tuple[str, str]:
-    appid, sep, env = value.partition(":")
-    if not (appid and sep and env):
-        raise argparse.ArgumentTypeError(f"expected APPID:ENV, got {value!r}")
-    return appid, env
+def _pair(second: str) -> Callable[[str], tuple[str, str]]:
+    """The argument type of ``APPID:{second}``."""
+    def parse(value: str) -> tuple[str, str]:
+        appid, sep, other = value.partition(":")
+        if not (appid and sep and other):
+            raise argparse.ArgumentTypeError(f"expected APPID:{second}, got {value!r}")
+        return appid, other
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "emulator", help="run the WeChat API emulator (tokens, send, media, login, open data)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    parser.add_argument("--app", type=_app, action="append", default=[], metavar="APPID:SECRET",
+    parser.add_argument("--app", type=_pair("SECRET"), action="append", default=[], metavar="APPID:SECRET",
                         help="register an app (repeatable); more via POST /_emulator/apps")
-    parser.add_argument("--cloud", type=_cloud, action="append", default=[], metavar="APPID:ENV",
+    parser.add_argument("--cloud", type=_pair("ENV"), action="append", default=[], metavar="APPID:ENV",
                         help="a cloud environment of a registered app, with the demo's "
                              "orderStatus function and faq collection (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of tokens, ids and faults")

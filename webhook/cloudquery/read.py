@@ -3,12 +3,12 @@ of anything else."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.cloudquery.build import ACTIONS, MAX_DEPTH, Command, Query, collection, is_integer
+from webhook.wellformed import DECODER
 
 __all__ = ["Operation", "parse"]
 
@@ -34,13 +34,6 @@ def parse(text: str) -> Operation:
     if not isinstance(text, str):
         raise ValueError("a statement is text")
     return _Reader(text).statement()
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 class _Reader:
@@ -118,7 +111,7 @@ class _Reader:
         if self.pos < len(self.text) and self.text[self.pos] in "{[":
             raise self.fail("expected a JSON scalar")
         try:
-            value, end = _DECODER.raw_decode(self.text, self.pos)
+            value, end = DECODER.raw_decode(self.text, self.pos)
         except ValueError:
             raise self.fail("expected a JSON value") from None
         self.pos = end

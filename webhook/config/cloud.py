@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.config.tomlfile import TomlFile
+from webhook.config.tomlfile import TomlFile, known_keys
 from webhook.errors import ConfigError
 
 __all__ = ["Bridge", "ClientConfig", "CLOUD_APP_KEYS", "app_cloud", "check_bridges",
@@ -88,11 +88,7 @@ def _bridges(doc: TomlFile, index: int, value: Any, before: int) -> tuple[Bridge
         def fail(problem: str, key: str | None = None) -> ConfigError:
             return _bridge_error(doc, index, before + number, problem, key)
 
-        if not isinstance(table, dict):
-            raise fail("must be a table with app and functions")
-        for key in table:
-            if key not in _BRIDGE_KEYS:
-                raise fail(f"unknown key (known: {', '.join(_BRIDGE_KEYS)})", key)
+        known_keys(table, _BRIDGE_KEYS, fail, not_table="must be a table with app and functions")
         app = table.get("app")
         if not isinstance(app, str) or not app:
             raise fail("app is required: the appid whose cloud functions are called",
@@ -148,11 +144,8 @@ def clients(doc: TomlFile, apps: Mapping[str, Any]) -> tuple[ClientConfig, ...]:
         def fail(problem: str, key: str | None = None) -> ConfigError:
             return doc.error(problem, table="clients", index=index, key=key)
 
-        if not isinstance(table, dict):
-            raise fail("must be a table with name, key_sha256 and apps")
-        for key in table:
-            if key not in _CLIENT_KEYS:
-                raise fail(f"unknown key (known: {', '.join(_CLIENT_KEYS)})", key)
+        known_keys(table, _CLIENT_KEYS, fail,
+                   not_table="must be a table with name, key_sha256 and apps")
         name = table.get("name")
         if not isinstance(name, str) or not _CLIENT_NAME.fullmatch(name):
             raise fail("name is required: letters, digits, '.', '_' or '-' (e.g. \"erp\")",

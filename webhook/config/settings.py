@@ -17,8 +17,8 @@ from typing import Any
 
 from webhook.config.cloud import (CLOUD_APP_KEYS, Bridge, ClientConfig, app_cloud, check_bridges,
                                   clients)
-from webhook.config.tomlfile import TomlFile, load_toml
-from webhook.errors import ConfigError
+from webhook.config.tomlfile import TomlFile, known_keys, load_toml
+from webhook.errors import ConfigError, UnknownApp
 from webhook.passwords import FORMAT, parse_hash
 
 __all__ = ["AppConfig", "ServerConfig", "Settings", "Bridge", "ClientConfig", "ConsoleConfig",
@@ -130,8 +130,12 @@ class Settings:
     clients: tuple[ClientConfig, ...] = ()    # the token service's API keys
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
-    def app(self, appid: str) -> AppConfig | None:
-        return self.apps.get(appid)
+    def app(self, appid: str) -> AppConfig:
+        """The app served at ``/.../{appid}``; UnknownApp (404) if none is configured."""
+        app = self.apps.get(appid)
+        if app is None:
+            raise UnknownApp("unknown appid")
+        return app
 
 
 # (key, type, check, what it must be) for [server]
@@ -244,20 +248,16 @@ def _server(doc: TomlFile, base: Path) -> ServerConfig:
 
 
 def _console(doc: TomlFile, apps: Mapping[str, AppConfig]) -> ConsoleConfig:
-    raw = doc.data.get("console", {})
-    if not isinstance(raw, dict):
-        raise doc.error("must be a table", key="console")
-    for key in raw:
-        if key not in ("operators", "session_ttl"):
-            raise doc.error("unknown key (known: operators, session_ttl)", table="console",
-                            key=key)
+    def fail(problem: str, key: str | None = None) -> ConfigError:
+        return doc.error(problem, table="console" if key else None, key=key or "console")
+
+    raw = known_keys(doc.data.get("console", {}), ("operators", "session_ttl"), fail)
     ttl = raw.get("session_ttl", SESSION_TTL)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 60 <= ttl <= 30 * 86400:
-        raise doc.error(f"must be seconds between 60 and 2592000, got {ttl!r}", table="console",
-                        key="session_ttl")
+        raise fail(f"must be seconds between 60 and 2592000, got {ttl!r}", "session_ttl")
     listed = raw.get("operators", [])
     if not isinstance(listed, list):
-        raise doc.error("must be [[console.operators]] tables", table="console", key="operators")
+        raise fail("must be [[console.operators]] tables", "operators")
     operators: list[Operator] = []
     for index, entry in enumerate(listed):
         operator = _operator(doc, index, entry, apps)
@@ -269,14 +269,10 @@ def _console(doc: TomlFile, apps: Mapping[str, AppConfig]) -> ConsoleConfig:
 
 
 def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]) -> Operator:
-    def fail(problem: str, key: str | None) -> ConfigError:
+    def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table="console.operators", index=index, key=key)
 
-    if not isinstance(raw, dict):
-        raise fail("must be a table", None)
-    for key in raw:
-        if key not in ("name", "password_hash", "apps"):
-            raise fail("unknown key (known: apps, name, password_hash)", key)
+    known_keys(raw, ("apps", "name", "password_hash"), fail)
     name = raw.get("name")
     if not isinstance(name, str) or not _OPERATOR.match(name):
         raise fail("name is required: up to 64 letters, digits, '.', '@', '_' or '-'",
@@ -295,6 +291,8 @@ def _operator(doc: TomlFile, index: int, raw: Any, apps: Mapping[str, AppConfig]
     if unknown:
         raise fail(f"appid {unknown[0]!r} is not configured in [[apps]]", "apps")
     return Operator(name, hashed, tuple(allowed))
+
+
 def _is_port(value: str) -> bool:
     """``port:N`` with N a TCP port."""
     number = value.removeprefix("port:")

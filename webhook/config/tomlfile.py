@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from webhook.errors import ConfigError
 
-__all__ = ["TomlFile", "load_toml"]
+__all__ = ["TomlFile", "load_toml", "known_keys"]
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*(\.|=)")
@@ -65,6 +66,17 @@ class TomlFile:
               key: str | None = None) -> ConfigError:
         """A ConfigError that names this file and the line of ``key``."""
         return ConfigError(problem, file=self.path, line=self.line_of(table, index, key), key=key)
+
+
+def known_keys(raw: Any, known: Sequence[str], fail: Callable[..., ConfigError], *,
+               not_table: str = "must be a table") -> dict[str, Any]:
+    """``raw``, a table whose keys are all ``known``; else ``fail(problem[, key])``'s error."""
+    if not isinstance(raw, dict):
+        raise fail(not_table)
+    unknown = next((key for key in raw if key not in known), None)
+    if unknown is not None:
+        raise fail(f"unknown key (known: {', '.join(known)})", unknown)
+    return raw
 
 
 def load_toml(path: str | Path) -> TomlFile:

@@ -83,10 +83,6 @@ class Resource:
             raise Refused(403, "missing or wrong CSRF token: reload the page")
         return session
 
-    @staticmethod
-    def apps_of(operator: Operator) -> Sequence[str] | None:
-        return operator.apps
-
     def check_app(self, operator: Operator, appid: str) -> None:
         if appid not in self.parts.settings.apps or not operator.sees(appid):
             raise Refused(404, "no such app")
@@ -107,19 +103,14 @@ class Resource:
     def flagged(self, operator: Operator) -> int:
         if not self.parts.history.enabled:
             return 0
-        return len(self.store.history_conversations(appids=self.apps_of(operator), flagged=True,
+        return len(self.store.history_conversations(appids=operator.apps, flagged=True,
                                                     limit=1000))
 
     # -- answers -------------------------------------------------------------------------
     def render(self, resp: falcon.Response, session: Session, title: str, body: str, *,
-               active: str = "", notice: str = "") -> None:
+               active: str = "") -> None:
         html_page(resp, page(title, body, operator=session.operator.name, csrf=session.csrf,
-                             active=active, flagged=self.flagged(session.operator),
-                             notice=notice))
-
-    @staticmethod
-    def fragment(resp: falcon.Response, markup: str) -> None:
-        html_page(resp, markup)
+                             active=active, flagged=self.flagged(session.operator)))
 
     @staticmethod
     def done(req: falcon.Request, resp: falcon.Response, where: str, message: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from webhook.store.base import mask_url
+
 if TYPE_CHECKING:
     from webhook.console.base import Parts
 
@@ -39,16 +41,8 @@ def figures(parts: Parts) -> list[tuple[str, str]]:
     outbox = store.outbox_stats()
     inbox = store.inbox_stats()
     days = server.history_days
-    return [("store", _where(server.store)),
+    return [("store", mask_url(server.store)),
             ("apps", ", ".join(parts.settings.apps)),
             ("replies", ", ".join(f"{n} {state}" for state, n in outbox.items())),
             ("pushes", f"{inbox['pending']} waiting to be handled, {inbox['dead']} dead"),
             ("history", f"kept {days} days" if days else "off (history_days = 0)")]
-
-
-def _where(url: str) -> str:
-    if url.startswith("sqlite:"):
-        return url
-    from webhook.store.redis import mask_url   # a Redis store: redis is installed
-
-    return mask_url(url)

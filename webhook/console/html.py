@@ -51,9 +51,8 @@ def post_form(action: str, csrf: str, inner: str, *, cls: str = "inline", gone: 
 
 
 def page(title: str, body: str, *, operator: str | None = None, csrf: str = "",
-         active: str = "", flagged: int | None = None, notice: str = "") -> str:
-    """A whole page: the navigation (when logged in), ``notice`` (a short message of the last
-    action, already markup) and ``body`` (markup)."""
+         active: str = "", flagged: int | None = None) -> str:
+    """A whole page: the navigation (when logged in) and ``body`` (markup)."""
     nav = ""
     if operator is not None:
         links = []
@@ -65,7 +64,6 @@ def page(title: str, body: str, *, operator: str | None = None, csrf: str = "",
         logout = post_form("/console/logout", csrf,
                            f'<button type="submit" class="link">Log out {e(operator)}</button>')
         nav = f'<nav>{"".join(links)}{logout}</nav>'
-    note = f'<p class="notice" role="status">{notice}</p>' if notice else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -74,4 +72,4 @@ def page(title: str, body: str, *, operator: str | None = None, csrf: str = "",
         '<link rel="stylesheet" href="/console/static/console.css">'
         '<script src="/console/static/console.js" defer></script></head><body>'
         f'<header><span class="brand">wxpush</span>{nav}</header>'
-        f'<main>{note}<h1>{e(title)}</h1>{body}</main></body></html>')
+        f'<main><h1>{e(title)}</h1>{body}</main></body></html>')

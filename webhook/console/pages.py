@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import falcon
 
-from webhook.console.base import Resource
+from webhook.console.base import Resource, html_page
 from webhook.console.html import conversation_url, e, post_form, short_openid
 from webhook.console.views import conversation_list, reply_rows, timeline, window_status
 from webhook.delivery.windows import open_windows, window_key
@@ -58,7 +58,7 @@ class ConversationsPage(Resource):
             return
         listing = self.listing(req, apps)
         if req.get_param("part") == "list":
-            self.fragment(resp, listing)
+            html_page(resp, listing)
             return
         chosen = req.get_param("app") or ""
         tabs = ""
@@ -93,12 +93,12 @@ class ConversationPage(Resource):
         items = self.store.history_timeline(appid, openid, limit=TIMELINE) \
             if self.parts.history.enabled else []
         if req.get_param("part") == "timeline":
-            self.fragment(resp, timeline(appid, items))
+            html_page(resp, timeline(appid, items))
             return
         now = self.clock()
         window = window_status(open_windows(self.store.get(window_key(appid, openid)), now), now)
         if req.get_param("part") == "window":
-            self.fragment(resp, e(window))
+            html_page(resp, e(window))
             return
         conversation = self.store.history_conversation(appid, openid) \
             if self.parts.history.enabled else None
@@ -153,7 +153,7 @@ class RepliesPage(Resource):
                               '<button type="submit">Retry all dead</button>') if dead else "")
                  + reply_rows(dead, csrf=csrf, retry=True))
         if req.get_param("part") == "list":
-            self.fragment(resp, parts)
+            html_page(resp, parts)
             return
         purge = ""
         if operator.apps is None:   # purging reaches every app's rows

@@ -58,7 +58,7 @@ class FunctionResource(Endpoint):
         resp.cache_control = ["no-store"]
         started = time.monotonic()
         try:
-            app = self._app(appid)
+            app = self.settings.app(appid)
             token, session = self._session(app, req)
             target = _target(app, name)
             self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"),

@@ -26,7 +26,7 @@ from Crypto.Cipher import AES
 from webhook.config.settings import AppConfig, Settings
 from webhook.edge import read_body
 from webhook.errors import (MalformedRequest, RequestRejected, Retryable, StoreError, Unauthorized,
-                            UnknownApp, UnsupportedMediaType, WeChatAPIError)
+                            UnsupportedMediaType, WeChatAPIError)
 from webhook.logsafe import Repeats, shown
 from webhook.miniprogram.opendata import (check_raw_signature, decrypt_encrypted_data,
                                           parse_open_data, phone_info)
@@ -37,7 +37,7 @@ from webhook.wechat.api import WeChatAPI
 from webhook.wellformed import NotText, loads
 
 __all__ = ["register", "limiter_for", "json_body", "describe", "Endpoint", "Sessions", "Session", "new_session_token", "answer_json",
-           "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL"]
+           "BadInput", "NotLoggedIn", "MAX_CLOUD_IDS", "MISSING_CREDENTIAL", "refuse"]
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +130,13 @@ class Endpoint:
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         resp.cache_control = ["no-store"]
         try:
-            app = self._app(appid)
+            app = self.settings.app(appid)
             self.limiter.check(app.appid, req.remote_addr, req.get_header("X-Forwarded-For"))
             result = self.handle(app, req, self._body(req))
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
             self._refuse(resp, appid, exc)
             return
         answer_json(resp, 200, result)
-
-    def _app(self, appid: str) -> AppConfig:
-        app = self.settings.app(appid)
-        if app is None:
-            raise UnknownApp("unknown appid")
-        return app
 
     def _refuse(self, resp: falcon.Response, appid: str,
                 exc: RequestRejected | WeChatAPIError | StoreError) -> None:
@@ -154,7 +148,7 @@ class Endpoint:
             resp.set_header("Retry-After", str(exc.retry_after))
             answer_json(resp, 429, {"errcode": exc.errcode, "errmsg": exc.reason})
             return
-        status, errcode, errmsg = describe(exc)
+        status, errcode, errmsg = refuse(resp, exc)
         # errmsg may quote the request or WeChat: escaped, cut short, and repeated ones
         # written once per interval with a count
         self.repeats.log(log, logging.WARNING if status >= 500 else logging.INFO,
@@ -162,12 +156,6 @@ class Endpoint:
                          "%s appid=%s outcome=refused status=%d errcode=%d reason=%s",
                          self.kind, appid if appid in self.settings.apps else "-", status,
                          errcode, shown(errmsg))
-        if status == 503:
-            resp.set_header("Retry-After", "1")
-        # A 5xx from WeChat or the store is about our side (WeChat's errmsg may name our IP):
-        # details stay in the log. One of our own refusals says what it is.
-        public = errmsg if isinstance(exc, RequestRejected) else _PUBLIC_5XX.get(status, errmsg)
-        answer_json(resp, status, {"errcode": errcode, "errmsg": public})
 
     def handle(self, app: AppConfig, req: falcon.Request, body: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -328,6 +316,18 @@ def describe(exc: Exception) -> tuple[int, int, str]:
             return 400, exc.errcode, errmsg
         return (503 if isinstance(exc, Retryable) else 502), exc.errcode, errmsg
     return 503, -1, " ".join(str(exc).split())
+
+
+def refuse(resp: falcon.Response, exc: Exception) -> tuple[int, int, str]:
+    """Answer ``exc`` as ``{"errcode", "errmsg"}``; its status, errcode and errmsg, for the
+    log. A 5xx from WeChat or the store is about our side (WeChat's errmsg may name our IP):
+    details stay in the log. One of our own refusals says what it is."""
+    status, errcode, errmsg = describe(exc)
+    if status == 503:
+        resp.set_header("Retry-After", "1")
+    public = errmsg if isinstance(exc, RequestRejected) else _PUBLIC_5XX.get(status, errmsg)
+    answer_json(resp, status, {"errcode": errcode, "errmsg": public})
+    return status, errcode, errmsg
 
 
 def answer_json(resp: falcon.Response, status: int, body: Any) -> None:

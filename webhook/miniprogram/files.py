@@ -23,8 +23,7 @@ import falcon
 
 from webhook.config.cloud import FILE_PREFIX
 from webhook.config.settings import AppConfig, Settings
-from webhook.errors import (MalformedRequest, RequestRejected, Retryable, StoreError,
-                            UnknownApp, WeChatAPIError)
+from webhook.errors import MalformedRequest, RequestRejected, Retryable, StoreError, WeChatAPIError
 from webhook.logsafe import Repeats, shown
 from webhook.miniprogram.endpoints import limiter_for
 from webhook.ratelimit import Limiter, RateLimited
@@ -68,8 +67,6 @@ class FileResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, appid: str, path: str) -> None:
         try:
             app = self.settings.app(appid)
-            if app is None:
-                raise UnknownApp("unknown appid")
             fileid = file_id(path)
             if not any(fileid.startswith(prefix) for prefix in app.files):
                 raise NotServed("file not served: outside the app's files prefixes")

@@ -20,16 +20,8 @@ from Crypto.Cipher import AES
 from webhook.errors import MalformedRequest, Retryable, Unauthorized
 from webhook.wellformed import is_text, loads
 
-__all__ = [
-    "OpenDataError",
-    "SignatureMismatch",
-    "CLOUD_ID_EXPIRED",
-    "decrypt_encrypted_data",
-    "check_watermark",
-    "check_raw_signature",
-    "parse_open_data",
-    "phone_info",
-]
+__all__ = ["OpenDataError", "SignatureMismatch", "CLOUD_ID_EXPIRED", "decrypt_encrypted_data",
+           "check_watermark", "check_raw_signature", "parse_open_data", "phone_info"]
 
 CLOUD_ID_EXPIRED = -601006
 ILLEGAL_AES_KEY, ILLEGAL_IV, ILLEGAL_BUFFER, BAD_BASE64 = -41001, -41002, -41003, -41004

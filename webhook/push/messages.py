@@ -12,23 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = [
-    "Message",
-    "TextMessage",
-    "ImageMessage",
-    "MiniProgramPageMessage",
-    "Event",
-    "EnterSessionEvent",
-    "UnknownMessage",
-    "ENTER_SESSION_EVENT",
-    "Reply",
-    "TextReply",
-    "ImageReply",
-    "LinkReply",
-    "MiniProgramPageReply",
-    "TransferToHuman",
-    "hashed",
-]
+__all__ = ["Message", "TextMessage", "ImageMessage", "MiniProgramPageMessage", "Event",
+           "EnterSessionEvent", "UnknownMessage", "ENTER_SESSION_EVENT", "Reply", "TextReply",
+           "ImageReply", "LinkReply", "MiniProgramPageReply", "TransferToHuman", "hashed"]
 
 ENTER_SESSION_EVENT = "user_enter_tempsession"
 

@@ -42,7 +42,7 @@ class LiveRouter:
 
     def __init__(self, load: Callable[[], Router], path: str | None, *, interval: float = 1.0,
                  logger: logging.Logger = log, clock: Callable[[], float] = time.time) -> None:
-        self._load, self._path, self._interval, self._log = load, path, interval, logger
+        self._load, self.path, self._interval, self._log = load, path, interval, logger
         self._clock = clock
         self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
         self._router = self._build()
@@ -51,10 +51,6 @@ class LiveRouter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def path(self) -> str | None:
-        return self._path
 
     @property
     def current(self) -> Router:
@@ -68,10 +64,10 @@ class LiveRouter:
 
     def check(self) -> bool:
         """Reload if the file changed since the last look; True if a new router is in place."""
-        if self._path is None:
+        if self.path is None:
             return False
         with self._lock:
-            stamp = _stamp(self._path)
+            stamp = _stamp(self.path)
             if stamp == self._stamp:
                 return False
             self._stamp = stamp
@@ -79,7 +75,7 @@ class LiveRouter:
             if stamp is None:
                 self.error = "file missing"
                 self._log.error("rules reload failed file=%s: file missing; keeping the previous "
-                                "rules", self._path)
+                                "rules", self.path)
                 return False
             try:
                 router = self._build()
@@ -90,16 +86,16 @@ class LiveRouter:
             except Exception as exc:  # a bug in a loader must not take routing down
                 self.error = f"{type(exc).__name__} while loading"
                 self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
-                                self._path, type(exc).__name__, exc_info=exc)
+                                self.path, type(exc).__name__, exc_info=exc)
                 return False
             self._router, self.failed = router, False
             self.loaded_at, self.error = self._clock(), None
-            self._log.info("rules reloaded file=%s rules=%d", self._path, len(router.rules))
+            self._log.info("rules reloaded file=%s rules=%d", self.path, len(router.rules))
             return True
 
     def start(self) -> None:
         """Poll in a daemon thread (no-op without a file, or once started)."""
-        if self._path is None or self._thread is not None:
+        if self.path is None or self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, name="wxpush-rules", daemon=True)

@@ -167,40 +167,15 @@ class Predicate(Matcher):
         return MATCHED if result else None
 
 
-class _MsgType(Matcher):
-    def __init__(self, types: tuple[str, ...]) -> None:
-        self.kinds = frozenset(types)
+class _OneOf(Matcher):
+    """``value(message, env)`` is one of ``values`` (None never is)."""
+
+    def __init__(self, value: Callable[[Message, Env], str | None], values: tuple[str, ...],
+                 kinds: frozenset[str] | None = None) -> None:
+        self.value, self.values, self.kinds = value, frozenset(values), kinds
 
     def match(self, message: Message, env: Env) -> MatchResult | None:
-        return MATCHED if message.msg_type in self.kinds else None
-
-
-class _Event(Matcher):
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = frozenset(names)
-        self.kinds = frozenset(f"event:{name}" for name in names)
-
-    def match(self, message: Message, env: Env) -> MatchResult | None:
-        return MATCHED if isinstance(message, Event) and message.event in self.names else None
-
-
-class _SessionFrom(Matcher):
-    kinds = frozenset({f"event:{ENTER_SESSION_EVENT}"})
-
-    def __init__(self, values: tuple[str, ...]) -> None:
-        self.values = frozenset(values)
-
-    def match(self, message: Message, env: Env) -> MatchResult | None:
-        ok = isinstance(message, EnterSessionEvent) and message.session_from in self.values
-        return MATCHED if ok else None
-
-
-class _App(Matcher):
-    def __init__(self, appids: tuple[str, ...]) -> None:
-        self.appids = frozenset(appids)
-
-    def match(self, message: Message, env: Env) -> MatchResult | None:
-        return MATCHED if env.appid in self.appids else None
+        return MATCHED if self.value(message, env) in self.values else None
 
 
 class _Any(Matcher):
@@ -245,12 +220,13 @@ class _Regex(Matcher):
 
 def msgtype(*types: str) -> Matcher:
     """``MsgType`` is one of ``types`` (also types we do not model, e.g. "voice")."""
-    return _MsgType(types)
+    return _OneOf(lambda message, env: message.msg_type, types, frozenset(types))
 
 
 def event(*names: str) -> Matcher:
     """An event push whose ``Event`` is one of ``names``."""
-    return _Event(names)
+    return _OneOf(lambda message, env: message.event if isinstance(message, Event) else None,
+                  names, frozenset(f"event:{name}" for name in names))
 
 
 def keyword(*words: str) -> Matcher:
@@ -275,12 +251,14 @@ def regex(pattern: str | re.Pattern[str], flags: int = 0) -> Matcher:
 
 def session_from(*values: str) -> Matcher:
     """``user_enter_tempsession`` from a button whose ``session-from`` is one of ``values``."""
-    return _SessionFrom(values)
+    return _OneOf(lambda message, env: message.session_from
+                  if isinstance(message, EnterSessionEvent) else None,
+                  values, frozenset({f"event:{ENTER_SESSION_EVENT}"}))
 
 
 def app(*appids: str) -> Matcher:
     """A push to one of these apps."""
-    return _App(appids)
+    return _OneOf(lambda message, env: env.appid, appids)
 
 
 TEXT = msgtype("text")

@@ -71,18 +71,11 @@ def registry(queues: QueueCollector | None = None) -> CollectorRegistry:
     scrape = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(scrape)
-    else:
-        scrape.register(_Own())
+    else:   # a server not run by wxpush serve: this process's instruments
+        scrape.register(metrics.REGISTRY)
     if queues is not None:
         scrape.register(queues)
     return scrape
-
-
-class _Own:
-    """This process's instruments, for a server not run by ``wxpush serve``."""
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(metrics.REGISTRY.collect())
 
 
 def exposition(queues: QueueCollector | None = None) -> bytes:

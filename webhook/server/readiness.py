@@ -39,20 +39,17 @@ DeliveryCheck = Callable[[], Check]
 
 
 def delivery_by_file(beats: BeatFile, stall: float) -> DeliveryCheck:
-    """The delivery process of ``wxpush serve``: its last sign, as its supervisor noted it."""
+    """The delivery process of ``wxpush serve``: its last sign, as its supervisor noted it.
+    Silent for half of ``stall_timeout``: not ready, before the supervisor steps in."""
     def check() -> Check:
         last = beats.last()
-        return _beat(f"pid {last[0]}" if last else "process", last and last[1], stall)
+        if last is None:
+            return Check("delivery", False, "delivery process: no progress yet")
+        pid, silent = last
+        ok = silent <= stall / 2
+        return Check("delivery", ok, f"delivery pid {pid}: last progress {silent:.0f} s ago"
+                     + ("" if ok else f" (over {stall / 2:g} s: half of stall_timeout)"))
     return check
-
-
-def _beat(where: str, silent: float | None, stall: float) -> Check:
-    """Silent for half of ``stall_timeout``: not ready, before the supervisor steps in."""
-    if silent is None:
-        return Check("delivery", False, f"delivery {where}: no progress yet")
-    ok = silent <= stall / 2
-    return Check("delivery", ok, f"delivery {where}: last progress {silent:.0f} s ago"
-                 + ("" if ok else f" (over {stall / 2:g} s: half of stall_timeout)"))
 
 
 class Readiness:

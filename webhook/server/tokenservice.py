@@ -28,19 +28,19 @@ import falcon
 from webhook.config.settings import ClientConfig, Settings
 from webhook.errors import RequestRejected, StoreError, Unauthorized, WeChatAPIError
 from webhook.logsafe import Repeats, shown
-from webhook.miniprogram.endpoints import BadInput, answer_json, describe, json_body
+from webhook.miniprogram.endpoints import BadInput, answer_json, json_body, refuse
 from webhook.wechat.tokens import TokenProvider
 
 __all__ = ["TokenResource", "InvalidTokenResource", "register", "key_digest"]
 
 log = logging.getLogger(__name__)
 
-MISSING_KEY, NOT_GRANTED = 41008, 48001
+NOT_GRANTED = 48001   # WeChat's "api unauthorized"; an unknown key is 41008, as any 401
 MAX_TOKEN = 1024
 
 
 class NotGranted(RequestRejected):
-    status = 403
+    status, errcode = 403, NOT_GRANTED
 
 
 def key_digest(key: str) -> str:
@@ -49,8 +49,6 @@ def key_digest(key: str) -> str:
 
 
 class _TokenEndpoint:
-    kind = "token"
-
     def __init__(self, *, settings: Settings, tokens: TokenProvider, repeats: Repeats,
                  clock: Callable[[], float]) -> None:
         self.settings, self.tokens, self.repeats, self.clock = settings, tokens, repeats, clock
@@ -77,20 +75,10 @@ class _TokenEndpoint:
             client = self._client(req, appid)
             token, expires_at = fetch()
         except (RequestRejected, WeChatAPIError, StoreError) as exc:
-            status, errcode, errmsg = describe(exc)
-            if isinstance(exc, Unauthorized):
-                errcode = MISSING_KEY
-            elif isinstance(exc, NotGranted):
-                errcode = NOT_GRANTED
+            status, _, errmsg = refuse(resp, exc)
             self.repeats.log(log, logging.WARNING, f"{what} {status}", "%s appid=%s "
                              "outcome=refused status=%d reason=%s client=%s", what,
                              shown(appid, 64), status, shown(errmsg), shown(req.remote_addr))
-            if status == 503:
-                resp.set_header("Retry-After", "1")
-            public = errmsg if isinstance(exc, RequestRejected) else \
-                "WeChat or the store is busy or unreachable: retry later" if status == 503 else \
-                "WeChat refused the token: see the server log"
-            answer_json(resp, status, {"errcode": errcode, "errmsg": public})
             return
         expires_in = max(0, int(expires_at - self.clock()))
         log.info("%s appid=%s client=%s outcome=ok expires_in=%d", what, appid, client.name,

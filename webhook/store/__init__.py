@@ -7,7 +7,8 @@ import logging
 import time
 
 from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, Backlog, Conversation,
-                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
+                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate,
+                                mask_url)
 
 __all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "INBOX_STATES",
            "ValueUpdate", "Backlog", "HistoryItem", "Conversation", "open_store",
@@ -46,8 +47,6 @@ def require_durable(store: Store, url: str, *, allow_volatile: bool) -> None:
     keeps = store.keeps_data()
     if keeps:
         return
-    from webhook.store.redis import mask_url
-
     where = mask_url(url)
     if keeps is None:
         log.warning("cannot tell whether the Redis at %s keeps what it is told across a restart "

@@ -27,13 +27,14 @@ import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from webhook.logsafe import shown
 from webhook.metrics import DUPLICATES
 
 __all__ = ["Store", "InboxEntry", "OutboxRow", "NewReply", "ValueUpdate", "Backlog",
            "HistoryItem", "Conversation", "timeline_order", "OUTBOX_STATES", "INBOX_STATES",
-           "DID_NOT_FINISH", "WAIT", "log_duplicate", "lease_owner"]
+           "DID_NOT_FINISH", "WAIT", "log_duplicate", "lease_owner", "mask_url"]
 
 log = logging.getLogger(__name__)
 
@@ -366,3 +367,12 @@ def lease_owner() -> str:
     """A name for who holds a lease: its host and process, so an operator can see who holds
     what, and a random part, so two holders are never taken for one."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def mask_url(url: str) -> str:
+    """A store URL with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***@"
+    return urlunsplit(parts._replace(netloc=userinfo + parts.netloc.rpartition("@")[2]))

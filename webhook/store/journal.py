@@ -193,13 +193,10 @@ class Journal:
                 if chunk.final:
                     self._release(chunk.name, delete=True)
 
-    def waiting(self) -> int:
-        """Pushes (whole lines) appended to any file but not yet taken, counted from the
-        committed read positions; any process may ask."""
-        return self.backlog()[0]
-
     def backlog(self) -> tuple[int, float | None]:
-        """``waiting()`` and the receive time of the oldest of them (None: none waits)."""
+        """Pushes (whole lines) appended to any file but not yet taken, counted from the
+        committed read positions, and the receive time of the oldest of them (None: none
+        waits); any process may ask."""
         count, oldest = 0, None
         for name in os.listdir(self.directory):
             if not name.endswith(SUFFIX):

@@ -34,33 +34,24 @@ from collections.abc import Callable, Sequence
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from webhook.errors import StoreError
 from webhook.store import redis_scripts as lua
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, WAIT, Backlog,
-                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate)
+                                InboxEntry, NewReply, OutboxRow, Store, ValueUpdate, log_duplicate,
+                                mask_url)
 from webhook.store.redis_errors import store_errors as _store_errors
 from webhook.store.redis_history import RedisHistory
 
-__all__ = ["RedisStore", "mask_url", "SCHEMA_VERSION"]
+__all__ = ["RedisStore", "SCHEMA_VERSION"]
 
 BATCH = 500   # ids per requeue / purge script call
 # The key layout's version, kept under ``P schema`` (set by the first server to start); a
 # server refuses a newer one.
 SCHEMA_VERSION = 1
 OLDEST_SCAN = 1000   # pending inbox entries read for the oldest (they are being handled: few)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo = f"{parts.username or ''}:***@"
-    return urlunsplit(parts._replace(netloc=userinfo + parts.netloc.rpartition("@")[2]))
 
 
 def _px(ttl: float) -> int:

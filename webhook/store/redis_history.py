@@ -16,6 +16,7 @@ Key layout (``P`` the store's prefix; a conversation ``C`` is ``{appid}:{openid}
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,21 +85,13 @@ return {#members, #gone}
 
 
 def _item_json(item: HistoryItem) -> str:
-    fields: dict[str, Any] = {"item": item.item, "at": repr(item.at),
-                              "direction": item.direction, "body": item.body, "rule": item.rule,
-                              "state": item.state}
-    if item.errcode is not None:
-        fields["errcode"] = item.errcode
-    if item.errmsg is not None:
-        fields["errmsg"] = item.errmsg
-    return json.dumps(fields, ensure_ascii=False)
+    fields = {key: value for key, value in asdict(item).items() if value is not None}
+    return json.dumps({**fields, "at": repr(item.at)}, ensure_ascii=False)
 
 
 def _item(text: str) -> HistoryItem:
-    f = json.loads(text)
-    return HistoryItem(item=f["item"], at=float(f["at"]), direction=f["direction"],
-                       body=f["body"], rule=f.get("rule", ""), state=f.get("state", ""),
-                       errcode=f.get("errcode"), errmsg=f.get("errmsg"))
+    fields = json.loads(text)
+    return HistoryItem(**{**fields, "at": float(fields["at"])})
 
 
 class RedisHistory:
@@ -114,9 +107,6 @@ class RedisHistory:
         return {"HISTORY_ADD": client.register_script(HISTORY_ADD),
                 "HISTORY_PURGE": client.register_script(HISTORY_PURGE)}
 
-    def _conversation(self, appid: str, openid: str) -> str:
-        return f"{appid}:{openid}"
-
     @store_errors
     def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
                     preview: str | None = None, flag: str | None = None) -> None:
@@ -126,7 +116,7 @@ class RedisHistory:
 
     @store_errors
     def history_handled(self, appid: str, openid: str) -> bool:
-        conversation = self._conversation(appid, openid)
+        conversation = f"{appid}:{openid}"
         pipe = self.client.pipeline()
         pipe.hdel(f"{self.prefix}hm:{conversation}", "flag", "flagged_at")
         pipe.zrem(f"{self.prefix}hf", conversation)
@@ -176,7 +166,7 @@ class RedisHistory:
 
     @store_errors
     def history_conversation(self, appid: str, openid: str) -> Conversation | None:
-        member = self._conversation(appid, openid)
+        member = f"{appid}:{openid}"
         last_at = self.client.zscore(f"{self.prefix}hc", member)
         return None if last_at is None else self._conversations([(member, last_at)])[0]
 
@@ -185,7 +175,7 @@ class RedisHistory:
                          limit: int = 200) -> list[HistoryItem]:
         if limit <= 0:
             return []
-        conversation = self._conversation(appid, openid)
+        conversation = f"{appid}:{openid}"
         names = self.client.zrevrange(f"{self.prefix}ho:{conversation}", 0, limit - 1)
         if not names:
             return []

@@ -110,10 +110,6 @@ def _add_error_column(conn: sqlite3.Connection) -> None:
             raise
 
 
-def _inbox_entry(row: tuple) -> InboxEntry:
-    return InboxEntry(*row)
-
-
 def _outbox_row(row: tuple) -> OutboxRow:
     return OutboxRow(str(row[0]), *row[1:])
 
@@ -137,7 +133,8 @@ class SqliteStore(SqliteHistory, Store):
             with self._connection() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")   # persistent in the file
                 _migrate(conn, path)
-            self._journal = Journal(f"{path}-inbox", offset=self._journal_offset)
+            self._journal = Journal(f"{path}-inbox", offset=lambda name: int(
+                self.get(f"journal:{name}") or 0))
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
 
@@ -347,7 +344,7 @@ class SqliteStore(SqliteHistory, Store):
 
         rows = self._write(write)
         self._journal.done(chunks)
-        return sorted((_inbox_entry(r) for r in rows), key=lambda e: e.received_at)
+        return sorted((InboxEntry(*r) for r in rows), key=lambda e: e.received_at)
 
     def _insert(self, conn: sqlite3.Connection, entry: InboxEntry, expires_at: float,
                 now: float) -> None:
@@ -371,9 +368,6 @@ class SqliteStore(SqliteHistory, Store):
             log_duplicate(entry, conn.execute("SELECT state FROM inbox WHERE key = ?",
                                               (entry.key,)).fetchone()[0])
 
-    def _journal_offset(self, name: str) -> int:
-        return int(self.get(f"journal:{name}") or 0)
-
     def inbox_retry(self, key: str, *, owner: str, next_at: float, error: str) -> bool:
         return self._write(lambda conn, now: conn.execute(
             "UPDATE inbox SET owner = NULL, lease_until = ?, error = ? "
@@ -389,7 +383,7 @@ class SqliteStore(SqliteHistory, Store):
     def inbox_stats(self) -> dict[str, int]:
         """Pending counts the pushes still in the journals too (retries among them)."""
         try:
-            journaled = self._journal.waiting()
+            journaled = self._journal.backlog()[0]
         except OSError as exc:
             raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         with self._connection() as conn:
@@ -405,7 +399,7 @@ class SqliteStore(SqliteHistory, Store):
                 f"SELECT {_INBOX_COLS} FROM inbox WHERE state IN ({', '.join('?' * len(states))}) "
                 "AND expires_at > ? ORDER BY received_at DESC LIMIT ?",
                 (*states, self.clock(), limit)).fetchall()
-        return [_inbox_entry(r) for r in rows]
+        return [InboxEntry(*r) for r in rows]
 
     def inbox_requeue(self, keys: Sequence[str] | None = None, *, ttl: float) -> int:
         def write(conn: sqlite3.Connection, now: float) -> int:
@@ -554,12 +548,10 @@ class SqliteStore(SqliteHistory, Store):
 
     # -- both queues ----------------------------------------------------------------------
     def backlog(self) -> Backlog:
-        journal, journal_oldest = 0, None
-        if self._journal is not None:
-            try:
-                journal, journal_oldest = self._journal.backlog()
-            except OSError as exc:
-                raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
+        try:
+            journal, journal_oldest = self._journal.backlog()
+        except OSError as exc:
+            raise StoreError(f"sqlite store {self.path}: journal: {exc}") from exc
         with self._connection() as conn:
             inbox, inbox_oldest = conn.execute(
                 "SELECT COUNT(*), MIN(received_at) FROM inbox WHERE state = 'pending' "

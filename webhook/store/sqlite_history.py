@@ -36,10 +36,6 @@ _ITEM_COLS = "item, at, direction, body, rule, state, errcode, errmsg"
 _CONVERSATION_COLS = "appid, openid, last_at, preview, flag, flagged_at"
 
 
-def _in(values: Sequence[str]) -> str:
-    return ", ".join("?" * len(values))
-
-
 class SqliteHistory:
     """Mixed into ``SqliteStore``, whose write turn and connections it uses."""
 
@@ -77,7 +73,7 @@ class SqliteHistory:
                               flagged: bool = False, limit: int = 100) -> list[Conversation]:
         where, params = [], []
         if appids is not None:
-            where.append(f"appid IN ({_in(appids)})")
+            where.append(f"appid IN ({', '.join('?' * len(appids))})")
             params += list(appids)
         if flagged:
             where.append("flag IS NOT NULL")

@@ -23,13 +23,13 @@ from webhook.errors import (CloudNotFound, ConfigError, FunctionFailed, Function
 from webhook.wechat.client import WeChatClient
 from webhook.wechat.tokens import TokenProvider
 
-__all__ = ["Cloud", "DownloadLink", "FileStatus", "Updated", "database_result",
+__all__ = ["Cloud", "DownloadLink", "Updated", "database_result",
            "LINK_LIFETIME", "MAX_FILES", "FUNCTION_LIMIT"]
 
 log = logging.getLogger(__name__)
 FUNCTION_LIMIT = 5.0        # WeChat stops a function called over HTTP after 5 s (§9.1)
 LINK_LIFETIME = 7200        # seconds a download link is asked to live (max_age, §9.4)
-MAX_FILES = 50              # files per batchdownloadfile / batchdeletefile call (§9.4)
+MAX_FILES = 50              # files per batchdownloadfile call (§9.4)
 # Errcodes of the cloud APIs (docs/protocol.md §9.6)
 FUNCTION_FAILED, FUNCTION_TIMEOUT = -504002, -504003
 NOT_FOUND, NOT_OPENED = -501000, 85088
@@ -41,13 +41,6 @@ class DownloadLink:
 
     fileid: str
     url: str
-    status: int
-    errmsg: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileStatus:
-    fileid: str
     status: int
     errmsg: str
 
@@ -109,24 +102,6 @@ class Cloud:
             payload={"env": self._env(appid, env), "query": statement.text}))
         return database_result(statement.action, body)
 
-    def find(self, appid: str, statement: Statement, *, env: str | None = None
-             ) -> list[dict[str, Any]]:
-        """The records a ``get()`` statement matches."""
-        return self.database(appid, _kind(statement, "databasequery"), env=env)
-
-    def count(self, appid: str, statement: Statement, *, env: str | None = None) -> int:
-        return self.database(appid, _kind(statement, "databasecount"), env=env)
-
-    def add(self, appid: str, statement: Statement, *, env: str | None = None) -> list[str]:
-        """The ``_id`` of each record added."""
-        return self.database(appid, _kind(statement, "databaseadd"), env=env)
-
-    def update(self, appid: str, statement: Statement, *, env: str | None = None) -> Updated:
-        return self.database(appid, _kind(statement, "databaseupdate"), env=env)
-
-    def remove(self, appid: str, statement: Statement, *, env: str | None = None) -> int:
-        return self.database(appid, _kind(statement, "databasedelete"), env=env)
-
     # -- storage --------------------------------------------------------------------------
     def upload(self, appid: str, path: str, data: bytes, *, env: str | None = None) -> str:
         """Store ``data`` at ``path``; the file's ID (``cloud://...``), its lasting name.
@@ -165,19 +140,6 @@ class Cloud:
                                           str(item.get("download_url") or ""),
                                           _status(item), str(item.get("errmsg", ""))[:200]))
         return links
-
-    def delete(self, appid: str, file_ids: Iterable[str], *, env: str | None = None
-               ) -> list[FileStatus]:
-        statuses = []
-        for batch in _batches(list(file_ids)):
-            body = self._call(appid, lambda token, batch=batch: self.client.tcb(
-                "batchdeletefile", access_token=token,
-                payload={"env": self._env(appid, env), "fileid_list": batch}))
-            for item in _list(body, "delete_list"):
-                item = item if isinstance(item, dict) else {}
-                statuses.append(FileStatus(str(item.get("fileid", "")), _status(item),
-                                           str(item.get("errmsg", ""))[:200]))
-        return statuses
 
     # -- shared ---------------------------------------------------------------------------
     def _env(self, appid: str, env: str | None) -> str:
@@ -233,12 +195,6 @@ def database_result(action: str, body: Mapping[str, Any]) -> Any:
     if action == "databasedelete":
         return _int(body, "deleted")
     raise ValueError(f"not a database API: {action}")
-
-
-def _kind(statement: Statement, action: str) -> Statement:
-    if statement.action != action:
-        raise ValueError(f"a {statement.action} statement, not {action}")
-    return statement
 
 
 def _cloud_error(exc: WeChatAPIError) -> WeChatAPIError:
