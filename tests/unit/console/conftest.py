@@ -90,6 +90,14 @@ class Console:
             time.sleep(0.02)
         raise AssertionError("timed out")
 
+    def replied(self, count: int) -> list:
+        """Wait until WeChat got ``count`` replies and each is marked sent in the store: WeChat
+        has a reply a moment before wxpush marks it, and the pages show the mark."""
+        def done():
+            sent = self.emulator.sent(APPID)
+            return len(sent) == count and self.store.outbox_stats()["sent"] == count and sent
+        return self.wait(done)
+
     def push(self, openid: str, text: str, msg_id: int) -> None:
         fields = {"ToUserName": self.builder.original_id, "FromUserName": openid,
                   "CreateTime": int(self.clock()), "MsgType": "text", "Content": text,

@@ -115,10 +115,10 @@ def test_conversations_update_and_an_answer_goes_through_the_outbox(console: Con
     caplog.set_level(logging.INFO, logger="webhook.console")
     console.login()
     console.push("oA", "几点开门", 1)
-    console.wait(lambda: len(console.emulator.sent(APPID)) == 1)
+    console.replied(1)
     console.clock.advance(1)
     console.push("oB", "你好", 2)
-    console.wait(lambda: len(console.emulator.sent(APPID)) == 2)
+    console.replied(2)
     listing = console.client.simulate_get("/console/conversations?part=list").text
     assert listing.index(">oB<") < listing.index(">oA<")   # the latest first
     part = console.client.simulate_get(f"/console/conversations/{APPID}/oA?part=timeline")
@@ -129,7 +129,7 @@ def test_conversations_update_and_an_answer_goes_through_the_outbox(console: Con
     answer = console.post(f"/console/conversations/{APPID}/oA/reply",
                           {"text": "您好，我是店员小安"}, csrf=csrf)
     assert answer.status_code == 200 and answer.text.startswith("queued as reply #")
-    console.wait(lambda: len(console.emulator.sent(APPID)) == 3)
+    console.replied(3)
     assert console.emulator.sent(APPID)[-1] == (
         APPID, "oA", {"msgtype": "text", "text": {"content": "您好，我是店员小安"}})
     timeline = console.wait(lambda: (t := console.client.simulate_get(
@@ -145,7 +145,7 @@ def test_conversations_update_and_an_answer_goes_through_the_outbox(console: Con
 def test_an_answer_without_the_csrf_token_is_refused_and_changes_nothing(console: Console):
     console.login()
     console.push("oA", "几点", 1)
-    console.wait(lambda: console.emulator.sent(APPID))
+    console.replied(1)
     before = console.store.outbox_stats()
     for csrf in (None, "", "forged-token"):
         answer = console.post(f"/console/conversations/{APPID}/oA/reply", {"text": "x"},
@@ -157,7 +157,7 @@ def test_an_answer_without_the_csrf_token_is_refused_and_changes_nothing(console
 def test_an_answer_wechat_would_refuse_is_refused_with_the_reason(console: Console, clock):
     console.login()
     console.push("oA", "几点", 1)
-    console.wait(lambda: console.emulator.sent(APPID))
+    console.replied(1)
     clock.advance(48.5 * 3600)
     console.login()   # the session expired meanwhile
     answer = console.post(f"/console/conversations/{APPID}/oA/reply", {"text": "还在吗"},
@@ -234,15 +234,14 @@ def test_an_operator_of_some_apps_sees_only_those(console: Console):
 def test_an_image_answer_is_uploaded_and_queued(console: Console):
     console.login()
     console.push("oI", "几点", 1)
-    console.wait(lambda: console.emulator.sent(APPID))
+    console.replied(1)
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
     url = f"/console/conversations/{APPID}/oI/image"
     headers = {"X-CSRF-Token": console.csrf(), "X-Requested-With": "console"}
     answer = console.client.simulate_post(url, body=png,
                                           headers={**headers, "Content-Type": "image/png"})
     assert answer.status_code == 200, answer.text
-    sent = console.wait(lambda: len(console.emulator.sent(APPID)) == 2 and
-                        console.emulator.sent(APPID)[-1])
+    sent = console.replied(2)[-1]
     media_id = sent[2]["image"]["media_id"]
     assert console.emulator.media[media_id].data == png
     assert console.client.simulate_post(url, body=b"GIF89a", headers={
@@ -273,7 +272,7 @@ def test_a_customers_image_is_fetched_from_wechat(console: Console):
 def test_typing_is_shown_only_while_wechat_allows_it(console: Console, clock):
     console.login()
     console.push("oT", "几点", 1)
-    console.wait(lambda: console.emulator.sent(APPID))
+    console.replied(1)
     url = f"/console/conversations/{APPID}/oT/typing"
     assert console.post(url, {}, csrf=console.csrf()).status_code == 200
     clock.advance(60)
@@ -312,7 +311,7 @@ def test_with_history_off_the_console_shows_live_state_only(tmp_path, clock):
     for console in build_console(tmp_path, clock, history_days=0):
         console.login()
         console.push("oA", "你好", 1)
-        console.wait(lambda: console.emulator.sent(APPID))
+        console.replied(1)
         assert "History is off" in console.client.simulate_get("/console/conversations").text
         assert console.store.history_conversations() == []
         page = console.client.simulate_get(f"/console/conversations/{APPID}/oA")
