@@ -66,8 +66,8 @@ class ServerConfig:
     token_refresh_ahead: int = 300
     handler_budget: float = 3.0
     dedupe_ttl: int = 86400
-    senders: int = 4
-    handler_threads: int = 2
+    senders: int = 128
+    handler_threads: int = 8
     send_attempts: int = 8
     handle_attempts: int = 5
     session_ttl: int = 7 * 86400
@@ -151,7 +151,8 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "token_refresh_ahead": (int, lambda v: 0 <= v < 7200, "seconds between 0 and 7199"),
     "handler_budget": ((int, float), lambda v: 0 < v <= 60, "seconds between 0 and 60"),
     "dedupe_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
-    "senders": (int, lambda v: 0 <= v <= 64, "a thread count between 0 and 64"),
+    "senders": (int, lambda v: 0 <= v <= 1024,
+                "a count of sends in flight between 0 and 1024 (0: this process sends none)"),
     "handler_threads": (int, lambda v: 1 <= v <= 64, "a thread count between 1 and 64"),
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "handle_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),

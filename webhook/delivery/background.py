@@ -3,11 +3,14 @@
 It runs in ``wxpush deliver`` (the delivery process ``wxpush serve`` starts beside gunicorn,
 with either store). Stopping means: stop taking, let in-flight work finish. One loop takes
 recorded pushes as soon as they are recorded (the store wakes it) and those whose handler
-died, or failed and waited, when their lease runs out, and hands them to handler threads;
-senders wake when this process queues a reply and otherwise poll, so replies queued by other
-processes or hosts go out too. A push whose handling fails is tried again later, and set aside as dead with its
-error once it has been tried ``handle_attempts`` times (a handler that died counts as a try);
-a loop whose store fails tries again less and less often (``webhook.backoff.Loop``).
+died, or failed and waited, when their lease runs out, and hands them to handler threads.
+Another claims due replies, as many as may be in flight (``webhook.delivery.inflight``),
+and starts a send for each at once (a claimed row never waits for a free sender while its
+lease runs out); it wakes when this process queues a reply or a send ends, and otherwise
+polls, so replies queued by other processes or hosts go out too. A push whose handling fails
+is tried again later, and set aside as dead with its error once it has been tried
+``handle_attempts`` times (a handler that died counts as a try); a loop whose store fails
+tries again less and less often (``webhook.backoff.Loop``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from webhook.backoff import Loop, backoff
 from webhook.delivery.handling import Responder, failure
 from webhook.delivery.heartbeat import Heartbeat
+from webhook.delivery.inflight import InFlight
 from webhook.delivery.sender import Sender
 from webhook.errors import MalformedRequest, StoreError
 from webhook.logsafe import Repeats, shown
-from webhook.store import InboxEntry, Store
+from webhook.store import InboxEntry, OutboxRow, Store
 
 __all__ = ["Background"]
 
@@ -32,10 +36,12 @@ log = logging.getLogger(__name__)
 AHEAD = 256        # taken pushes not yet handled, at most
 TAKE_WAIT = 0.5    # seconds the take loop waits for a push to be recorded, between rounds
 FULL_PAUSE = 0.005  # seconds it waits while the handlers are behind
+GATHER = 0.01      # seconds replies gather after a claim that took all that were due
 
 
 class Background:
-    """``handle_attempts``: how many times a push is handled before it is set aside as
+    """``senders``: at most this many sends in flight (0: this process sends nothing);
+    ``handle_attempts``: how many times a push is handled before it is set aside as
     dead (the first retry ``handle_retry`` seconds after a failure, then twice as long each
     time, at most a lease); ``retry_base`` / ``retry_cap``: the backoff of a loop whose
     step keeps failing; ``repeats``: how often a repeated error is logged; ``heartbeat``:
@@ -43,7 +49,7 @@ class Background:
     delivery process."""
 
     def __init__(self, *, store: Store, responder: Responder, sender: Sender, owner: str,
-                 lease: float, senders: int = 2, handler_threads: int = 2,
+                 lease: float, senders: int = 128, handler_threads: int = 2,
                  handle_attempts: int = 5, handle_retry: float = 1.0, poll: float = 0.1,
                  retry_base: float = 0.05, retry_cap: float = 10.0,
                  repeats: Repeats | None = None, heartbeat: Heartbeat | None = None) -> None:
@@ -54,6 +60,8 @@ class Background:
         self._retry_base, self._retry_cap = retry_base, retry_cap
         self._repeats, self._heartbeat = repeats or Repeats(), heartbeat
         self._pool: ThreadPoolExecutor | None = None
+        self._sends: ThreadPoolExecutor | None = None
+        self._inflight_sends = InFlight(senders) if senders else None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -74,7 +82,10 @@ class Background:
     def start(self) -> None:
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="wxpush-handler")
-        steps = [("inbox take", self._take), *[("outbox send", self._send)] * self._senders]
+        steps = [("inbox take", self._take)]
+        if self._senders:
+            self._sends = ThreadPoolExecutor(self._senders, thread_name_prefix="wxpush-send")
+            steps.append(("outbox claim", self._claim))
         names = [f"wxpush-{name.split()[1]}-{i}" for i, (name, _) in enumerate(steps)]
         if self._heartbeat is not None:
             self._heartbeat.watch(names)
@@ -95,12 +106,13 @@ class Background:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=False)
-        self._pool, self._threads = None, []
+        for pool in (self._pool, self._sends):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=False)
+        self._pool, self._sends, self._threads = None, None, []
 
     def _run(self, name: str, step: Callable[[], float]) -> None:
-        Loop(name, step, stop=self._stopping, wait=self._idle if name == "outbox send" else None,
+        Loop(name, step, stop=self._stopping, wait=self._idle if name == "outbox claim" else None,
              base=self._retry_base, cap=self._retry_cap, repeats=self._repeats,
              beat=self._beat, logger=log).run()
 
@@ -171,10 +183,40 @@ class Background:
                 self._submit(entry)
         return 0.0
 
-    def _send(self) -> float:
-        """Deliver due replies (a send may take seconds: each is a sign of progress); when
-        there were none, wait for a wake-up or the next poll."""
-        return 0.0 if self._sender.run_once(progress=self._beat) else self._poll
+    def _claim(self) -> float:
+        """Claim as many due replies as may be sent now and start their sends; while none
+        may start, wait for a send to end (or the next poll); when none was due, wait for a
+        wake-up or the next poll. After a claim that took all that were due, the replies
+        queued meanwhile are let gather a moment, to be claimed in one write rather than
+        one write each."""
+        sends = self._inflight_sends
+        free = sends.free() or sends.wait_free(self._poll)
+        if not free:
+            return 0.0
+        rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=free)
+        for row in rows:
+            started = sends.start()
+            try:
+                self._sends.submit(self._deliver, row, started)
+            except RuntimeError:   # shutting down: claimed again when its lease runs out
+                sends.end(started, backed_off=False)
+        if not rows:
+            return self._poll
+        if len(rows) < free:
+            self._stopping.wait(GATHER)
+        return 0.0
+
+    def _deliver(self, row: OutboxRow, started: float) -> None:
+        outcome = "failed"
+        try:
+            outcome = self._sender.deliver(row)
+        except Exception as exc:   # the store failed (a read, or the mark after the send)
+            self._repeats.log(log, logging.ERROR, "send store", "send failed id=%s error=%s: "
+                              "%s; claimed again when its lease runs out", row.id,
+                              type(exc).__name__, shown(exc, 200))
+        finally:
+            self._inflight_sends.end(started, backed_off=outcome == "busy")
+            self._wake.set()
 
     def _idle(self, seconds: float) -> None:
         self._wake.wait(seconds)

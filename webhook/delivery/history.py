@@ -127,16 +127,12 @@ class History:
                 self._guarded("reply", lambda row=row: self._store.history_add(
                     row.appid, row.openid, [reply_item(row)]))
 
-    def reply(self, row_id: str) -> None:
-        """A send ended (sent, retrying or dead): note the row's state as the store has it."""
+    def reply(self, row: OutboxRow) -> None:
+        """A send ended (sent, retrying or dead): note ``row`` in the state it was left in."""
         if self.enabled:
-            self._guarded("reply", lambda: self._reply(row_id))
-
-    def _reply(self, row_id: str) -> None:
-        row = self._store.outbox_get(row_id)
-        if row is not None:
-            self._store.history_add(row.appid, row.openid, [reply_item(row)],
-                                    flag=DEAD if row.state == "dead" else None)
+            self._guarded("reply", lambda: self._store.history_add(
+                row.appid, row.openid, [reply_item(row)],
+                flag=DEAD if row.state == "dead" else None))
 
     # -- purge ----------------------------------------------------------------------------
     def purge(self) -> float:

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from webhook.backoff import backoff
@@ -25,7 +26,7 @@ from webhook.errors import Permanent, WeChatAPIError
 from webhook.logsafe import shown
 from webhook.metrics import DEAD_LETTERS, REPLIES_SENT, SENDS
 from webhook.push.messages import hashed
-from webhook.store import OutboxRow, Store
+from webhook.store import OutboxRow, Store, ValueUpdate
 
 __all__ = ["Sender", "SendAPI"]
 
@@ -56,14 +57,19 @@ class Sender:
                 progress()
         return len(rows)
 
-    def deliver(self, row: OutboxRow) -> None:
+    def deliver(self, row: OutboxRow) -> str:
+        """Send ``row`` and mark it; the outcome: "sent"; "refused" (for good: set aside);
+        "busy" (WeChat answered with a passing error: the row is tried later, or set aside
+        after its attempts, and the sender backs off); "failed" (our own error: the same,
+        without backing off)."""
         window = window_key(row.appid, row.openid)
         refused = verdict(self._store.get(window), self._clock())
         if refused:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=None, errmsg=refused)
             DEAD_LETTERS.labels(row.appid, "window").inc()
             self._log(row, "dead", 0.0, errmsg=refused)
-            return
+            self._note(row, "dead", None, refused)
+            return "refused"
         started = self._timer()
         try:
             self._api.send(row.appid, row.openid, json.loads(row.body))
@@ -73,19 +79,25 @@ class Sender:
                                     errmsg=exc.errmsg)
             DEAD_LETTERS.labels(row.appid, str(exc.errcode)).inc()
             self._log(row, "dead", self._timer() - started, exc.errcode, exc.errmsg)
+            self._note(row, "dead", exc.errcode, exc.errmsg)
+            return "refused"
         except WeChatAPIError as exc:   # Retryable, or TokenInvalid after its one retry
             SENDS.labels(row.appid, str(exc.errcode)).inc()
             self._later(row, exc.errcode, exc.errmsg, self._timer() - started)
+            return "busy"
         except Exception as exc:  # a bug or an unreadable local file: keep the row, retry
             log.exception("send failed unexpectedly id=%s", row.id)
             SENDS.labels(row.appid, "error").inc()
             self._later(row, None, f"{type(exc).__name__}", self._timer() - started)
+            return "failed"
         else:
             SENDS.labels(row.appid, "0").inc()
-            self._store.outbox_sent(row.id, owner=self._owner)
-            self._store.update(window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL)
+            self._store.outbox_sent(row.id, owner=self._owner, also=ValueUpdate(
+                window, lambda old: take(old, self._clock()), ttl=WINDOW_TTL))
             REPLIES_SENT.labels(row.appid).inc()
             self._log(row, "sent", self._timer() - started)
+            self._note(row, "sent", row.errcode, row.errmsg)
+            return "sent"
 
     def _later(self, row: OutboxRow, errcode: int | None, errmsg: str, spent: float) -> None:
         attempts = row.attempts + 1
@@ -93,17 +105,26 @@ class Sender:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=errcode, errmsg=errmsg)
             DEAD_LETTERS.labels(row.appid, "attempts").inc()
             self._log(row, "dead", spent, errcode, f"{errmsg} (after {attempts} attempts)")
+            self._note(row, "dead", errcode, errmsg)
             return
         delay = backoff(row.attempts, base=self._base, cap=self._max, rng=self._rng)
         self._store.outbox_retry(row.id, owner=self._owner, next_at=self._clock() + delay,
                                  errcode=errcode, errmsg=errmsg)
         self._log(row, "retry", spent, errcode, f"{errmsg} (again in {delay:.1f} s)")
+        self._note(row, "pending", errcode, errmsg)
+
+    def _note(self, row: OutboxRow, state: str, errcode: int | None,
+              errmsg: str | None) -> None:
+        """The history's note of a send that ended: the row as its mark left it (a try
+        that failed counts as an attempt)."""
+        if self._history is not None:
+            self._history.reply(replace(
+                row, state=state, attempts=row.attempts + (state != "sent"),
+                errcode=errcode, errmsg=errmsg))
 
     def _log(self, row: OutboxRow, outcome: str, spent: float, errcode: int | None = None,
              errmsg: str = "") -> None:
         """One line a send: a reply set aside for good is a WARNING with WeChat's errmsg."""
-        if self._history is not None:
-            self._history.reply(row.id)
         error = f" errcode={errcode} errmsg={shown(errmsg, 200)}" if errmsg else ""
         log.log(logging.WARNING if outcome == "dead" else logging.INFO,
                 "reply %s id=%s appid=%s user=%s rule=%s latency=%.3fs age=%.1fs%s", outcome,

@@ -35,7 +35,7 @@ from webhook.server.tokenservice import register as register_token_service
 from webhook.store import Store, open_store, require_durable
 from webhook.store.base import lease_owner
 from webhook.wechat.api import WeChatAPI
-from webhook.wechat.client import WeChatClient
+from webhook.wechat.client import POOL_SIZE, WeChatClient
 from webhook.wechat.tokens import TokenProvider
 
 __all__ = ["WxpushApp", "create_app", "create_background", "get_app", "load_router", "parts"]
@@ -161,7 +161,8 @@ def parts(settings: Settings, *, allow_volatile: bool = False
     store = open_store(settings.server.store)
     require_durable(store, settings.server.store,
                     allow_volatile=allow_volatile or settings.server.allow_volatile_redis)
-    client = WeChatClient(settings.server.api_base)
+    client = WeChatClient(settings.server.api_base,
+                          connections=POOL_SIZE + settings.server.senders)
     tokens = TokenProvider(store, client, settings.apps, endpoint=settings.server.token_endpoint,
                            refresh_ahead=settings.server.token_refresh_ahead)
     return store, WeChatAPI(client, tokens, store), load_router(settings)

@@ -257,8 +257,10 @@ class Store(abc.ABC):
         unfinished row, so that replies to one user keep their order."""
 
     @abc.abstractmethod
-    def outbox_sent(self, row_id: str, *, owner: str) -> bool:
-        """Mark sent; False if ``owner`` no longer holds the row."""
+    def outbox_sent(self, row_id: str, *, owner: str, also: ValueUpdate | None = None) -> bool:
+        """Mark sent; False if ``owner`` no longer holds the row. ``also`` (the user's send
+        window, counting the send) is applied either way: the reply went out; in the same
+        transaction where the backend has one (as for ``inbox_finish``), else just after."""
 
     @abc.abstractmethod
     def outbox_retry(self, row_id: str, *, owner: str, next_at: float, errcode: int | None,

@@ -317,8 +317,11 @@ class RedisStore(RedisHistory, Store):
                                 _opt(errcode), _opt(errmsg)))
 
     @_store_errors
-    def outbox_sent(self, row_id: str, *, owner: str) -> bool:
-        return self._mark(row_id, owner, "sent")
+    def outbox_sent(self, row_id: str, *, owner: str, also: ValueUpdate | None = None) -> bool:
+        marked = self._mark(row_id, owner, "sent")
+        if also is not None:
+            self.update(also.key, also.fn, ttl=also.ttl)
+        return marked
 
     @_store_errors
     def outbox_retry(self, row_id: str, *, owner: str, next_at: float, errcode: int | None,

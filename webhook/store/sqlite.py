@@ -470,11 +470,15 @@ class SqliteStore(SqliteHistory, Store):
                      f"(SELECT MIN(id) FROM outbox WHERE {_USER_UNFINISHED})", (appid, openid))
 
     def _mark(self, row_id: str, owner: str, assignments: str, params: tuple, *,
-              finished: bool) -> bool:
+              finished: bool, also: ValueUpdate | None = None) -> bool:
         if not row_id.isdigit():
+            if also is not None:
+                self.update(also.key, also.fn, ttl=also.ttl)
             return False
 
         def write(conn: sqlite3.Connection, now: float) -> bool:
+            if also is not None:
+                self._apply(conn, now, also)
             row = conn.execute(f"UPDATE outbox SET {assignments}, owner = NULL, updated_at = ? "
                                "WHERE id = ? AND state = 'sending' AND owner = ? "
                                "RETURNING appid, openid",
@@ -485,8 +489,8 @@ class SqliteStore(SqliteHistory, Store):
             return row is not None
         return self._write(write)
 
-    def outbox_sent(self, row_id: str, *, owner: str) -> bool:
-        return self._mark(row_id, owner, "state = 'sent'", (), finished=True)
+    def outbox_sent(self, row_id: str, *, owner: str, also: ValueUpdate | None = None) -> bool:
+        return self._mark(row_id, owner, "state = 'sent'", (), finished=True, also=also)
 
     def outbox_retry(self, row_id: str, *, owner: str, next_at: float, errcode: int | None,
                      errmsg: str | None) -> bool:

@@ -20,7 +20,7 @@ import redis
 from webhook.errors import StoreError
 from webhook.store import open_store
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, Backlog,
-                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store)
+                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 
@@ -423,6 +423,18 @@ def test_outbox_marks_by_a_non_owner_are_refused(store: Store, clock) -> None:
     assert store.outbox_dead(r1, owner="s2", errcode=None, errmsg=None) is False
     assert store.outbox_sent("999999", owner="s1") is False
     assert outbox_row(store, r1).state == "sending"
+
+
+def test_outbox_sent_counts_the_send_in_the_window_whoever_holds_the_row(store: Store) -> None:
+    """The reply went out either way: the user's send window counts it."""
+    count = ValueUpdate("quota:wx1:oA", lambda old: str(int(old or 0) + 1), ttl=60)
+    r1, r2 = enqueue(store, reply("oA", "a1"), reply("oA", "a2"))
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    assert store.outbox_sent(r1, owner="s1", also=count) is True
+    assert store.get("quota:wx1:oA") == "1"
+    store.outbox_claim(owner="s1", lease=30, limit=10)
+    assert store.outbox_sent(r2, owner="s2", also=count) is False
+    assert store.get("quota:wx1:oA") == "2"
 
 
 def test_outbox_retry_backs_off_until_next_at(store: Store, clock) -> None:

@@ -331,3 +331,17 @@ def test_the_environment_proxy_is_used_unless_no_proxy_names_the_host(monkeypatc
     assert [line.split(b"?")[0] for line in request_lines] == [
         b"POST http://wechat.invalid/cgi-bin/message/custom/send",   # through the proxy
         b"POST /cgi-bin/message/custom/send"]                        # straight to the host
+
+
+def test_a_send_goes_to_the_transport_as_json_with_the_session_s_headers(client, transport):
+    transport.reply({"errcode": 0})
+    client.session.headers["X-Trace"] = "on"
+    client.send(access_token=TOKEN, touser="o用户", payload={"msgtype": "text",
+                                                            "text": {"content": "营业时间"}})
+    request = transport.requests[0][0]
+    assert request.method == "POST"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Length"] == str(len(request.body))
+    assert request.headers["X-Trace"] == "on"
+    assert json.loads(request.body) == {"msgtype": "text", "text": {"content": "营业时间"},
+                                        "touser": "o用户"}
