@@ -402,7 +402,9 @@ def test_a_delivery_process_frozen_holding_the_store_lock_holds_up_nothing_for_l
     within the store's 2 s, not a hang that uses up the request threads; pushes are
     recorded and answered; the supervisor replaces the frozen process once it has been
     silent ``stall_timeout`` seconds, and the pushes recorded meanwhile are answered."""
-    server = start(servers, emulator, tmp_path, rules=RULES, server="stall_timeout = 6")
+    # Long enough that the supervisor does not replace the frozen process (freeing the lock)
+    # before every login has met the lock, however slowly the machine runs.
+    server = start(servers, emulator, tmp_path, rules=RULES, server="stall_timeout = 12")
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
     endpoint = f"{server.url}/wechat/{APPID}"
     frozen = wait_for(server.delivery_pids, timeout=20)[0]
