@@ -122,9 +122,8 @@ def create_app(settings: Settings, *, store: Store, api: WeChatAPI,
     app.live = router if isinstance(router, LiveRouter) else None
     app.inline_paths = ("/healthz",) if store.remote else ("/wechat/", "/healthz")
     add_error_handlers(app)
-    app.add_route("/wechat/{appid}", WeChatResource(
-        apps=settings.apps, intake=intake, clock=clock,
-        tolerance=server.timestamp_tolerance, max_body=server.max_body))
+    app.add_route("/wechat/{appid}", WeChatResource(settings=settings, intake=intake,
+                                                    clock=clock))
     app.add_route("/healthz", HealthResource())
     readiness = Readiness(
         store=store, rules=app.live, delivery=delivery, backlog_age=server.ready_backlog_age,

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import falcon
 
-from webhook.config.settings import AppConfig
+from webhook.config.settings import Settings
 from webhook.delivery.intake import Intake
 from webhook.edge import query, read_body
-from webhook.errors import RequestRejected, StoreError, UnknownApp
+from webhook.errors import RequestRejected, StoreError
 from webhook.logsafe import Repeats, shown
 from webhook.metrics import ANSWER_SECONDS, PUSHES, REJECTIONS, UNKNOWN, app_label, reason
 from webhook.push.receive import keyring_for, open_push, verify_url
@@ -27,35 +27,29 @@ _CONTENT_TYPES = {"xml": "application/xml; charset=utf-8", "json": "application/
 class WeChatResource:
     """``/wechat/{appid}``: GET verifies the URL, POST receives a push."""
 
-    def __init__(self, *, apps: Mapping[str, AppConfig], intake: Intake,
-                 clock: Callable[[], float], tolerance: int, max_body: int,
+    def __init__(self, *, settings: Settings, intake: Intake, clock: Callable[[], float],
                  timer: Callable[[], float] = time.perf_counter) -> None:
-        self._apps = dict(apps)
-        self._keys = {appid: keyring_for(app) for appid, app in apps.items()}
+        self._settings = settings
+        self._keys = {appid: keyring_for(app) for appid, app in settings.apps.items()}
         self._intake, self._clock, self._timer = intake, clock, timer
-        self._tolerance, self._max_body = tolerance, max_body
-
-    def _app(self, appid: str) -> AppConfig:
-        app = self._apps.get(appid)
-        if app is None:
-            raise UnknownApp("unknown appid")
-        return app
+        self._tolerance = settings.server.timestamp_tolerance
+        self._max_body = settings.server.max_body
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
-        app = self._app(appid)
+        app = self._settings.app(appid)
         resp.content_type = falcon.MEDIA_TEXT
         resp.text = verify_url(app, query(req), now=self._clock(), tolerance=self._tolerance)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         started = self._timer()
         try:
-            app = self._app(appid)
+            app = self._settings.app(appid)
             body = read_body(req, self._max_body)
             push = open_push(app, self._keys.get(appid), query(req), body, now=self._clock(),
                              tolerance=self._tolerance)
             answer = self._intake.accept(app, push)
         except RequestRejected:
-            PUSHES.labels(app_label(appid, self._apps), UNKNOWN, "rejected").inc()
+            PUSHES.labels(app_label(appid, self._settings.apps), UNKNOWN, "rejected").inc()
             raise
         # ``success`` is never encrypted (docs/protocol.md §2.5): an encrypted ack breaks the chat.
         resp.content_type = falcon.MEDIA_TEXT if answer == "success" else _CONTENT_TYPES[app.format]
