@@ -144,19 +144,15 @@ def _converse(emulator, store, builder, url: str) -> int:
     from webhook.cli.replies import StoreReplies, follow
 
     session, seen = requests.Session(), 0
-    for step, (kind, text) in enumerate(SCRIPT):
-        now = int(time.time())
+    for kind, text in SCRIPT:
         if kind == "enter":
-            fields = {"ToUserName": builder.original_id, "FromUserName": OPENID, "CreateTime": now,
-                      "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": ""}
+            push = builder.enter_session(OPENID)
             print("customer  (opens the chat)")
         else:
-            fields = {"ToUserName": builder.original_id, "FromUserName": OPENID, "CreateTime": now,
-                      "MsgType": "text", "Content": text, "MsgId": 1000 + step}
+            push = builder.text(text, openid=OPENID)
             print(f"customer  {text}")
-        emulator.notify_push(APPID, fields)
+        emulator.notify_push(APPID, push.fields)
         replies = StoreReplies(store, APPID, OPENID)
-        push = builder.build(fields)
         answer = session.post(url, params=push.query, data=push.body, timeout=5)
         if answer.text != "success":
             reply = builder.open_reply(answer.content)
