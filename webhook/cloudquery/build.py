@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,36 +35,15 @@ class Command:
         object.__setattr__(self, "value", _checked(self.value, "command value"))
 
 
-def eq(value: Any) -> Command:
-    return Command("eq", value)
+def _command(op: str) -> Callable[[Any], Command]:
+    """``eq``, ``gt`` ...: the Command of ``op``; ``in_`` and ``nin`` take any iterable."""
+    def command(value: Any) -> Command:
+        return Command(op, list(value) if op in ("in", "nin") else value)
+    command.__name__ = command.__qualname__ = "in_" if op == "in" else op
+    return command
 
 
-def neq(value: Any) -> Command:
-    return Command("neq", value)
-
-
-def gt(value: Any) -> Command:
-    return Command("gt", value)
-
-
-def gte(value: Any) -> Command:
-    return Command("gte", value)
-
-
-def lt(value: Any) -> Command:
-    return Command("lt", value)
-
-
-def lte(value: Any) -> Command:
-    return Command("lte", value)
-
-
-def in_(values: list[Any]) -> Command:
-    return Command("in", list(values))
-
-
-def nin(values: list[Any]) -> Command:
-    return Command("nin", list(values))
+eq, neq, gt, gte, lt, lte, in_, nin = map(_command, COMMANDS)
 
 
 @dataclass(frozen=True, slots=True)
