@@ -45,17 +45,12 @@ class LiveRouter:
         self._load, self.path, self._interval, self._log = load, path, interval, logger
         self._clock = clock
         self._stamp = _stamp(path) if path else None  # taken before loading: no edit is missed
-        self._router = self._build()
+        self.current = self._build()   # the router to use now
         self.loaded_at, self.error = clock(), None
         self.failed = False   # the file's last edit was refused: the previous rules serve
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def current(self) -> Router:
-        """The router to use now."""
-        return self._router
 
     def _build(self) -> Router:
         router = self._load()
@@ -88,7 +83,7 @@ class LiveRouter:
                 self._log.error("rules reload failed file=%s error=%s; keeping the previous rules",
                                 self.path, type(exc).__name__, exc_info=exc)
                 return False
-            self._router, self.failed = router, False
+            self.current, self.failed = router, False
             self.loaded_at, self.error = self._clock(), None
             self._log.info("rules reloaded file=%s rules=%d", self.path, len(router.rules))
             return True
