@@ -19,6 +19,7 @@ from webhook.errors import Permanent, WeChatAPIError
 from webhook.logsafe import shown
 from webhook.push.messages import TextMessage
 from webhook.routing.live import LiveRouter
+from webhook.routing.router import Router
 
 __all__ = ["RulesPage", "HealthPage", "MediaFile", "StaticFile"]
 
@@ -31,11 +32,9 @@ _STATIC = {"console.js": "text/javascript; charset=utf-8",
 
 
 class RulesPage(Resource):
-    def _tried(self, text: str, appid: str) -> str:
+    def _tried(self, current: Router, text: str, appid: str) -> str:
         """What the server would do with ``text`` from a customer: the same routing and the
         same handlers (nothing is sent)."""
-        router = self.parts.router
-        current = router.current if isinstance(router, LiveRouter) else router
         message = TextMessage(to_user="gh_console", from_user="o_console_try",
                               create_time=int(self.clock()), msg_id=1, content=text)
         route = current.route(message, appid=appid)
@@ -75,7 +74,7 @@ class RulesPage(Resource):
         chosen = req.get_param("app") if req.get_param("app") in apps else (apps or [""])[0]
         options = "".join(f'<option{" selected" if a == chosen else ""}>{e(a)}</option>'
                           for a in apps)
-        tried = self._tried(text, chosen) if text.strip() else ""
+        tried = self._tried(current, text, chosen) if text.strip() else ""
         since = day_of(self.clock()) - TALLY_DAYS + 1
         hits = self.store.tally_top("rule", since=since, limit=50)
         unmatched = self.store.tally_top("unmatched", since=since, limit=20)
