@@ -10,7 +10,7 @@ import secrets
 
 import falcon
 
-from webhook.console.auth import LOGIN_COOKIE, Session, csrf_ok, secure
+from webhook.console.auth import COOKIE, LOGIN_COOKIE, Session, csrf_ok, secure
 from webhook.console.base import Refused, Resource, html_page, log
 from webhook.console.html import conversation_url, e, page
 from webhook.console.views import OPERATOR_RULE
@@ -87,7 +87,7 @@ class Logout(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         session = self.actor(req, self.form(req))
         self.parts.auth.logout(session)
-        self.parts.auth.clear_cookie(req, resp)
+        resp.unset_cookie(COOKIE, path="/console", same_site="Strict")
         log.info("console logout operator=%s", shown(session.operator.name))
         raise falcon.HTTPSeeOther("/console/login")
 

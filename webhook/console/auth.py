@@ -87,10 +87,6 @@ class Auth:
         resp.set_cookie(COOKIE, session.token, max_age=self._console.session_ttl, path="/console",
                         secure=secure(req), http_only=True, same_site="Strict")
 
-    @staticmethod
-    def clear_cookie(req: falcon.Request, resp: falcon.Response) -> None:
-        resp.unset_cookie(COOKIE, path="/console", same_site="Strict")
-
 
 def secure(req: falcon.Request) -> bool:
     """Whether cookies must be Secure: always, but for a browser on the server itself
