@@ -218,9 +218,11 @@ class TokenProvider:
                 return good.token
             raise _fetch_error(api_error(backoff.errcode, backoff.errmsg))
         if failed is not None and good is None:   # the refresh is for a refused token
-            if not self._take_refused_slot(appid):
+            # The app's one refresh of a refused token per REFUSED_GAP, if it is free
+            if not self.store.put_new(f"token-refused:{appid}", repr(now), ttl=REFUSED_GAP):
                 raise _GapNotOver()
-            self._invalidate(appid, failed)
+            if entry and entry.token == failed:
+                self.store.delete_if(f"token:{appid}", entry.raw)
         if force and self.endpoint == "stable" and not self._take_force(appid):
             raise Retryable(-1, f"force refresh refused: at most {FORCE_PER_DAY} a day, "
                                 f"{FORCE_GAP:.0f} s apart")
@@ -273,17 +275,7 @@ class TokenProvider:
     def _load(self, appid: str) -> _Entry | None:
         return _Entry.parse(self.store.get(f"token:{appid}"))
 
-    def _invalidate(self, appid: str, failed: str) -> None:
-        entry = self._load(appid)
-        if entry and entry.token == failed:
-            self.store.delete_if(f"token:{appid}", entry.raw)
-
     # -- limits ---------------------------------------------------------------------------
-    def _take_refused_slot(self, appid: str) -> bool:
-        """The app's one refresh of a refused token per ``REFUSED_GAP``, if it is free."""
-        return self.store.put_new(f"token-refused:{appid}", repr(self._clock()),
-                                  ttl=REFUSED_GAP)
-
     def _take_force(self, appid: str) -> bool:
         """Count one force_refresh if WeChat's limits allow it now (rolling 24 h window)."""
         now, verdict = self._clock(), [False]
