@@ -23,7 +23,7 @@ from typing import Any
 from webhook.config.settings import DEFAULT_CONFIG, config_path
 from webhook.config.tomlfile import load_toml
 from webhook.errors import ConfigError, WxpushError
-from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message, Reply,
+from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message,
                                    TextMessage)
 from webhook.routing.router import Router
 from webhook.testing.fakewechat import FakeWeChat
@@ -99,7 +99,7 @@ def test_rules(args: argparse.Namespace) -> int:
         print(f"cloud     {statement}")
     sends = [reply for _, reply in cloud.sent] + replies
     for reply in sends:
-        print(f"send      {_show(reply)}")
+        print(f"send      {json.dumps(reply.payload(), ensure_ascii=False)}")
     if not sends:
         print("send      nothing")
     return 0
@@ -200,7 +200,3 @@ def _describe(message: Message) -> str:
     if isinstance(message, EnterSessionEvent):
         return f"event {message.event} session_from={message.session_from!r}"
     return f"event {getattr(message, 'event', '')}"
-
-
-def _show(reply: Reply) -> str:
-    return json.dumps(reply.payload(), ensure_ascii=False)
