@@ -47,8 +47,8 @@ class Supervisor:
                  graceful: float, env: dict[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, poll: float = 0.1,
                  first_delay: float = 0.1, max_delay: float = 10.0, steady: float = 10.0,
-                 stall: float | None = None, progress: Callable[[int], None] | None = None,
-                 gone: Callable[[int], None] | None = None) -> None:
+                 stall: float | None = None, progress: Callable[[int], None],
+                 gone: Callable[[int], None]) -> None:
         self._server_argv, self._delivery_argv = list(server), list(delivery)
         self._graceful, self._env, self._clock, self._poll = graceful, env, clock, poll
         self._first_delay, self._max_delay, self._steady = first_delay, max_delay, steady
@@ -83,7 +83,7 @@ class Supervisor:
                     self._delivery.returncode = code
                     self._delivery = None
                     self._close_beats()
-                    self._ended(pid)
+                    self._gone(pid)
                     self._schedule_restart(code)
             if self._restart_at is not None and self._clock() >= self._restart_at:
                 self._start_delivery()
@@ -118,7 +118,7 @@ class Supervisor:
                 self._heard = self._clock()
         except BlockingIOError:
             pass
-        if self._heard != heard and self._progress is not None:
+        if self._heard != heard:
             self._progress(self._delivery.pid)
         silent = self._clock() - self._heard
         if self._stall is not None and silent > self._stall:
@@ -126,10 +126,6 @@ class Supervisor:
                       self._delivery.pid, silent)
             _signal(self._delivery, signal.SIGKILL)   # works on a stopped process too
             self._heard = math.inf                    # once: its exit is reaped next
-
-    def _ended(self, pid: int) -> None:
-        if self._gone is not None:
-            self._gone(pid)
 
     def _close_beats(self) -> None:
         if self._beats is not None:
@@ -158,13 +154,13 @@ class Supervisor:
         deadline = self._clock() + self._graceful + 5
         while self._clock() < deadline:
             if any(pid == delivery.pid for pid, _ in _reap()):
-                self._ended(delivery.pid)
+                self._gone(delivery.pid)
                 return
             time.sleep(self._poll)
         log.error("delivery process pid=%d did not stop in time: killed", delivery.pid)
         _signal(delivery, signal.SIGKILL)
         os.waitpid(delivery.pid, 0)
-        self._ended(delivery.pid)
+        self._gone(delivery.pid)
 
     def _on_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
