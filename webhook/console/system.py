@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from importlib import resources
 
 import falcon
 
-from webhook.console.base import Refused, Resource, log, secure_headers
-from webhook.console.health import figures, headlines
+from webhook.console.base import Parts, Refused, Resource, log, secure_headers
 from webhook.console.html import e, when
 from webhook.console.views import sent
 from webhook.delivery.history import TALLY_DAYS, day_of
@@ -20,6 +20,7 @@ from webhook.logsafe import shown
 from webhook.push.messages import TextMessage
 from webhook.routing.live import LiveRouter
 from webhook.routing.router import Router
+from webhook.store.base import mask_url
 
 __all__ = ["RulesPage", "HealthPage", "MediaFile", "StaticFile"]
 
@@ -99,6 +100,41 @@ def _counts(pairs: list[tuple[str, int]], empty: str) -> str:
     return f'<ol class="counts">{rows}</ol>'
 
 
+# (metric sample, what it counts) of the headline metrics
+HEADLINES = (
+    ("wxpush_pushes_total", "pushes received (WeChat's retries included)"),
+    ("wxpush_duplicates_dropped_total", "retries of a recorded push dropped"),
+    ("wxpush_rejections_total", "requests refused (bad signature, malformed, too large ...)"),
+    ("wxpush_replies_sent_total", "replies WeChat accepted"),
+    ("wxpush_sends_total", "calls to WeChat's send API"),
+    ("wxpush_dead_letters_total", "replies set aside for good"),
+    ("wxpush_token_refreshes_total", "access_token fetches"),
+)
+
+
+def _headlines(totals: Mapping[str, float]) -> list[tuple[str, str]]:
+    """The headline counts since the server started, and the mean answer time to WeChat."""
+    rows = [(label, f"{totals.get(name, 0):.0f}") for name, label in HEADLINES]
+    count = totals.get("wxpush_answer_seconds_count", 0)
+    if count:
+        mean = totals.get("wxpush_answer_seconds_sum", 0) / count * 1000
+        rows.append(("mean time to answer a push", f"{mean:.1f} ms"))
+    return rows
+
+
+def _figures(parts: Parts) -> list[tuple[str, str]]:
+    server = parts.settings.server
+    store = parts.store
+    outbox = store.outbox_stats()
+    inbox = store.inbox_stats()
+    days = server.history_days
+    return [("store", mask_url(server.store)),
+            ("apps", ", ".join(parts.settings.apps)),
+            ("replies", ", ".join(f"{n} {state}" for state, n in outbox.items())),
+            ("pushes", f"{inbox['pending']} waiting to be handled, {inbox['dead']} dead"),
+            ("history", f"kept {days} days" if days else "off (history_days = 0)")]
+
+
 class HealthPage(Resource):
     """/readyz's checks, the headline metrics and the store's figures."""
 
@@ -107,13 +143,13 @@ class HealthPage(Resource):
         rows = "".join(f'<li class="{"ok" if c.ok else "bad"}"><b>{"OK" if c.ok else "Problem"}'
                        f'</b> {e(c.name)}: {e(c.detail)}</li>' for c in self.parts.readiness())
         try:
-            counts = headlines(self.parts.totals())
+            counts = _headlines(self.parts.totals())
         except Exception as exc:   # the page is for a server in trouble: say it, do not fail
             counts = [("metrics", f"cannot be read: {type(exc).__name__}")]
         self.render(resp, session, "Health",
                     f'<h2>Ready?</h2><ul class="checks">{rows}</ul>'
                     '<h2>Since the server started</h2>' + _table(counts)
-                    + '<h2>Store</h2>' + _table(figures(self.parts)), active="health")
+                    + '<h2>Store</h2>' + _table(_figures(self.parts)), active="health")
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
