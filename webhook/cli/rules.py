@@ -22,7 +22,7 @@ from typing import Any
 
 from webhook.config.settings import DEFAULT_CONFIG, config_path
 from webhook.config.tomlfile import load_toml
-from webhook.errors import ConfigError, WxpushError
+from webhook.errors import WxpushError
 from webhook.push.messages import (ENTER_SESSION_EVENT, EnterSessionEvent, Event, Message,
                                    TextMessage)
 from webhook.routing.router import Router
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_rules(args: argparse.Namespace) -> int:
-    path, routers, config = _sources(args.config, args.file)
+    path, routers, config, _ = _sources(args.config, args.file)
     router = _build(path, routers, config)
     names = router.rules
     print(f"{path}: ok, {len(names)} rules: {', '.join(rule.name for rule in names) or '-'}")
@@ -75,10 +75,10 @@ def test_rules(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cloud = _stand_in(args)
-    path, routers, config = _sources(args.config, args.args[0] if len(args.args) == wanted
-                                     else None)
+    path, routers, config, first = _sources(args.config, args.args[0] if len(args.args) == wanted
+                                            else None)
     router = _build(path, routers, config)
-    appid = args.appid or (config and _first_appid(config)) or "wx_rules_test"
+    appid = args.appid or first or "wx_rules_test"
     message = _message(args, None if is_event else args.args[-1])
     route = router.route(message, appid=appid)
     print(f"rules     {path}")
@@ -141,39 +141,28 @@ def _stand_in(args: argparse.Namespace) -> FakeWeChat:
 
 
 def _sources(config: str | None, file: str | None
-             ) -> tuple[str, tuple[str, ...], str | None]:
-    """(rules file, routers, config file) as the server would have them: FILE or the
-    config's ``[server] rules`` (relative to the config), and the config's ``routers``. FILE
-    with no config named and no ./wxpush.toml: the file alone."""
+             ) -> tuple[str, tuple[str, ...], str | None, str | None]:
+    """(rules file, routers, config file, its first appid) as the server would have them:
+    FILE or the config's ``[server] rules`` (relative to the config), and the config's
+    ``routers``, read without the settings loader so that no secret has to be in the
+    environment. FILE with no config named and no ./wxpush.toml: the file alone."""
     path = config_path(config)
     if file and path == DEFAULT_CONFIG and not os.path.exists(path):
-        return file, (), None
-    rules, routers = _configured(path, need_rules=file is None)
-    return file or rules, routers, path
-
-
-def _configured(path: str, *, need_rules: bool) -> tuple[str, tuple[str, ...]]:
-    """``[server] rules`` (resolved as the server does, relative to the config) and
-    ``routers`` of the config. Read without the settings loader so that no secret has to be
-    in the environment."""
+        return file, (), None, None
     doc = load_toml(path)
     server = doc.data.get("server", {})
     rules = server.get("rules")
-    if need_rules and (not isinstance(rules, str) or not rules):
-        raise ConfigError("no rules file: give FILE or set rules in [server]", file=path,
-                          line=doc.line_of("server"), key="rules")
+    if file is None and (not isinstance(rules, str) or not rules):
+        raise doc.error("no rules file: give FILE or set rules in [server]", table="server",
+                        key="rules")
     routers = server.get("routers", [])
     if not isinstance(routers, list) or not all(isinstance(r, str) for r in routers):
-        raise ConfigError("must be a list of \"module:attribute\" strings", file=path,
-                          line=doc.line_of("server", key="routers"), key="routers")
-    resolved = str(Path(path).resolve().parent / rules) if isinstance(rules, str) else ""
-    return resolved, tuple(routers)
-
-
-def _first_appid(config: str) -> str | None:
-    apps = load_toml(config).data.get("apps")
+        raise doc.error("must be a list of \"module:attribute\" strings", table="server",
+                        key="routers")
+    apps = doc.data.get("apps")
     first = apps[0] if isinstance(apps, list) and apps and isinstance(apps[0], dict) else {}
-    return first.get("appid") if isinstance(first.get("appid"), str) else None
+    appid = first.get("appid") if isinstance(first.get("appid"), str) else None
+    return file or str(Path(path).resolve().parent / rules), tuple(routers), path, appid
 
 
 def _build(path: str, routers: tuple[str, ...], config: str | None) -> Router:
