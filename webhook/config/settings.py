@@ -50,10 +50,6 @@ class AppConfig:
     files: tuple[str, ...] = ()          # file ID prefixes served at /files/{appid}/...
     bridge: tuple[Bridge, ...] = ()      # other apps' functions this app's users may call
 
-    @property
-    def encrypted(self) -> bool:
-        return self.mode != "plaintext"
-
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:

@@ -113,7 +113,7 @@ def open_push(app: AppConfig, keyring: KeyRing | None, query: Mapping[str, str],
         raise MalformedRequest("unknown encrypt_type")
     if encrypt_type == "raw" or keyring is None:
         nonce = _check_url_signature(app, query, now=now, tolerance=tolerance)
-        if app.encrypted:
+        if app.mode != "plaintext":
             raise (MalformedRequest("encrypted push expected") if encrypt_type == "raw"
                    else DecryptError("no EncodingAESKey configured for this app"))
         # Plaintext mode, or encrypt_type=aes while we hold no key: read the plaintext copy.
