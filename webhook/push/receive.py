@@ -25,11 +25,10 @@ __all__ = ["Push", "keyring_for", "verify_url", "open_push", "seal", "sealed_bod
 @dataclass(frozen=True, slots=True)
 class Push:
     """One opened push: ``plaintext`` is the message text as decrypted (or the body in
-    plaintext mode), in ``format``, and ``message`` what it says; ``cipher`` the key that
-    opened it, which must seal the answer."""
+    plaintext mode), in the app's format, and ``message`` what it says; ``cipher`` the key
+    that opened it, which must seal the answer."""
 
     plaintext: bytes
-    format: str
     cipher: Cipher | None
     nonce: str
     message: Message
@@ -47,7 +46,7 @@ def _read(plaintext: bytes, fmt: str, cipher: Cipher | None, nonce: str) -> Push
         if cipher is None:
             raise
         raise DecryptError(NOT_OPEN, detail=f"message unreadable: {exc.reason}") from None
-    return Push(plaintext, fmt, cipher, nonce, message)
+    return Push(plaintext, cipher, nonce, message)
 
 
 def keyring_for(app: AppConfig) -> KeyRing | None:
