@@ -252,9 +252,14 @@ class PhoneResource(Endpoint):
 
 def json_body(req: falcon.Request, limit: int) -> dict[str, Any]:
     """The request's body: a JSON object of valid Unicode, at most ``limit`` bytes, sent as
-    application/json (checked before the body is read); BadInput, PayloadTooLarge or
+    ``application/json`` in any case, its charset (if named) UTF-8, as wx.request sends it by
+    default (checked before the body is read); BadInput, PayloadTooLarge or
     UnsupportedMediaType otherwise."""
-    _check_json_type(req.content_type)
+    media, params = falcon.parse_header(req.content_type or "")
+    if media.strip().lower() != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType("JSON must be UTF-8")
     raw = read_body(req, limit)
     if not raw.strip():
         raise BadInput("empty body: send a JSON object", EMPTY_BODY)
@@ -267,16 +272,6 @@ def json_body(req: falcon.Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadInput("body must be a JSON object", BAD_FORMAT)
     return body
-
-
-def _check_json_type(content_type: str | None) -> None:
-    """``application/json`` in any case, its charset (if named) UTF-8: what wx.request sends
-    by default. Checked before the body is read."""
-    media, params = falcon.parse_header(content_type or "")
-    if media.strip().lower() != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    if params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType("JSON must be UTF-8")
 
 
 def _code(body: dict[str, Any]) -> str:
