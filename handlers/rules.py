@@ -38,8 +38,8 @@ _REPLIES: dict[str, tuple[type[Reply], tuple[str, ...], tuple[str, ...], tuple[s
 }
 
 
-def load_rules(doc: TomlFile, router: Router) -> int:
-    """Add the file's enabled rules to ``router`` in file order; returns how many."""
+def load_rules(doc: TomlFile, router: Router) -> None:
+    """Add the file's enabled rules to ``router`` in file order."""
     unknown = [key for key in doc.data if key not in TOP_KEYS]
     if unknown:
         raise section_error(doc, "unknown section (expected [[rule]] tables and [builtins.*])",
@@ -49,10 +49,8 @@ def load_rules(doc: TomlFile, router: Router) -> int:
         raise doc.error("rules are [[rule]] tables", key="rule")
     seen: dict[str, int] = {}
     base = Path(doc.path).resolve().parent  # reply files are relative to the rules file
-    added = 0
     for index, table in enumerate(tables):
-        added += _add_rule(doc, index, table, router, seen, base)
-    return added
+        _add_rule(doc, index, table, router, seen, base)
 
 
 def section_error(doc: TomlFile, problem: str, section: str) -> ConfigError:
@@ -71,7 +69,7 @@ def strings(value: Any, key: str, fail: Fail) -> tuple[str, ...]:
 
 
 def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[str, int],
-              base: Path) -> int:
+              base: Path) -> None:
     def fail(problem: str, key: str | None = None) -> ConfigError:
         return doc.error(problem, table="rule", index=index, key=key)
 
@@ -99,12 +97,11 @@ def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[
     if not replies and not flags["transfer"] and not (action and "function" in table):
         raise fail("missing reply: give reply = {...}, replies = [...] or transfer = true")
     if not flags["enabled"]:
-        return 0
+        return
     handler = action_handler(action, replies, on_error) if action else \
         _handler(replies) if replies else None
     router.add(matcher, handler, name=name, continue_=flags["continue"],
                transfer=flags["transfer"])
-    return 1
 
 
 def _on_error(table: Mapping[str, Any], fields: set[str], action: Action | None,
