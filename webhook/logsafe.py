@@ -59,18 +59,16 @@ class Repeats:
         self._kinds: dict[str, tuple[float, int]] = {}   # kind -> (last written, held back)
 
     def log(self, logger: logging.Logger, level: int, kind: str, msg: str, *args: object,
-            exc_info: BaseException | bool | None = None) -> bool:
-        """Write the line unless one of ``kind`` went out less than ``interval`` ago; whether
-        it was written."""
+            exc_info: BaseException | bool | None = None) -> None:
+        """Write the line unless one of ``kind`` went out less than ``interval`` ago."""
         if not logger.isEnabledFor(level):
-            return False
+            return
         held = self.admit(kind)
         if held is None:
-            return False
+            return
         if held:
             msg, args = msg + " repeated=%d", (*args, held)
         logger.log(level, msg, *args, exc_info=exc_info, stacklevel=2)
-        return True
 
     def admit(self, kind: str) -> int | None:
         """None if a line of ``kind`` went out less than ``interval`` ago (this one is

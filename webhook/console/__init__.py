@@ -29,12 +29,12 @@ __all__ = ["register"]
 def register(app: falcon.App, *, settings: Settings, store: Store, api: WeChatAPI,
              router: Router | LiveRouter, history: History,
              readiness: Callable[[], Sequence[Check]], totals: Callable[[], Mapping[str, float]],
-             clock: Callable[[], float] = time.time) -> bool:
-    """Add the console's routes to ``app`` if an operator is configured; whether it did.
+             clock: Callable[[], float] = time.time) -> None:
+    """Add the console's routes to ``app`` if an operator is configured.
     ``readiness``: /readyz's checks; ``totals``: the metrics, each summed over its labels
     (the Health page shows both)."""
     if not settings.console.operators:
-        return False
+        return
     auth = Auth(store, settings.console, trusted=settings.server.trusted_proxies, clock=clock)
     parts = Parts(settings=settings, store=store, api=api, router=router, history=history,
                   auth=auth, readiness=readiness, totals=totals, clock=clock)
@@ -59,4 +59,3 @@ def register(app: falcon.App, *, settings: Settings, store: Store, api: WeChatAP
     }
     for path, resource in routes.items():
         app.add_route(path, resource)
-    return True
