@@ -43,10 +43,8 @@ class ClientConfig:
     apps: tuple[str, ...]
 
 
-def app_cloud(doc: TomlFile, index: int, raw: Mapping[str, Any], *,
-              bridges_before: int) -> dict[str, Any]:
-    """The cloud fields of the ``index``-th ``[[apps]]`` (``bridges_before``: how many
-    ``[[apps.bridge]]`` tables the apps before it have, to find their lines)."""
+def app_cloud(doc: TomlFile, index: int, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The cloud fields of the ``index``-th ``[[apps]]``."""
     def fail(problem: str, key: str) -> ConfigError:
         return doc.error(problem, table="apps", index=index, key=key)
 
@@ -63,7 +61,7 @@ def app_cloud(doc: TomlFile, index: int, raw: Mapping[str, Any], *,
             raise fail("files are served from the app's cloud environment: set cloud_env too",
                        "files")
     if "bridge" in raw:
-        fields["bridge"] = _bridges(doc, index, raw["bridge"], bridges_before)
+        fields["bridge"] = _bridges(doc, index, raw["bridge"])
     return fields
 
 
@@ -79,14 +77,14 @@ def _prefixes(value: Any, fail: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _bridges(doc: TomlFile, index: int, value: Any, before: int) -> tuple[Bridge, ...]:
+def _bridges(doc: TomlFile, index: int, value: Any) -> tuple[Bridge, ...]:
     if not isinstance(value, list) or not value:
         raise doc.error("bridges are [[apps.bridge]] tables with app and functions",
                         table="apps", index=index, key="bridge")
     found = []
     for number, table in enumerate(value):
         def fail(problem: str, key: str | None = None) -> ConfigError:
-            return _bridge_error(doc, index, before + number, problem, key)
+            return _bridge_error(doc, index, number, problem, key)
 
         known_keys(table, _BRIDGE_KEYS, fail, not_table="must be a table with app and functions")
         app = table.get("app")
@@ -102,9 +100,12 @@ def _bridges(doc: TomlFile, index: int, value: Any, before: int) -> tuple[Bridge
     return tuple(found)
 
 
-def _bridge_error(doc: TomlFile, app_index: int, bridge_index: int, problem: str,
+def _bridge_error(doc: TomlFile, app_index: int, number: int, problem: str,
                   key: str | None) -> ConfigError:
-    """At the line of the ``[[apps.bridge]]`` table, or of ``bridge =`` when written inline."""
+    """At the line of the app's ``number``-th ``[[apps.bridge]]`` table (counted over the
+    whole file, as the headers are), or of ``bridge =`` when written inline."""
+    bridge_index = number + sum(len(app["bridge"]) for app in doc.data["apps"][:app_index]
+                                if isinstance(app.get("bridge"), list))
     if doc.line_of("apps.bridge", bridge_index) is not None:
         return doc.error(problem, table="apps.bridge", index=bridge_index, key=key)
     return doc.error(problem, table="apps", index=app_index, key="bridge")
@@ -113,12 +114,11 @@ def _bridge_error(doc: TomlFile, app_index: int, bridge_index: int, problem: str
 def check_bridges(doc: TomlFile, apps: Mapping[str, Any]) -> None:
     """Every bridge names a configured app with a cloud_env, and no function name twice for
     one calling app (``POST /apps/{appid}/functions/{name}`` must find one target)."""
-    before = 0
     for index, app in enumerate(apps.values()):
         seen: dict[str, str] = {}
         for number, bridge in enumerate(app.bridge):
             def fail(problem: str, key: str) -> ConfigError:
-                return _bridge_error(doc, index, before + number, problem, key)
+                return _bridge_error(doc, index, number, problem, key)
 
             target = apps.get(bridge.app)
             if target is None:
@@ -131,7 +131,6 @@ def check_bridges(doc: TomlFile, apps: Mapping[str, Any]) -> None:
                     raise fail(f"function {name!r} is already bridged to {seen[name]!r}: a "
                                "function name leads to one app", "functions")
                 seen[name] = bridge.app
-        before += len(app.bridge)
 
 
 def clients(doc: TomlFile, apps: Mapping[str, Any]) -> tuple[ClientConfig, ...]:

@@ -203,14 +203,12 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     if not isinstance(apps_raw, list) or not apps_raw:
         raise doc.error("at least one [[apps]] table is required", key="apps")
     apps: dict[str, AppConfig] = {}
-    bridges = 0
     for index, raw in enumerate(apps_raw):
-        app = _app(doc, index, raw, env, bridges_before=bridges)
+        app = _app(doc, index, raw, env)
         if app.appid in apps:
             raise doc.error(f"appid {app.appid!r} is configured twice", table="apps", index=index,
                             key="appid")
         apps[app.appid] = app
-        bridges += len(app.bridge)
     check_bridges(doc, apps)
     return Settings(server=server, apps=apps, path=str(path), clients=clients(doc, apps),
                     console=_console(doc, apps))
@@ -305,8 +303,7 @@ def _is_network(value: Any) -> bool:
     return True
 
 
-def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str], *,
-         bridges_before: int = 0) -> AppConfig:
+def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str]) -> AppConfig:
     def fail(problem: str, key: str | None) -> ConfigError:
         return doc.error(problem, table="apps", index=index, key=key)
 
@@ -355,4 +352,4 @@ def _app(doc: TomlFile, index: int, raw: Any, env: Mapping[str, str], *,
             raise fail("must be exactly 43 letters and digits (the console's EncodingAESKey)", key)
     return AppConfig(appid=appid, token=token or "", secret=secret("secret", False) or "",
                      encoding_aes_key=aes, previous_encoding_aes_key=previous, format=fmt,
-                     mode=mode, **app_cloud(doc, index, raw, bridges_before=bridges_before))
+                     mode=mode, **app_cloud(doc, index, raw))
