@@ -23,7 +23,7 @@ from webhook import Context, HandlerAPI, Message, Reply, TextReply, WxpushError
 from webhook.cloudquery import collection
 from webhook.logsafe import shown
 
-__all__ = ["ACTION_KEYS", "Action", "parse_action", "action_handler"]
+__all__ = ["ACTION_KEYS", "Action", "parse_action", "rule_handler"]
 
 ACTION_KEYS = ("function", "query")
 _FUNCTION_KEYS = ("name", "data")
@@ -131,14 +131,16 @@ def on_error_reply(value: Any, fields: set[str], fail: Fail) -> Build:
     return lambda values: TextReply(text.format_map(values))
 
 
-def action_handler(action: Action, replies: list[Build], on_error: Build | None
-                   ) -> Callable[[Message, Context], list[Reply]]:
+def rule_handler(action: Action | None, replies: list[Build], on_error: Build | None
+                 ) -> Callable[[Message, Context], list[Reply]]:
+    """A rule's handler: its replies, filled in after its action (if any) answered."""
     def handle(message: Message, ctx: Context) -> list[Reply]:
         values = {"openid": message.openid,
                   "session_from": getattr(message, "session_from", ""), **ctx.match}
         try:
-            result = Result(action(ctx.wechat, values))
-            return [build({**values, RESULT: result}) for build in replies]
+            if action is not None:
+                values = {**values, RESULT: Result(action(ctx.wechat, values))}
+            return [build(values) for build in replies]
         except (WxpushError, NothingFound, MissingField) as exc:
             _log_failure(ctx, exc, "answered on_error" if on_error else "no reply")
             return [on_error(values)] if on_error else []

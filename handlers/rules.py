@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from handlers.actions import ACTION_KEYS, Action, action_handler, on_error_reply, parse_action
+from handlers.actions import ACTION_KEYS, Action, on_error_reply, parse_action, rule_handler
 from handlers.templates import RESULT, Fail, template
-from webhook import (MESSAGE, ConfigError, Context, ImageReply, LinkReply, Matcher, Message,
-                     MiniProgramPageReply, Reply, Router, TextReply, app, event, exact, keyword,
-                     msgtype, prefix, regex, session_from)
+from webhook import (MESSAGE, ConfigError, ImageReply, LinkReply, Matcher, MiniProgramPageReply,
+                     Reply, Router, TextReply, app, event, exact, keyword, msgtype, prefix, regex,
+                     session_from)
 from webhook.config.tomlfile import TomlFile, known_keys
 from webhook.push.messages import ENTER_SESSION_EVENT
 
@@ -98,8 +98,7 @@ def _add_rule(doc: TomlFile, index: int, table: Any, router: Router, seen: dict[
         raise fail("missing reply: give reply = {...}, replies = [...] or transfer = true")
     if not flags["enabled"]:
         return
-    handler = action_handler(action, replies, on_error) if action else \
-        _handler(replies) if replies else None
+    handler = rule_handler(action, replies, on_error) if action or replies else None
     router.add(matcher, handler, name=name, continue_=flags["continue"],
                transfer=flags["transfer"])
 
@@ -249,12 +248,3 @@ def _file(path: str, where: str, base: Path, fail: Fail) -> str:
     if not resolved.is_file():
         raise fail(f"file not found: {resolved}", where)
     return str(resolved)
-
-
-def _handler(replies: list[Callable[[Mapping[str, Any]], Reply]]
-             ) -> Callable[[Message, Context], list[Reply]]:
-    def reply(message: Message, ctx: Context) -> list[Reply]:
-        values = {"openid": message.openid,
-                  "session_from": getattr(message, "session_from", ""), **ctx.match}
-        return [build(values) for build in replies]
-    return reply
