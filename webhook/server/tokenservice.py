@@ -31,7 +31,7 @@ from webhook.logsafe import Repeats, shown
 from webhook.miniprogram.endpoints import BadInput, answer_json, json_body, refuse
 from webhook.wechat.tokens import TokenProvider
 
-__all__ = ["TokenResource", "InvalidTokenResource", "register", "key_digest"]
+__all__ = ["TokenResource", "register", "key_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class _TokenEndpoint:
+class TokenResource:
+    """``GET /apps/{appid}/access_token``, and ``POST .../invalid`` (falcon's ``suffix``)."""
+
     def __init__(self, *, settings: Settings, tokens: TokenProvider, repeats: Repeats,
                  clock: Callable[[], float]) -> None:
         self.settings, self.tokens, self.repeats, self.clock = settings, tokens, repeats, clock
@@ -86,17 +88,10 @@ class _TokenEndpoint:
         answer_json(resp, 200, {"access_token": token, "expires_in": expires_in})
 
 
-class TokenResource(_TokenEndpoint):
-    """``GET /apps/{appid}/access_token``"""
-
     def on_get(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         self._answer(req, resp, appid, lambda: self.tokens.current(appid), "token served")
 
-
-class InvalidTokenResource(_TokenEndpoint):
-    """``POST /apps/{appid}/access_token/invalid``"""
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
+    def on_post_invalid(self, req: falcon.Request, resp: falcon.Response, appid: str) -> None:
         def replace() -> tuple[str, float]:
             refused = json_body(req, self.settings.server.max_body).get("access_token")
             if not isinstance(refused, str) or not refused or len(refused) > MAX_TOKEN:
@@ -107,7 +102,6 @@ class InvalidTokenResource(_TokenEndpoint):
 
 def register(app: falcon.App, *, settings: Settings, tokens: TokenProvider,
              clock: Callable[[], float] = time.time) -> None:
-    repeats = Repeats()
-    parts = {"settings": settings, "tokens": tokens, "repeats": repeats, "clock": clock}
-    app.add_route("/apps/{appid}/access_token", TokenResource(**parts))
-    app.add_route("/apps/{appid}/access_token/invalid", InvalidTokenResource(**parts))
+    resource = TokenResource(settings=settings, tokens=tokens, repeats=Repeats(), clock=clock)
+    app.add_route("/apps/{appid}/access_token", resource)
+    app.add_route("/apps/{appid}/access_token/invalid", resource, suffix="invalid")
