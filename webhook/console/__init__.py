@@ -45,10 +45,6 @@ def register(app: falcon.App, *, settings: Settings, store: Store, api: WeChatAP
         "/console/conversations": pages.ConversationsPage(parts),
         "/console/needs-human": pages.NeedsHumanPage(parts),
         customer: pages.ConversationPage(parts),
-        f"{customer}/reply": actions.Answer(parts),
-        f"{customer}/image": actions.AnswerImage(parts),
-        f"{customer}/handled": actions.Handled(parts),
-        f"{customer}/typing": actions.Typing(parts),
         "/console/replies": pages.RepliesPage(parts),
         "/console/replies/retry": actions.RetryReplies(parts),
         "/console/replies/purge": actions.PurgeReplies(parts),
@@ -59,3 +55,6 @@ def register(app: falcon.App, *, settings: Settings, store: Store, api: WeChatAP
     }
     for path, resource in routes.items():
         app.add_route(path, resource)
+    acting = actions.Customer(parts)
+    for action in ("reply", "image", "handled", "typing"):
+        app.add_route(f"{customer}/{action}", acting, suffix=action)

@@ -23,8 +23,7 @@ from webhook.ratelimit import RateLimited
 from webhook.store import NewReply
 from webhook.wellformed import is_text
 
-__all__ = ["Login", "Logout", "Answer", "AnswerImage", "Handled", "Typing", "RetryReplies",
-           "PurgeReplies"]
+__all__ = ["Login", "Logout", "Customer", "RetryReplies", "PurgeReplies"]
 
 MAX_TEXT = 2000   # characters of an operator's text message
 _IMAGES = {"image/jpeg": (b"\xff\xd8\xff", "reply.jpg"),
@@ -92,8 +91,9 @@ class Logout(Resource):
         raise falcon.HTTPSeeOther("/console/login")
 
 
-class _Customer(Resource):
-    """An action on one customer's conversation."""
+class Customer(Resource):
+    """The actions on one customer's conversation: ``.../reply``, ``/image``, ``/handled`` and
+    ``/typing`` (falcon's suffixed responders)."""
 
     def act(self, req: falcon.Request, appid: str, form: dict[str, str]) -> Session:
         session = self.actor(req, form)
@@ -113,10 +113,8 @@ class _Customer(Resource):
                  shown(session.operator.name), appid, hashed(openid), rows[0].id, reply.msgtype)
         return rows[0].id
 
-
-class Answer(_Customer):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str,
-                openid: str) -> None:
+    def on_post_reply(self, req: falcon.Request, resp: falcon.Response, appid: str,
+                      openid: str) -> None:
         form = self.form(req)
         session = self.act(req, appid, form)
         text = form.get("text", "").strip()
@@ -125,13 +123,10 @@ class Answer(_Customer):
         row = self._queue(session, appid, openid, TextReply(text))
         self.done(req, resp, conversation_url(appid, openid), f"queued as reply #{row}")
 
-
-class AnswerImage(_Customer):
-    """The image comes as the body (the script scales a photo down to ``max_body``), is
-    uploaded to WeChat as temporary media, and its media id queued as an image reply."""
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str,
-                openid: str) -> None:
+    def on_post_image(self, req: falcon.Request, resp: falcon.Response, appid: str,
+                      openid: str) -> None:
+        """The image comes as the body (the script scales a photo down to ``max_body``), is
+        uploaded to WeChat as temporary media, and its media id queued as an image reply."""
         session = self.act(req, appid, {})
         kind = (req.content_type or "").split(";")[0].strip().lower()
         if kind not in _IMAGES:
@@ -152,23 +147,18 @@ class AnswerImage(_Customer):
         row = self._queue(session, appid, openid, ImageReply(media_id=media_id))
         self.done(req, resp, conversation_url(appid, openid), f"queued as reply #{row}")
 
-
-class Handled(_Customer):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str,
-                openid: str) -> None:
+    def on_post_handled(self, req: falcon.Request, resp: falcon.Response, appid: str,
+                        openid: str) -> None:
         session = self.act(req, appid, self.form(req))
         cleared = self.store.history_handled(appid, openid)
         log.info("console handled operator=%s appid=%s user=%s was_flagged=%s",
                  shown(session.operator.name), appid, hashed(openid), cleared)
         self.done(req, resp, conversation_url(appid, openid), "marked handled")
 
-
-class Typing(_Customer):
-    """The customer sees "typing…" while the operator writes (WeChat allows it within 30 s of
-    the last message either way, for 15 s at a time)."""
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, appid: str,
-                openid: str) -> None:
+    def on_post_typing(self, req: falcon.Request, resp: falcon.Response, appid: str,
+                       openid: str) -> None:
+        """The customer sees "typing…" while the operator writes (WeChat allows it within 30 s
+        of the last message either way, for 15 s at a time)."""
         session = self.act(req, appid, self.form(req))
         try:
             self.parts.api.typing(appid, openid)
