@@ -94,9 +94,10 @@ class ServerProcess:
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
 
     def _accepting(self) -> bool:
-        """Every request worker has loaded the app and takes its share of connections."""
+        """Every request worker has loaded the app and takes its share of connections, and the
+        delivery process has loaded its rules (an edit after this is a reload for each)."""
         pids, logs = self.worker_pids(), self.logs()
-        return len(pids) >= self.workers and all(
+        return len(pids) >= self.workers and "delivery started pid=" in logs and all(
             f"Worker accepting connections (pid: {pid})" in logs for pid in pids)
 
     def worker_pids(self) -> list[int]:
