@@ -7,11 +7,11 @@ import logging
 import time
 
 from webhook.store.base import (INBOX_STATES, OUTBOX_STATES, WAIT, Backlog, Conversation,
-                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate,
-                                mask_url)
+                                HistoryItem, HistoryNote, InboxEntry, NewReply, OutboxRow, Store,
+                                ValueUpdate, mask_url)
 
 __all__ = ["Store", "InboxEntry", "NewReply", "OutboxRow", "OUTBOX_STATES", "INBOX_STATES",
-           "ValueUpdate", "Backlog", "HistoryItem", "Conversation", "open_store",
+           "ValueUpdate", "Backlog", "HistoryItem", "HistoryNote", "Conversation", "open_store",
            "require_durable"]
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -127,6 +127,19 @@ class HistoryItem:
     state: str = ""
     errcode: int | None = None
     errmsg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryNote:
+    """``items`` to note in one conversation (``Store.history_add``); ``preview`` (None:
+    unchanged) replaces the conversation's; ``flag`` marks it as needing a human for that
+    reason (flagged since the first such mark) until ``history_handled``."""
+
+    appid: str
+    openid: str
+    items: Sequence[HistoryItem]
+    preview: str | None = None
+    flag: str | None = None
 
 
 def timeline_order(item: HistoryItem) -> tuple[float, str, int, str]:
@@ -303,13 +316,10 @@ class Store(abc.ABC):
 
     # -- history --------------------------------------------------------------------------
     @abc.abstractmethod
-    def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
-                    preview: str | None = None, flag: str | None = None) -> None:
-        """Note ``items`` in the conversation, which becomes its app's most recent. An item
-        already noted keeps its ``at``, ``direction`` and ``body`` and takes the new
-        ``rule``, ``state``, ``errcode`` and ``errmsg``. ``preview`` (None: unchanged)
-        replaces the conversation's; ``flag`` marks it as needing a human for that reason
-        (flagged since the first such mark) until ``history_handled``."""
+    def history_add(self, notes: Sequence[HistoryNote]) -> None:
+        """Note each of ``notes`` in turn, in one write: its conversation becomes its app's
+        most recent. An item already noted keeps its ``at``, ``direction`` and ``body`` and
+        takes the new ``rule``, ``state``, ``errcode`` and ``errmsg``."""
 
     @abc.abstractmethod
     def history_handled(self, appid: str, openid: str) -> bool:
@@ -335,8 +345,9 @@ class Store(abc.ABC):
         since; how many items."""
 
     @abc.abstractmethod
-    def tally_add(self, kind: str, names: Sequence[str], *, day: int) -> None:
-        """Count each of ``names`` once more under ``kind`` for ``day`` (unix days)."""
+    def tally_add(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        """Count each (kind, day, name) of ``counts`` (days: unix days) that many times
+        more, in one write."""
 
     @abc.abstractmethod
     def tally_top(self, kind: str, *, since: int, limit: int = 20) -> list[tuple[str, int]]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 
-from webhook.store.base import Conversation, HistoryItem, timeline_order
+from webhook.store.base import Conversation, HistoryItem, HistoryNote, timeline_order
 from webhook.store.redis_errors import store_errors
 
 __all__ = ["RedisHistory"]
@@ -100,6 +100,7 @@ class RedisHistory:
     client: redis.Redis
     prefix: str
     clock: Callable[[], float]
+    _scripts: dict[str, Any]
     _run_p: Callable[..., Any]
 
     @staticmethod
@@ -108,11 +109,16 @@ class RedisHistory:
                 "HISTORY_PURGE": client.register_script(HISTORY_PURGE)}
 
     @store_errors
-    def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
-                    preview: str | None = None, flag: str | None = None) -> None:
-        self._run_p("HISTORY_ADD", self.clock(), appid, openid,
-                    "0" if preview is None else "1", preview or "", flag or "",
-                    *(_item_json(item) for item in items))
+    def history_add(self, notes: Sequence[HistoryNote]) -> None:
+        now = repr(self.clock())
+        pipe = self.client.pipeline(transaction=False)
+        for note in notes:
+            self._scripts["HISTORY_ADD"](
+                args=(self.prefix, now, note.appid, note.openid,
+                      "0" if note.preview is None else "1", note.preview or "",
+                      note.flag or "", *(_item_json(item) for item in note.items)),
+                client=pipe)
+        pipe.execute()
 
     @store_errors
     def history_handled(self, appid: str, openid: str) -> bool:
@@ -192,13 +198,13 @@ class RedisHistory:
                 return total
 
     @store_errors
-    def tally_add(self, kind: str, names: Sequence[str], *, day: int) -> None:
-        if not names:
+    def tally_add(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        if not counts:
             return
         pipe = self.client.pipeline()
-        for name in names:
-            pipe.zincrby(f"{self.prefix}ta:{kind}:{day}", 1, name)
-        pipe.zadd(f"{self.prefix}td", {f"{kind}:{day}": day})
+        for (kind, day, name), n in counts.items():
+            pipe.zincrby(f"{self.prefix}ta:{kind}:{day}", n, name)
+            pipe.zadd(f"{self.prefix}td", {f"{kind}:{day}": day})
         pipe.execute()
 
     def _days(self, since: float, until: float) -> list[str]:

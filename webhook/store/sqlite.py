@@ -122,9 +122,8 @@ class SqliteStore(SqliteHistory, Store):
         self.path = path
         self.clock = clock
         self.timeout = timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_lock = threading.RLock()
         self._next_sweep = 0.0
         self._writes = Writes(path, connection=self._connection, clock=lambda: self.clock(),
                               timeout=timeout, wal_limit=wal_limit)
@@ -179,19 +178,25 @@ class SqliteStore(SqliteHistory, Store):
         # SQLite would checkpoint inside COMMIT, while this host's write turn is held, and a
         # checkpoint waits on fsync; Writes runs them after the turn instead.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        with self._all_lock:
-            self._all.append(conn)
         return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The process's one connection, to one thread at a time (StoreError after
+        ``timeout``). One connection, not one a thread: SQLite drops a connection's page
+        cache whenever another connection wrote, so the threads of a busy process would
+        each read every page again."""
+        if not self._conn_lock.acquire(timeout=self.timeout):
+            raise StoreError(f"sqlite store {self.path}: busy for {self.timeout:g} s "
+                             "(another thread of this process holds its connection)")
         try:
-            conn = getattr(self._local, "conn", None)
-            if conn is None:   # this thread's first call
-                conn = self._local.conn = self._connect()
-            yield conn
+            if self._conn is None:
+                self._conn = self._connect()
+            yield self._conn
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+        finally:
+            self._conn_lock.release()
 
     def _write(self, fn: Write[T]) -> T:
         """``fn(conn, now)`` inside a write transaction, committed before this returns
@@ -209,11 +214,10 @@ class SqliteStore(SqliteHistory, Store):
                      "WHERE expires_at <= ? LIMIT ?)", (now, SWEEP_BATCH))
 
     def close(self) -> None:
-        with self._all_lock:
-            connections, self._all = self._all, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
         self._writes.close()
         self._journal.close()
 

@@ -4,11 +4,11 @@ console shows (``Store.history_*``, ``Store.tally_*``), in tables of the store's
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from webhook.store.base import Conversation, HistoryItem
+from webhook.store.base import Conversation, HistoryItem, HistoryNote
 
 __all__ = ["SqliteHistory", "HISTORY_SCHEMA"]
 
@@ -43,26 +43,26 @@ class SqliteHistory:
     _write: Callable[[Callable[[sqlite3.Connection, float], Any]], Any]
     _connection: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
-    def history_add(self, appid: str, openid: str, items: Sequence[HistoryItem], *,
-                    preview: str | None = None, flag: str | None = None) -> None:
+    def history_add(self, notes: Sequence[HistoryNote]) -> None:
         def write(conn: sqlite3.Connection, now: float) -> None:
-            for i in items:
-                conn.execute(
+            for note in notes:
+                conn.executemany(
                     f"INSERT INTO history (appid, openid, {_ITEM_COLS}, noted_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                     "rule = excluded.rule, state = excluded.state, errcode = excluded.errcode, "
                     "errmsg = excluded.errmsg, noted_at = excluded.noted_at",
-                    (appid, openid, i.item, i.at, i.direction, i.body, i.rule, i.state,
-                     i.errcode, i.errmsg, now))
-            conn.execute(
-                f"INSERT INTO conversations ({_CONVERSATION_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET last_at = MAX(last_at, excluded.last_at), "
-                "preview = COALESCE(?, preview), flag = COALESCE(excluded.flag, flag), "
-                "flagged_at = CASE WHEN flag IS NOT NULL THEN flagged_at "
-                "ELSE excluded.flagged_at END",
-                (appid, openid, now, preview or "", flag, None if flag is None else now,
-                 preview))
-        self._write(write)
+                    [(note.appid, note.openid, i.item, i.at, i.direction, i.body, i.rule,
+                      i.state, i.errcode, i.errmsg, now) for i in note.items])
+                conn.execute(
+                    f"INSERT INTO conversations ({_CONVERSATION_COLS}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET last_at = MAX(last_at, excluded.last_at), "
+                    "preview = COALESCE(?, preview), flag = COALESCE(excluded.flag, flag), "
+                    "flagged_at = CASE WHEN flag IS NOT NULL THEN flagged_at "
+                    "ELSE excluded.flagged_at END",
+                    (note.appid, note.openid, now, note.preview or "", note.flag,
+                     None if note.flag is None else now, note.preview))
+        if notes:
+            self._write(write)
 
     def history_handled(self, appid: str, openid: str) -> bool:
         return self._write(lambda conn, now: conn.execute(
@@ -105,12 +105,12 @@ class SqliteHistory:
             return count
         return self._write(write)
 
-    def tally_add(self, kind: str, names: Sequence[str], *, day: int) -> None:
-        if names:
+    def tally_add(self, counts: Mapping[tuple[str, int, str], int]) -> None:
+        if counts:
             self._write(lambda conn, now: conn.executemany(
-                "INSERT INTO tallies (kind, day, name, count) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT DO UPDATE SET count = count + 1",
-                [(kind, day, name) for name in names]))
+                "INSERT INTO tallies (kind, day, name, count) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET count = count + excluded.count",
+                [(*key, n) for key, n in counts.items()]))
 
     def tally_top(self, kind: str, *, since: int, limit: int = 20) -> list[tuple[str, int]]:
         with self._connection() as conn:

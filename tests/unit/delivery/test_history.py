@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 
 import pytest
 
@@ -150,4 +151,71 @@ def test_a_note_that_fails_costs_no_reply(store, clock, caplog):
     history = History(Broken(store), days=7, clock=clock)
     handle(store, history, make_text("几点", openid="oE"))
     assert [r.state for r in store.outbox_list()] == ["pending"]
-    assert "history push not noted: StoreError" in caplog.text
+    assert "history notes not noted: StoreError" in caplog.text
+
+
+class Gated:
+    """A store whose history writes are counted, and wait for ``gate`` once it is closed."""
+
+    def __init__(self, store: Store) -> None:
+        self._store, self.writes = store, []
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def history_add(self, notes):
+        self.entered.set()
+        assert self.gate.wait(10)
+        self.writes.append(len(notes))
+        self._store.history_add(notes)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_started_history_writes_what_gathered_during_a_write_in_one_write(store, clock):
+    gated = Gated(store)
+    history = History(gated, days=7, clock=clock)
+    history.start()
+    try:
+        gated.gate.clear()
+        handle(store, history, make_text("几点", openid="o0"))
+        assert gated.entered.wait(10)   # its thread is writing the first note
+        for i in range(1, 6):
+            handle(store, history, make_text("几点", openid=f"o{i}"))
+        assert store.history_conversations() == []   # handed over, not written yet
+        gated.gate.set()
+    finally:
+        history.stop()   # writes what its thread had not yet written
+    assert gated.writes == [1, 5]
+    assert len(store.history_conversations()) == 6
+
+
+def test_started_history_notes_everything_handed_from_many_threads(store, clock):
+    gated = Gated(store)
+    history = History(gated, days=7, clock=clock)
+    history.start()
+    try:
+        workers = [threading.Thread(target=lambda n=n: [
+            handle(store, history, make_text("几点", openid=f"o{n}-{i}")) for i in range(20)])
+            for n in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        history.stop()
+    assert len(store.history_conversations(limit=200)) == 80 and sum(gated.writes) == 80
+    assert store.tally_top("rule", since=0) == [("hours", 80)]
+
+
+def test_a_reply_noted_after_its_queueing_shows_its_last_state(store, clock):
+    history = History(store, days=7, clock=clock)
+    history.start()
+    try:
+        handle(store, history, make_text("几点", openid="oF"))
+        sender = Sender(store=store, api=Refusing(), owner="s", clock=clock,
+                        rng=random.Random(1), lease=30, max_attempts=3, history=history)
+        assert sender.run_once() == 1
+    finally:
+        history.stop()
+    assert store.history_timeline(APPID, "oF")[-1].state == "dead"

@@ -20,7 +20,8 @@ import redis
 from webhook.errors import StoreError
 from webhook.store import open_store
 from webhook.store.base import (DID_NOT_FINISH, INBOX_STATES, OUTBOX_STATES, Backlog,
-                                HistoryItem, InboxEntry, NewReply, OutboxRow, Store, ValueUpdate)
+                                HistoryItem, HistoryNote, InboxEntry, NewReply, OutboxRow, Store,
+                                ValueUpdate)
 from webhook.store.redis import RedisStore
 from webhook.store.sqlite import SqliteStore
 
@@ -683,6 +684,10 @@ def said(item: str, at: float, text: str = "hi") -> HistoryItem:
     return HistoryItem(item=item, at=at, direction="in", body=json.dumps({"text": text}))
 
 
+def note(store: Store, appid: str, openid: str, items: list[HistoryItem], **options) -> None:
+    store.history_add([HistoryNote(appid, openid, items, **options)])
+
+
 def sent(row_id: str, at: float, state: str = "queued", **error) -> HistoryItem:
     return HistoryItem(item=f"reply:{row_id}", at=at, direction="out", body='{"msgtype":"text"}',
                        rule="faq", state=state, **error)
@@ -690,28 +695,40 @@ def sent(row_id: str, at: float, state: str = "queued", **error) -> HistoryItem:
 
 def test_history_keeps_a_timeline_in_order_and_updates_a_reply_in_place(store: Store,
                                                                        clock) -> None:
-    store.history_add("wx1", "oA", [said("msg:1", 100.0, "几点开门 <b>"), sent("7", 100.5)],
+    note(store, "wx1", "oA", [said("msg:1", 100.0, "几点开门 <b>"), sent("7", 100.5)],
                       preview="几点开门 <b>")
-    store.history_add("wx1", "oA", [said("msg:2", 200.0)])
-    store.history_add("wx1", "oA", [sent("7", 999.0, "dead", errcode=45015, errmsg="out of time")])
+    note(store, "wx1", "oA", [said("msg:2", 200.0)])
+    note(store, "wx1", "oA", [sent("7", 999.0, "dead", errcode=45015, errmsg="out of time")])
     timeline = store.history_timeline("wx1", "oA")
     assert [(i.item, i.at, i.direction) for i in timeline] == [
         ("msg:1", 100.0, "in"), ("reply:7", 100.5, "out"), ("msg:2", 200.0, "in")]
     assert json.loads(timeline[0].body) == {"text": "几点开门 <b>"}
     assert (timeline[1].state, timeline[1].errcode, timeline[1].errmsg, timeline[1].rule) == (
         "dead", 45015, "out of time", "faq")
-    store.history_add("wx1", "oA", [sent("7", 1.0, "sent")])   # retried: the error is gone
+    note(store, "wx1", "oA", [sent("7", 1.0, "sent")])   # retried: the error is gone
     again = store.history_timeline("wx1", "oA")[1]
     assert (again.at, again.state, again.errcode, again.errmsg) == (100.5, "sent", None, None)
     assert [i.item for i in store.history_timeline("wx1", "oA", limit=2)] == ["reply:7", "msg:2"]
     assert store.history_timeline("wx1", "nobody") == []
 
 
+def test_history_notes_of_one_write_apply_in_turn(store: Store) -> None:
+    store.history_add([HistoryNote("wx1", "oA", [said("msg:1", 1.0), sent("1", 1.5)],
+                                   preview="hi", flag="no rule matched"),
+                       HistoryNote("wx1", "oB", [said("msg:1", 2.0)]),
+                       HistoryNote("wx1", "oA", [sent("1", 9.0, "sent")])])
+    store.history_add([])
+    assert [(i.item, i.at, i.state) for i in store.history_timeline("wx1", "oA")] == [
+        ("msg:1", 1.0, ""), ("reply:1", 1.5, "sent")]
+    assert store.history_conversation("wx1", "oA").flag == "no rule matched"
+    assert [i.item for i in store.history_timeline("wx1", "oB")] == ["msg:1"]
+
+
 def test_history_lists_conversations_by_last_activity_per_app(store: Store, clock) -> None:
     for openid, appid in (("oA", "wx1"), ("oB", "wx1"), ("oC", "wx2")):
-        store.history_add(appid, openid, [said("msg:1", clock())], preview=f"from {openid}")
+        note(store, appid, openid, [said("msg:1", clock())], preview=f"from {openid}")
         clock.advance(10)
-    store.history_add("wx1", "oA", [sent("1", clock())])   # activity without a new preview
+    note(store, "wx1", "oA", [sent("1", clock())])   # activity without a new preview
     listed = store.history_conversations()
     assert [(c.appid, c.openid) for c in listed] == [("wx1", "oA"), ("wx2", "oC"), ("wx1", "oB")]
     assert listed[0].preview == "from oA" and listed[0].last_at == clock()
@@ -723,13 +740,13 @@ def test_history_lists_conversations_by_last_activity_per_app(store: Store, cloc
 
 
 def test_history_flags_a_conversation_until_it_is_handled(store: Store, clock) -> None:
-    store.history_add("wx1", "oA", [said("msg:1", 1.0)])
-    store.history_add("wx1", "oB", [said("msg:1", 1.0)], flag="hand-off rule fired")
+    note(store, "wx1", "oA", [said("msg:1", 1.0)])
+    note(store, "wx1", "oB", [said("msg:1", 1.0)], flag="hand-off rule fired")
     first_flag = clock()
     clock.advance(5)
-    store.history_add("wx1", "oB", [sent("1", 2.0, "dead")], flag="reply dead")
+    note(store, "wx1", "oB", [sent("1", 2.0, "dead")], flag="reply dead")
     clock.advance(1)
-    store.history_add("wx2", "oC", [said("msg:1", 1.0)], flag="no rule matched")
+    note(store, "wx2", "oC", [said("msg:1", 1.0)], flag="no rule matched")
     flagged = store.history_conversations(flagged=True)
     assert [(c.openid, c.flag) for c in flagged] == [("oC", "no rule matched"), ("oB", "reply dead")]
     assert flagged[1].flagged_at == first_flag   # flagged since the first mark
@@ -739,16 +756,16 @@ def test_history_flags_a_conversation_until_it_is_handled(store: Store, clock) -
     assert store.history_handled("wx1", "oB") is False
     assert store.history_conversation("wx1", "oB").flag is None
     assert [c.openid for c in store.history_conversations(flagged=True)] == ["oC"]
-    store.history_add("wx1", "oB", [said("msg:2", 3.0)])   # no flag: stays handled
+    note(store, "wx1", "oB", [said("msg:2", 3.0)])   # no flag: stays handled
     assert store.history_conversation("wx1", "oB").flagged_at is None
 
 
 def test_history_purge_forgets_what_was_last_noted_before(store: Store, clock) -> None:
-    store.history_add("wx1", "old", [said("msg:1", 1.0)], flag="no rule matched")
-    store.history_add("wx1", "both", [said("msg:1", 1.0), sent("1", 1.0)])
+    note(store, "wx1", "old", [said("msg:1", 1.0)], flag="no rule matched")
+    note(store, "wx1", "both", [said("msg:1", 1.0), sent("1", 1.0)])
     clock.advance(100)
     cut = clock()
-    store.history_add("wx1", "both", [said("msg:2", 2.0), sent("1", 1.0, "sent")])
+    note(store, "wx1", "both", [said("msg:2", 2.0), sent("1", 1.0, "sent")])
     assert store.history_purge(before=cut) == 2   # old's message and both's first one
     assert store.history_conversation("wx1", "old") is None
     assert store.history_conversations(flagged=True) == []
@@ -760,11 +777,10 @@ def test_history_purge_forgets_what_was_last_noted_before(store: Store, clock) -
 
 
 def test_tallies_count_per_day_and_rank_the_most_counted(store: Store) -> None:
-    store.tally_add("rule", ["hours", "order"], day=100)
-    store.tally_add("rule", ["hours"], day=101)
-    store.tally_add("rule", ["order", "order"], day=102)
-    store.tally_add("unmatched", ["你好"], day=102)
-    store.tally_add("rule", [], day=102)
+    store.tally_add({("rule", 100, "hours"): 1, ("rule", 100, "order"): 1})
+    store.tally_add({("rule", 101, "hours"): 1})
+    store.tally_add({("rule", 102, "order"): 2, ("unmatched", 102, "你好"): 1})
+    store.tally_add({})
     assert store.tally_top("rule", since=100) == [("order", 3), ("hours", 2)]
     assert store.tally_top("rule", since=101) == [("order", 2), ("hours", 1)]
     assert store.tally_top("rule", since=100, limit=1) == [("order", 3)]
