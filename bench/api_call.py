@@ -1,12 +1,14 @@
-"""The client CPU of one JSON call to WeChat's API: wxpush's direct path vs ``Session.request``.
+"""The client CPU of one JSON call to WeChat's API, by the client's own transport and by
+requests' own, directly and through ``Session.request``.
 
     python bench/api_call.py [--calls 2000] [--rounds 3]
 
 A reply's send is a JSON POST. ``WeChatClient`` hands such a call to the session's transport
-as it prepared it (``_plain``); any other call goes through ``requests.Session.request``. Both
-paths are timed here in one run, alternating, against a keep-alive stand-in server in another
-process (so its CPU is not counted), as the CPU this process spends per call. Prints figures,
-asserts nothing.
+as it prepared it (``_plain``); any other call goes through ``requests.Session.request``. Its
+own session's transport is ``webhook.wechat.transport.KeptAlive`` (http.client); a session
+made by hand has requests' ``HTTPAdapter`` (urllib3). The three are timed here in one run,
+alternating, against a keep-alive stand-in server in another process (so its CPU is not
+counted), as the CPU this process spends per call. Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import requests  # noqa: E402
+from requests.adapters import HTTPAdapter  # noqa: E402
 
 from webhook.wechat.client import WeChatClient  # noqa: E402
 
@@ -35,7 +40,7 @@ class Answer(http.server.BaseHTTPRequestHandler):
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 """
@@ -60,10 +65,14 @@ def main() -> int:
     try:
         port = int(server.stdout.readline())
         client = WeChatClient(f"http://127.0.0.1:{port}")
+        urllib3 = requests.Session()
+        urllib3.mount("http://", HTTPAdapter(max_retries=0))
+        by_hand = WeChatClient(f"http://127.0.0.1:{port}", session=urllib3)
         body = json.dumps(PAYLOAD, allow_nan=False).encode()
         paths = {
-            "direct (json=)": lambda: client._call("POST", PATH, token="T", json=PAYLOAD),
-            "Session.request": lambda: client._call(
+            "own transport": lambda: client._call("POST", PATH, token="T", json=PAYLOAD),
+            "HTTPAdapter": lambda: by_hand._call("POST", PATH, token="T", json=PAYLOAD),
+            "Session.request": lambda: by_hand._call(
                 "POST", PATH, token="T", data=body, headers={"Content-Type": "application/json"}),
         }
         for call in paths.values():
@@ -80,8 +89,10 @@ def main() -> int:
           f"(median of {args.rounds} rounds of {args.calls})")
     for name, value in medians.items():
         print(f"  {name:<16} {value:7.1f} us")
-    ratio = medians["Session.request"] / medians["direct (json=)"]
-    print(f"  Session.request / direct: {ratio:.2f}x")
+    print(f"  HTTPAdapter / own transport: "
+          f"{medians['HTTPAdapter'] / medians['own transport']:.2f}x; "
+          f"Session.request / HTTPAdapter: "
+          f"{medians['Session.request'] / medians['HTTPAdapter']:.2f}x")
     return 0
 
 

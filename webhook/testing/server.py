@@ -23,6 +23,11 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 1024   # a burst of test clients must queue, not be reset
+    accepted = 0                # connections accepted so far
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.accepted += 1
+        super().process_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a timed-out test client) is not worth a traceback."""
@@ -98,6 +103,11 @@ class RunningServer:
     port: int
     _server: WSGIServer = field(repr=False)
     _thread: threading.Thread = field(repr=False)
+
+    @property
+    def connections(self) -> int:
+        """The TCP connections it accepted so far."""
+        return self._server.accepted
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from webhook.errors import Permanent, Retryable, TimedOut, api_error
+from webhook.wechat.transport import KeptAlive
 from webhook.wellformed import loads
 
 __all__ = ["WeChatClient", "TokenGrant", "scrub", "POOL_SIZE"]
@@ -60,14 +60,14 @@ for _name in ("connectionpool", "connection", "poolmanager", "response", "util.r
 
 def _new_session(connections: int) -> requests.Session:
     """A keep-alive Session keeping up to ``connections`` connections per host: as many as
-    the process makes calls at once, or urllib3 closes the ones past it after each call and
-    opens new ones for the next (a TLS handshake each, against WeChat)."""
+    the process makes calls at once, or the ones past it are closed after each call and new
+    ones opened for the next (a TLS handshake each, against WeChat)."""
     session = requests.Session()
     # requests would read the environment (proxies, CA bundle) and ~/.netrc on every call;
     # each client resolves the proxy and CA settings once instead.
     session.trust_env = False
     # No transport retries: a send is not idempotent; callers retry with backoff instead.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=connections, max_retries=0)
+    adapter = KeptAlive(connections)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "wxpush"
@@ -84,7 +84,8 @@ class WeChatClient:
     """Plain calls, one per WeChat endpoint; no token logic (see ``webhook.wechat.tokens``).
 
     ``session`` is the test seam: pass a Session with a transport adapter mounted; without
-    one, a Session keeping ``connections`` connections alive per host is made. The proxy
+    one, a Session is made whose transport (``webhook.wechat.transport``) keeps up to
+    ``connections`` connections alive per host. The proxy
     for ``base_url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
     names its host) and the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) are read
     from the environment when the client is made, as requests reads them.
