@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import os
 import select
+import socket
 import ssl
 import threading
 import weakref
@@ -96,7 +97,7 @@ class KeptAlive(BaseAdapter):
                 if not conns:
                     return None
                 conn = conns.pop()
-            if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+            if conn.sock is not None and not _readable(conn.sock):
                 return conn
             conn.close()
 
@@ -131,6 +132,13 @@ class KeptAlive(BaseAdapter):
                         cafile=verify if isinstance(verify, str) else certifi.where())
                 self._contexts[verify] = context
             return context
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read now (poll, not select: any descriptor number)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _close(idle: dict[_Key, list[http.client.HTTPConnection]]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import resource
 import shutil
 import ssl
 import subprocess
@@ -147,3 +149,21 @@ def test_tls_is_checked_against_the_ca_bundle_the_environment_names(tls_files, m
         server.shutdown()
         server.server_close()
         thread.join(3)
+
+
+def test_a_kept_alive_connection_past_descriptor_1024_is_reused(answering):
+    """A busy process holds many descriptors; the check of an idle connection takes any."""
+    url, handler = answering
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY and limit < 1200:
+        pytest.skip(f"only {limit} file descriptors allowed")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        client = WeChatClient(url)
+        send(client, "o1")
+        send(client, "o2")
+        assert len(handler.connections) == 1
+        client.session.close()
+    finally:
+        for fd in held:
+            os.close(fd)
