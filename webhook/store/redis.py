@@ -181,22 +181,13 @@ class RedisStore(RedisHistory, Store):
     def update(self, key: str, fn: Callable[[str | None], str | None], *,
                ttl: float | None = None) -> str | None:
         vkey = self._vkey(key)
-        with self.client.pipeline() as pipe:
-            while True:   # optimistic: WATCH, read, compute, MULTI/EXEC; again if it moved
-                try:
-                    pipe.watch(vkey)
-                    now = self.clock()
-                    new = fn(self._decode(pipe.get(vkey), now))
-                    pipe.multi()
-                    if new is None:
-                        pipe.delete(vkey)
-                    else:
-                        pipe.set(vkey, self._encode(new, now, ttl),
-                                 px=None if ttl is None else _px(ttl))
-                    pipe.execute()
-                    return new
-                except redis.WatchError:
-                    continue
+        while True:   # optimistic: read, compute, write if it has not moved; again if it has
+            raw, now = self.client.get(vkey), self.clock()
+            new = fn(self._decode(raw, now))
+            if self._run("SWAP", [vkey], [raw or "",
+                                          "" if new is None else self._encode(new, now, ttl),
+                                          "" if new is None or ttl is None else _px(ttl)]):
+                return new
 
     # -- lease lock -----------------------------------------------------------------------
     @_store_errors

@@ -9,7 +9,7 @@ them to 14 digits); Lua only compares them. Optional fields arrive as ``""`` (No
 from __future__ import annotations
 
 __all__ = [
-    "PUT_NEW", "DELETE_IF", "ACQUIRE",
+    "PUT_NEW", "DELETE_IF", "SWAP", "ACQUIRE",
     "INBOX_RECORD", "INBOX_TAKE", "INBOX_RENEW", "INBOX_FINISH", "INBOX_RETRY", "INBOX_DEAD",
     "INBOX_REQUEUE", "INBOX_PURGE",
     "OUTBOX_ADD", "OUTBOX_CLAIM", "OUTBOX_MARK", "OUTBOX_REQUEUE", "OUTBOX_PURGE",
@@ -43,6 +43,17 @@ if not cur then return 0 end
 local e, text = split(cur)
 if text ~= ARGV[2] or not live(e, tonumber(ARGV[1])) then return 0 end
 redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# ARGV: what was read ("" none), new text ("" delete), px ("" none). Written only if the
+# value is still what was read: ``update``'s compare-and-set.
+SWAP = """
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '' then redis.call('SET', KEYS[1], ARGV[2])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """
 
