@@ -3,6 +3,7 @@
     python bench/reply_throughput.py [--pushes 10000] [--latencies 0,50,200] [--rate 200]
                                      [--seconds 20] [--redis] [--senders N] [--keep]
                                      [--history-days N] [--handler-threads N]
+                                     [--deliveries N]
 
 What a customer sees is the reply, and WeChat's API answers in 20-300 ms (about 50 from a
 server in mainland China, 150-300 from abroad): the emulator served in this process adds that
@@ -130,12 +131,14 @@ def machine() -> str:
 
 
 def write_config(path: Path, *, api_base: str, store: str, senders: int | None,
-                 history_days: int | None = None, handler_threads: int | None = None) -> None:
+                 history_days: int | None = None, handler_threads: int | None = None,
+                 deliveries: int | None = None) -> None:
     path.write_text(
         f'[server]\napi_base = "{api_base}"\nstore = "{store}"\nrules = "rules.toml"\n'
         + (f"senders = {senders}\n" if senders is not None else "")
         + (f"history_days = {history_days}\n" if history_days is not None else "")
         + (f"handler_threads = {handler_threads}\n" if handler_threads is not None else "")
+        + (f"deliveries = {deliveries}\n" if deliveries is not None else "")
         + f'\n[[apps]]\nappid = "{APPID}"\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
         f'encoding_aes_key = "{AES_KEY}"\nformat = "xml"\nmode = "safe"\n', encoding="utf-8")
 
@@ -333,6 +336,9 @@ def main() -> int:
     parser.add_argument("--handler-threads", type=positive(int), default=None,
                         help="[server] handler_threads for every server (default: the "
                              "server's own)")
+    parser.add_argument("--deliveries", type=positive(int), default=None,
+                        help="[server] deliveries (delivery processes) for every server "
+                             "(default: the server's own)")
     parser.add_argument("--history-days", type=int, default=None,
                         help="[server] history_days for every server (default: the server's "
                              "own; 0 notes no conversation history)")
@@ -361,7 +367,8 @@ def main() -> int:
         (where / "rules.toml").write_text(RULES, encoding="utf-8")
         write_config(where / "wxpush.toml", api_base=wechat.url, senders=args.senders,
                      store=store_url or f"sqlite:///{where / 'wxpush.db'}",
-                     history_days=args.history_days, handler_threads=args.handler_threads)
+                     history_days=args.history_days, handler_threads=args.handler_threads,
+                     deliveries=args.deliveries)
         running[:] = start_servers(where, name, count, workers=args.workers)
         return running
 
@@ -389,6 +396,7 @@ def main() -> int:
               f"senders {args.senders if args.senders is not None else 'default'}, "
               f"history_days {args.history_days if args.history_days is not None else 'default'}, "
               f"handler_threads {args.handler_threads or 'default'}, "
+              f"deliveries {args.deliveries or 'default'}, "
               f"safe-mode XML, 1 keyword rule every push matches; emulator in this process; "
               f"wrk -t{args.threads} -c{args.connections}, each push sent once")
         print(f"\n  burst of {args.pushes} pushes from {args.pushes} customers, SQLite store, "

@@ -2,7 +2,7 @@
 nginx in front of them.
 
 Servers run ``wxpush serve`` (gunicorn with webhook/server/gunicorn_conf.py and the delivery
-process) as a child process on a free loopback port and are stopped by pid
+processes) as a child process on a free loopback port and are stopped by pid
 at the end of the test. nginx runs deploy/nginx.conf, its TLS lines swapped for plain HTTP on
 another free loopback port, as a child of the test with its files in a temporary directory.
 """
@@ -48,7 +48,7 @@ class EmulatorServer:
 
 
 class ServerProcess:
-    """One ``wxpush serve``: a gunicorn master and its workers, and the delivery process."""
+    """One ``wxpush serve``: a gunicorn master and its workers, and the delivery processes."""
 
     def __init__(self, directory: Path, *, store: str, api_base: str, rules: str | None = None,
                  workers: int = 2, mode: str = "safe", fmt: str = "xml", server: str = "",
@@ -70,6 +70,8 @@ class ServerProcess:
             f'encoding_aes_key = "{AES_KEY}"\nformat = "{fmt}"\nmode = "{mode}"\n' + apps,
             encoding="utf-8")
         self.workers, self.env, self.redis = workers, env or {}, store.startswith("redis")
+        found = re.search(r"^deliveries\s*=\s*(\d+)", server, re.MULTILINE)
+        self.deliveries = int(found.group(1)) if found else 2
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
@@ -94,11 +96,12 @@ class ServerProcess:
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
 
     def _accepting(self) -> bool:
-        """Every request worker has loaded the app and takes its share of connections, and the
-        delivery process has loaded its rules (an edit after this is a reload for each)."""
-        pids, logs = self.worker_pids(), self.logs()
-        return len(pids) >= self.workers and "delivery started pid=" in logs and all(
-            f"Worker accepting connections (pid: {pid})" in logs for pid in pids)
+        """Every request worker has loaded the app and takes its share of connections, and
+        every delivery process has loaded its rules (an edit after this is a reload for each)."""
+        pids, deliveries, logs = self.worker_pids(), self.delivery_pids(), self.logs()
+        return len(pids) >= self.workers and len(deliveries) >= self.deliveries and all(
+            f"Worker accepting connections (pid: {pid})" in logs for pid in pids) and all(
+            f"delivery started pid={pid}" in logs for pid in deliveries)
 
     def worker_pids(self) -> list[int]:
         """gunicorn's request workers."""
@@ -106,8 +109,8 @@ class ServerProcess:
         return request_workers(self.process.pid)
 
     def delivery_pids(self) -> list[int]:
-        """The delivery process, running handlers and senders (none while it is being started
-        again)."""
+        """The delivery processes, running handlers and senders (fewer while one is being
+        started again)."""
         assert self.process is not None
         return delivery_processes(self.process.pid)
 

@@ -183,16 +183,22 @@ def test_wxpush_push_without_the_emulator_told_shows_the_dead_reply(servers, emu
         and "add --emulator URL" in lines[2]
 
 
-def test_serve_runs_a_delivery_process_and_sigterm_stops_every_process(servers, emulator,
-                                                                        tmp_path, store_url):
+def test_serve_runs_its_delivery_processes_and_sigterm_stops_every_process(servers, emulator,
+                                                                            tmp_path, store_url):
     server = start(servers, emulator, tmp_path, store=store_url, rules=RULES)
-    delivery = wait_for(server.delivery_pids, timeout=20)
-    assert len(delivery) == 1 and delivery[0] not in server.worker_pids()
-    assert wait_for(lambda: f"[{delivery[0]}] [INFO] delivery started" in server.logs())
-    # Its every thread yields the CPU to the answers: nicer than the request workers.
+    delivery = wait_for(lambda: len(server.delivery_pids()) == 2 and server.delivery_pids(),
+                        timeout=20)
+    assert not set(delivery) & set(server.worker_pids())
+    # [server] senders (128) is shared between them.
+    for pid in delivery:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--senders") + 1] == b"64"
+    for pid in delivery:
+        assert wait_for(lambda: f"[{pid}] [INFO] delivery started" in server.logs())
+    # Their every thread yields the CPU to the answers: nicer than the request workers.
     lowered = min(19, nice(server.worker_pids()[0]) + 10)
-    assert {nice(int(task.name)) for task in Path(f"/proc/{delivery[0]}/task").iterdir()} \
-        == {lowered}
+    assert {nice(int(task.name)) for pid in delivery
+            for task in Path(f"/proc/{pid}/task").iterdir()} == {lowered}
     processes = [server.process.pid, *server.worker_pids(), *delivery]
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
@@ -461,8 +467,9 @@ def test_a_delivery_process_frozen_holding_the_store_lock_holds_up_nothing_for_l
     assert {status for status, _ in answers} == {503}
     assert max(spent for _, spent in answers) < 6.0, answers
 
-    assert wait_for(lambda: [p for p in server.delivery_pids() if p != frozen], timeout=30)
-    assert not Path(f"/proc/{frozen}").exists() or _state(frozen) == "Z"
+    assert wait_for(lambda: not Path(f"/proc/{frozen}").exists() or _state(frozen) == "Z",
+                    timeout=30)
+    assert wait_for(lambda: len(server.delivery_pids()) == 2, timeout=30)
     assert f"delivery process pid={frozen} made no progress" in server.logs()
     users = {f"o-frozen-{i}" for i in range(5)}
     assert wait_for(lambda: users <= {to for _, to, _ in emulator.emulator.sent(APPID)},

@@ -1,8 +1,8 @@
 """``wxpush deliver``: the work done after the answer, without serving HTTP: take recorded
 pushes, run their handlers, send the replies, take over pushes and replies whose process died.
 
-``wxpush serve`` runs one beside gunicorn (the delivery process), so the request workers run
-the request path alone. With Redis, a ``wxpush deliver`` on any host adds handlers and
+``wxpush serve`` runs ``[server] deliveries`` of them beside gunicorn (the delivery processes),
+so the request workers run the request path alone. With Redis, a ``wxpush deliver`` on any host adds handlers and
 senders. SIGTERM or SIGINT: stop taking, let running handlers and in-flight sends finish
 (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds, as for gunicorn's workers).
 """
@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import replace
 
 from webhook.cli.logs import configure_logging
 from webhook.config.settings import config_path, load
@@ -31,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--allow-volatile-redis", action="store_true",
                         help="run on a Redis that keeps nothing across a restart (tests only)")
-    # wxpush serve's supervisor: the pipe to tell it of progress on (webhook.server.supervisor).
+    # wxpush serve's supervisor: the pipe to tell it of progress on (webhook.server.supervisor),
+    # and this process's share of [server] senders.
     parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--senders", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=work)
 
 
@@ -51,6 +54,8 @@ def work(args: argparse.Namespace) -> int:
     from webhook.server.app import create_background, parts
 
     settings = load(config_path(args.config))
+    if args.senders is not None:
+        settings = replace(settings, server=replace(settings.server, senders=args.senders))
     configure_logging()
     # WeChat's 5 s answer comes first, a reply can wait a few ms: on a host short of CPU the
     # request workers get it first. (Linux: the threads started from here on inherit it.)

@@ -1,6 +1,6 @@
 """``wxpush serve``: check the address to listen on and what ``preflight`` checks (config,
 store, rules, routers), say where the server answers, then run gunicorn with its settings
-(``webhook/server/gunicorn_conf.py``) and the delivery process (``webhook.server.supervisor``)."""
+(``webhook/server/gunicorn_conf.py``) and the delivery processes (``webhook.server.supervisor``)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from webhook.server.rundir import RunDir
 from webhook.server.supervisor import Supervisor
 from webhook.store import Store, open_store
 
-__all__ = ["register", "check_free", "announce"]
+__all__ = ["register", "check_free", "announce", "shares"]
 
 log = logging.getLogger("webhook.server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("serve", help="run the server (gunicorn, and the delivery process)")
+    parser = sub.add_parser("serve", help="run the server (gunicorn, and the delivery processes)")
     parser.add_argument("--config", help="config file (default: $WXPUSH_CONFIG or ./wxpush.toml)")
     parser.add_argument("--bind", help="HOST:PORT (default: $WXPUSH_BIND or 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default: $WXPUSH_WORKERS or 2)")
@@ -79,6 +79,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
         delivery.append("--allow-volatile-redis")
+    deliveries = [[*delivery, "--senders", str(share)]
+                  for share in shares(settings.server.senders, settings.server.deliveries)]
     if settings.server.log_format == "json":   # a log pipeline reads one object a line
         for line in announce(bind, settings).splitlines():
             log.info("%s", line.strip())
@@ -91,9 +93,14 @@ def serve(args: argparse.Namespace) -> int:
         if settings.server.metrics_port is not None:
             serve_metrics(settings.server.metrics_port, bind, open_store(settings.server.store))
         sys.stdout.flush()
-        return Supervisor(gunicorn, delivery, graceful=graceful_timeout(), env=env,
+        return Supervisor(gunicorn, deliveries, graceful=graceful_timeout(), env=env,
                           stall=settings.server.stall_timeout, progress=run.beats.note,
                           gone=run.gone).run()
+
+
+def shares(senders: int, processes: int) -> list[int]:
+    """``senders`` sends in flight split between ``processes`` delivery processes."""
+    return [senders // processes + (i < senders % processes) for i in range(processes)]
 
 
 def log_start(settings: Settings, rules: int) -> None:

@@ -63,6 +63,7 @@ class ServerConfig:
     handler_budget: float = 3.0
     dedupe_ttl: int = 86400
     senders: int = 128
+    deliveries: int = 2
     handler_threads: int = 8
     send_attempts: int = 8
     handle_attempts: int = 5
@@ -149,6 +150,7 @@ _SERVER_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "dedupe_ttl": (int, lambda v: v >= 60, "seconds >= 60"),
     "senders": (int, lambda v: 0 <= v <= 1024,
                 "a count of sends in flight between 0 and 1024 (0: this process sends none)"),
+    "deliveries": (int, lambda v: 1 <= v <= 64, "a process count between 1 and 64"),
     "handler_threads": (int, lambda v: 1 <= v <= 64, "a thread count between 1 and 64"),
     "send_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),
     "handle_attempts": (int, lambda v: 1 <= v <= 100, "a count between 1 and 100"),

@@ -357,3 +357,12 @@ def test_demo_keeps_running_with_the_console_and_an_answer_reaches_the_customer(
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=30)
     assert demo.returncode == 0
+
+
+@pytest.mark.parametrize("senders, processes, split", [
+    (128, 2, [64, 64]), (5, 2, [3, 2]), (1, 2, [1, 0]), (0, 3, [0, 0, 0]), (7, 1, [7])])
+def test_serve_splits_the_sends_in_flight_between_its_delivery_processes(senders, processes,
+                                                                          split):
+    from webhook.cli.serve import shares
+
+    assert shares(senders, processes) == split

@@ -49,7 +49,7 @@ a = json.loads(sys.argv[1])
 def gone(pid):
     with open(a["gone"], "a") as f:
         f.write(f"{pid}\\n")
-sys.exit(Supervisor(a["server"], a["delivery"], graceful=a["graceful"], poll=0.02,
+sys.exit(Supervisor(a["server"], [a["delivery"]] * a["deliveries"], graceful=a["graceful"], poll=0.02,
                     first_delay=a["first_delay"], stall=a["stall"],
                     progress=BeatFile(a["beats"]).note, gone=gone).run())
 """
@@ -59,7 +59,7 @@ class Run:
     def __init__(self, tmp_path: Path, *, server_life: float = 60, server_code: int = 0,
                  delivery_life: float = 60, delivery_code: int = 0, ignore_term: bool = False,
                  graceful: float = 5.0, first_delay: float = 0.05,
-                 stall: float | None = None) -> None:
+                 stall: float | None = None, deliveries: int = 1) -> None:
         fake = tmp_path / "fake.py"
         fake.write_text(FAKE, encoding="utf-8")
         self.server_log, self.delivery_log = tmp_path / "server.log", tmp_path / "delivery.log"
@@ -68,6 +68,7 @@ class Run:
                 "delivery": [sys.executable, str(fake), str(self.delivery_log),
                              str(delivery_code), str(delivery_life), "1" if ignore_term else "0"],
                 "graceful": graceful, "first_delay": first_delay, "stall": stall,
+                "deliveries": deliveries,
                 "beats": str(tmp_path / "beats"), "gone": str(tmp_path / "gone")}
         self.beats, self.gone = BeatFile(str(tmp_path / "beats")), tmp_path / "gone"
         self.process = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(argv)],
@@ -119,6 +120,22 @@ def test_a_killed_delivery_process_is_started_again_and_sigterm_stops_both(tmp_p
     assert run.wait(run.delivery_log, "SIGTERM") == [second]
     assert not alive(server) and not alive(second)
     assert "delivery process exited code=-9" in err
+
+
+def test_each_of_several_delivery_processes_is_started_again_alone_and_sigterm_stops_all(
+        tmp_path):
+    run = Run(tmp_path, deliveries=3)
+    first = run.wait(run.delivery_log, "start", 3)
+    assert len(set(first)) == 3
+    os.kill(first[1], signal.SIGKILL)
+    again = run.wait(run.delivery_log, "start", 4)[3]
+    assert again not in first
+    assert all(alive(pid) for pid in (first[0], first[2], again))
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish()[0] == 0
+    assert sorted(run.wait(run.delivery_log, "SIGTERM", 3)) == sorted([first[0], first[2], again])
+    assert not any(alive(pid) for pid in (*first, again))
+    assert sorted(run.gone.read_text().split()) == sorted(map(str, (*first, again)))
 
 
 def test_when_gunicorn_exits_the_delivery_process_is_stopped_and_its_code_returned(tmp_path):
