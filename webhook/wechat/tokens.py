@@ -52,6 +52,10 @@ BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0
 # /cgi-bin/token (a new token each fetch, 2000 a day) inside its daily quota, and stable_token
 # could not force a new token sooner than 30 s anyway.
 REFUSED_GAP = 60.0
+# A process keeps using the token it read from the store this many seconds, so a send reads
+# no store for it: a token replaced elsewhere is seen that much later at most, while the one
+# it replaced is still valid (docs/protocol.md §6.1: both are, for five minutes).
+REREAD = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class TokenProvider:
         self._clock, self._random, self._sleep = clock, random or _random.Random(), sleep
         self._lease, self._wait, self._poll = lease, wait, poll
         self._repeats = Repeats(clock=self._clock)
+        self._seen: dict[str, tuple[_Entry, float]] = {}   # appid -> (entry, read at)
 
     # -- public ---------------------------------------------------------------------------
     def app(self, appid: str) -> AppConfig:
@@ -179,7 +184,12 @@ class TokenProvider:
     # -- the cache ------------------------------------------------------------------------
     def _token(self, appid: str, *, failed: str | None) -> str:
         self.app(appid)
-        entry, now = self._load(appid), self._clock()
+        if failed is None:
+            entry = self._recent(appid)
+        else:   # read afresh, and no thread of ours takes the refused token from memory
+            self._seen.pop(appid, None)
+            entry = self._load(appid)
+        now = self._clock()
         if entry and entry.token != failed:
             if now < entry.refresh_at:
                 return entry.token
@@ -270,7 +280,19 @@ class TokenProvider:
         raw = json.dumps({"token": grant.access_token, "expires_at": expires_at,
                           "fetched_at": now, "refresh_at": refresh_at})
         self.store.put(f"token:{appid}", raw, ttl=grant.expires_in)
+        self._seen.pop(appid, None)
         return grant.access_token
+
+    def _recent(self, appid: str) -> _Entry | None:
+        """The cached token as this process read it less than ``REREAD`` seconds ago, until
+        it is due for refresh (then every caller looks for the refreshed one)."""
+        now, seen = self._clock(), self._seen.get(appid)
+        if seen is not None and now - seen[1] < REREAD and now < seen[0].refresh_at:
+            return seen[0]
+        entry = self._load(appid)
+        if entry is not None:
+            self._seen[appid] = (entry, now)
+        return entry
 
     def _load(self, appid: str) -> _Entry | None:
         return _Entry.parse(self.store.get(f"token:{appid}"))

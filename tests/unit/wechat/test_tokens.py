@@ -311,3 +311,37 @@ def test_a_token_replaced_elsewhere_is_retried_inside_the_gap(store, upstream, c
     assert tokens.call("wxA", lambda token: (_ for _ in ()).throw(TokenInvalid(40001, "x"))
                        if token == second else token) == "T3"
     assert upstream.fetches["token"] == 3
+
+
+def test_a_process_reads_its_token_from_the_store_once_a_second(store, upstream, clock):
+    """A send reads no store for the token; a token replaced elsewhere is used here within
+    a second, and one refused is never taken from memory again."""
+    reads = Counter()
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def get(self, key):
+            reads[key] += 1
+            return store.get(key)
+
+    here = provider(Counting(), upstream, clock, endpoint="classic")
+    assert here.get("wxA") == "T1"                          # fetched
+    reads.clear()
+    assert [here.get("wxA") for _ in range(50)] == ["T1"] * 50
+    assert reads["token:wxA"] == 1
+    provider(store, upstream, clock, endpoint="classic").refresh("wxA")     # T2, elsewhere
+    assert here.get("wxA") == "T1"                          # still valid for 5 minutes
+    clock.advance(1.0)
+    assert here.get("wxA") == "T2"
+    used = []
+
+    def send(token: str) -> str:
+        used.append(token)
+        if token == "T2":
+            raise TokenInvalid(40001, "invalid credential")
+        return "sent"
+
+    assert here.call("wxA", send) == "sent" and used == ["T2", "T3"]
+    assert here.get("wxA") == "T3"
