@@ -135,8 +135,8 @@ def test_readiness_follows_the_delivery_process_and_the_dead_letters(servers, em
         return answer.json() if answer.status_code == 503 else None
 
     assert wait_for(lambda: ready().status_code == 200, timeout=20), ready().text
-    (delivery,) = server.delivery_pids()
-    os.kill(delivery, signal.SIGSTOP)      # stuck: no progress
+    delivery = server.delivery_pids()[0]
+    os.kill(delivery, signal.SIGSTOP)      # stuck: no progress, while the other goes on
     try:
         # (A worker may still hold its answer from before the first sign, for a second.)
         stuck = wait_for(lambda: (body := unready()) and "half of stall_timeout" in
@@ -146,7 +146,7 @@ def test_readiness_follows_the_delivery_process_and_the_dead_letters(servers, em
     finally:
         os.kill(delivery, signal.SIGCONT)  # before its supervisor replaces it
     assert wait_for(lambda: ready().status_code == 200, timeout=20), ready().text
-    assert server.delivery_pids() == [delivery]
+    assert delivery in server.delivery_pids()
     for i in range(2):                     # two replies set aside: 40003, a customer unknown
         assert post(server, push(emulator, f"closed-{i}", 7_000 + i, window=False)).ok
     failed = wait_for(lambda: (body := unready()) and "dead_letters" in body["failed"]

@@ -52,31 +52,39 @@ class Heartbeat:
 
 
 class BeatFile:
-    """The supervisor's word on its delivery process, for the request workers: the pid and
-    the time of its last sign, in one small file replaced whole (at most every ``every``
-    seconds), so a reader never sees half of it."""
+    """The supervisor's word on its delivery processes, for the request workers: each one's
+    pid and the time of its last sign (each gives one a second at most), in one small file
+    replaced whole, so a reader never sees half of it."""
 
-    def __init__(self, path: str, *, every: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.path, self._every, self._clock = path, every, clock
-        self._written = -float("inf")
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path, self._clock = path, clock
+        self._signs: dict[int, float] = {}   # pid -> its last sign
 
     def note(self, pid: int) -> None:
         """The delivery process ``pid`` gave a sign of progress now."""
-        now = self._clock()
-        if now - self._written < self._every:
-            return
-        self._written = now
+        self._signs[pid] = self._clock()
+        self._write()
+
+    def forget(self, pid: int) -> None:
+        """The delivery process ``pid`` is gone: its silence is no one's concern."""
+        if self._signs.pop(pid, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
         fresh = f"{self.path}.{os.getpid()}"
         with open(fresh, "w", encoding="ascii") as file:
-            json.dump({"pid": pid, "at": now}, file)
+            json.dump({str(pid): at for pid, at in self._signs.items()}, file)
         os.replace(fresh, self.path)
 
     def last(self) -> tuple[int, float] | None:
-        """(pid, seconds since its last sign), or None before the first sign."""
+        """(pid, seconds since its last sign) of the delivery process silent longest, or
+        None before the first sign."""
         try:
             with open(self.path, encoding="ascii") as file:
-                noted = json.load(file)
-            return int(noted["pid"]), max(0.0, self._clock() - float(noted["at"]))
-        except (OSError, ValueError, KeyError, TypeError):
+                signs = {int(pid): float(at) for pid, at in json.load(file).items()}
+        except (OSError, ValueError, AttributeError, TypeError):
             return None
+        if not signs:
+            return None
+        pid, at = min(signs.items(), key=lambda sign: sign[1])
+        return pid, max(0.0, self._clock() - at)

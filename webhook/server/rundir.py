@@ -48,7 +48,9 @@ class RunDir:
         return env
 
     def gone(self, pid: int) -> None:
-        """A process that counted has exited: its live gauges go (its counts stay counted)."""
+        """A process that counted has exited: its live gauges go (its counts stay counted),
+        and a delivery process's last sign with it."""
+        self.beats.forget(pid)
         if self.metrics is not None:
             from prometheus_client import multiprocess
             multiprocess.mark_process_dead(pid, self.metrics)

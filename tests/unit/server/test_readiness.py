@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from webhook.delivery.heartbeat import BeatFile, Heartbeat
 from webhook.errors import StoreError
 from webhook.server.exposition import QueueCollector, exposition, totals
-from webhook.server.readiness import Readiness, ReadyResource, delivery_by_file
+from webhook.server.readiness import Check, Readiness, ReadyResource, delivery_by_file
 from webhook.server.rundir import RunDir
 from webhook.store import Backlog, InboxEntry, NewReply
 from webhook.store.sqlite import SqliteStore
@@ -82,6 +82,20 @@ def test_each_check_fails_alone_and_says_why(tmp_path, clock):
                                                    "for 301 s (over ready_backlog_age 300 s)")
     clock.advance(31)                                    # silent for more than half of 60 s
     assert ready(readiness)[1]["failed"] == ["delivery", "backlog"]
+
+
+def test_one_silent_delivery_process_of_two_is_not_ready_until_it_is_gone(tmp_path, clock):
+    beats = BeatFile(str(tmp_path / "beat"), clock=clock)
+    check = delivery_by_file(beats, 60)
+    beats.note(11)
+    beats.note(22)
+    for _ in range(40):                                  # 11 goes round, 22 is stuck
+        clock.advance(1.0)
+        beats.note(11)
+    assert check() == Check("delivery", False, "delivery pid 22: last progress 40 s ago "
+                                               "(over 30 s: half of stall_timeout)")
+    beats.forget(22)                                     # killed by its supervisor
+    assert check() == Check("delivery", True, "delivery pid 11: last progress 0 s ago")
 
 
 def test_dead_letters_at_the_limit_are_not_ready(tmp_path, clock):
@@ -175,7 +189,7 @@ def test_the_run_directory_is_private_and_gone_at_exit(tmp_path):
         assert list(stale.iterdir()) == []       # an earlier run's counts are not this one's
         run.beats.note(77)
         beat = json.loads(Path(run.path, "delivery.beat").read_text())
-        assert beat["pid"] == 77
+        assert list(beat) == ["77"]
     assert not os.path.exists(run.path) and stale.is_dir()
     with RunDir(metrics=False, env={}) as run:
         assert run.env == {"WXPUSH_RUN_DIR": run.path}
