@@ -5,7 +5,7 @@ requests' own, directly and through ``Session.request``.
 
 A reply's send is a JSON POST. ``WeChatClient`` hands such a call to the session's transport
 as it prepared it (``_plain``); any other call goes through ``requests.Session.request``. Its
-own session's transport is ``webhook.wechat.transport.KeptAlive`` (http.client); a session
+own session's transport is ``webhook.wechat.transport.KeptAlive`` (its own sockets); a session
 made by hand has requests' ``HTTPAdapter`` (urllib3). The three are timed here in one run,
 alternating, against a keep-alive stand-in server in another process (so its CPU is not
 counted), as the CPU this process spends per call. Prints figures, asserts nothing.

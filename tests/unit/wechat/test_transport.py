@@ -167,3 +167,48 @@ def test_a_kept_alive_connection_past_descriptor_1024_is_reused(answering):
     finally:
         for fd in held:
             os.close(fd)
+
+
+@pytest.mark.parametrize("raw, status, body, closes", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 200, b"{}", False),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+     200, b"{}", False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3;ext=1\r\n{\"a\r\n5\r\n\":1}\n\r\n0\r\nTrailer: x\r\n\r\n", 200, b'{"a":1}\n', False),
+    (b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+     502, b"", True),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", 200, b"{}", True),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}",
+     200, b"{}", False),
+    (b"HTTP/1.1 200 OK\r\n\r\nto the end", 200, b"to the end", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", False),
+])
+def test_an_answer_is_read_by_its_framing(raw, status, body, closes):
+    import io
+
+    from webhook.wechat.transport import _answer
+
+    reader = io.BufferedReader(io.BytesIO(raw + (b"" if closes else b"NEXT")))
+    got = _answer(reader, "POST")
+    assert (got[0], got[3], got[4]) == (status, body, closes)
+    if not closes:
+        assert reader.read() == b"NEXT"     # the next answer is left where it starts
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nContent-Length: nine\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n",
+])
+def test_an_answer_that_does_not_read_is_an_error_of_http_client_s(raw):
+    import http.client
+    import io
+
+    from webhook.wechat.transport import _answer
+
+    with pytest.raises(http.client.HTTPException):
+        _answer(io.BufferedReader(io.BytesIO(raw)), "POST")
