@@ -122,7 +122,7 @@ def test_rules_reload_while_running(servers, emulator, tmp_path):
     server = start(servers, emulator, tmp_path, rules=RULES)
     rules = server.directory / "rules.toml"
     rules.write_text(RULES.replace("9:00–18:00", "10:00–20:00"), encoding="utf-8")
-    every = server.workers + 1                        # and the delivery process
+    every = server.workers + server.deliveries        # and the delivery processes
     assert wait_for(lambda: server.logs().count("rules reloaded") == every, timeout=2.5)
     builder = PushBuilder(appid=APPID, token=TOKEN, encoding_aes_key=AES_KEY)
     session = requests.Session()

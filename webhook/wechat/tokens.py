@@ -146,7 +146,9 @@ class TokenProvider:
 
     def current(self, appid: str) -> tuple[str, float]:
         """A valid access_token and when it expires (unix seconds): what the token service
-        hands the business's other back ends."""
+        hands the business's other back ends, read from the store each time (never a token
+        a client had replaced a moment ago)."""
+        self._seen.pop(appid, None)
         return self._with_expiry(appid, self.get(appid))
 
     def replace(self, appid: str, refused: str) -> tuple[str, float]:

@@ -335,13 +335,15 @@ def test_a_process_reads_its_token_from_the_store_once_a_second(store, upstream,
     assert here.get("wxA") == "T1"                          # still valid for 5 minutes
     clock.advance(1.0)
     assert here.get("wxA") == "T2"
+    provider(store, upstream, clock, endpoint="classic").refresh("wxA")     # T3, elsewhere
+    assert here.current("wxA")[0] == "T3"                   # the token service reads afresh
     used = []
 
     def send(token: str) -> str:
         used.append(token)
-        if token == "T2":
+        if token == "T3":
             raise TokenInvalid(40001, "invalid credential")
         return "sent"
 
-    assert here.call("wxA", send) == "sent" and used == ["T2", "T3"]
-    assert here.get("wxA") == "T3"
+    assert here.call("wxA", send) == "sent" and used == ["T3", "T4"]
+    assert here.get("wxA") == "T4"
