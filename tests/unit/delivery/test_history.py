@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -172,20 +174,28 @@ class Gated:
         return getattr(self._store, name)
 
 
-def test_started_history_writes_what_gathered_during_a_write_in_one_write(store, clock):
+@contextmanager
+def writing(store: Store, clock) -> Iterator[tuple[Gated, History]]:
+    """A started history whose thread is writing o0's note, held at the gate until the
+    block opens it; stopped after (writing what its thread had not yet written)."""
     gated = Gated(store)
     history = History(gated, days=7, clock=clock)
     history.start()
     try:
         gated.gate.clear()
         handle(store, history, make_text("几点", openid="o0"))
-        assert gated.entered.wait(10)   # its thread is writing the first note
+        assert gated.entered.wait(10)
+        yield gated, history
+        gated.gate.set()
+    finally:
+        history.stop()
+
+
+def test_started_history_writes_what_gathered_during_a_write_in_one_write(store, clock):
+    with writing(store, clock) as (gated, history):
         for i in range(1, 6):
             handle(store, history, make_text("几点", openid=f"o{i}"))
         assert store.history_conversations() == []   # handed over, not written yet
-        gated.gate.set()
-    finally:
-        history.stop()   # writes what its thread had not yet written
     assert gated.writes == [1, 5]
     assert len(store.history_conversations()) == 6
 
@@ -224,20 +234,11 @@ def test_a_reply_noted_after_its_queueing_shows_its_last_state(store, clock):
 def test_the_notes_of_one_conversation_in_one_write_are_written_as_one(store, clock):
     """A reply queued and sent while the history's thread was busy is one row, in its last
     state: what writing the notes one by one leaves, in fewer writes."""
-    gated = Gated(store)
-    history = History(gated, days=7, clock=clock)
-    history.start()
-    try:
-        gated.gate.clear()
-        handle(store, history, make_text("几点", openid="o0"))
-        assert gated.entered.wait(10)
+    with writing(store, clock) as (gated, history):
         handle(store, history, make_text("几点", openid="oG"))
         sender = Sender(store=store, api=Refusing(), owner="s", clock=clock,
                         rng=random.Random(1), lease=30, max_attempts=3, history=history)
         assert sender.run_once() == 2
-        gated.gate.set()
-    finally:
-        history.stop()
     assert gated.writes == [1, 2]                # o0's reply, and oG's push with its reply
     timeline = store.history_timeline(APPID, "oG")
     assert [(i.direction, i.state) for i in timeline] == [("in", ""), ("out", "dead")]
