@@ -101,7 +101,7 @@ class ServerProcess:
         pids, deliveries, logs = self.worker_pids(), self.delivery_pids(), self.logs()
         return len(pids) >= self.workers and len(deliveries) >= self.deliveries and all(
             f"Worker accepting connections (pid: {pid})" in logs for pid in pids) and all(
-            f"delivery started pid={pid}" in logs for pid in deliveries)
+            f"delivery started pid={pid} " in logs for pid in deliveries)
 
     def worker_pids(self) -> list[int]:
         """gunicorn's request workers."""

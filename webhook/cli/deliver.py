@@ -1,10 +1,11 @@
 """``wxpush deliver``: the work done after the answer, without serving HTTP: take recorded
 pushes, run their handlers, send the replies, take over pushes and replies whose process died.
 
-``wxpush serve`` runs ``[server] deliveries`` of them beside gunicorn (the delivery processes),
-so the request workers run the request path alone. With Redis, a ``wxpush deliver`` on any host adds handlers and
-senders. SIGTERM or SIGINT: stop taking, let running handlers and in-flight sends finish
-(within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds, as for gunicorn's workers).
+``wxpush serve`` runs ``[server] deliveries`` of them beside gunicorn (the delivery
+processes), so the request workers run the request path alone. With Redis, a ``wxpush
+deliver`` on any host adds handlers and senders. SIGTERM or SIGINT: stop taking, let running
+handlers and in-flight sends finish (within ``WXPUSH_GRACEFUL_TIMEOUT`` seconds, as for
+gunicorn's workers).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from webhook.cli.logs import configure_logging
 from webhook.config.settings import config_path, load
 from webhook.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["register", "shares"]
 
 log = logging.getLogger("webhook.delivery.background")
 NICE = 10   # how much nicer than the request workers the delivery process runs
@@ -33,10 +34,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-volatile-redis", action="store_true",
                         help="run on a Redis that keeps nothing across a restart (tests only)")
     # wxpush serve's supervisor: the pipe to tell it of progress on (webhook.server.supervisor),
-    # and this process's share of [server] senders.
+    # and which of its delivery processes this is ("I/N": a share of [server] senders).
     parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--senders", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=_share, help=argparse.SUPPRESS)
     parser.set_defaults(handler=work)
+
+
+def _share(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with I < N")
+    return int(index), int(count)
+
+
+def shares(senders: int, processes: int) -> list[int]:
+    """``senders`` sends in flight split between ``processes`` delivery processes."""
+    return [senders // processes + (i < senders % processes) for i in range(processes)]
 
 
 def graceful_timeout() -> float:
@@ -54,8 +67,10 @@ def work(args: argparse.Namespace) -> int:
     from webhook.server.app import create_background, parts
 
     settings = load(config_path(args.config))
-    if args.senders is not None:
-        settings = replace(settings, server=replace(settings.server, senders=args.senders))
+    if args.share is not None:
+        index, count = args.share
+        senders = shares(settings.server.senders, count)[index]
+        settings = replace(settings, server=replace(settings.server, senders=senders))
     configure_logging()
     # WeChat's 5 s answer comes first, a reply can wait a few ms: on a host short of CPU the
     # request workers get it first. (Linux: the threads started from here on inherit it.)
@@ -72,7 +87,7 @@ def work(args: argparse.Namespace) -> int:
     router.start()
     background.start()
     history.start()
-    log.info("delivery started pid=%d", os.getpid())
+    log.info("delivery started pid=%d senders=%d", os.getpid(), settings.server.senders)
     while not stopping.wait(1.0):
         pass
     log.info("delivery stopping pid=%d", os.getpid())

@@ -22,7 +22,7 @@ from webhook.server.rundir import RunDir
 from webhook.server.supervisor import Supervisor
 from webhook.store import Store, open_store
 
-__all__ = ["register", "check_free", "announce", "shares"]
+__all__ = ["register", "check_free", "announce"]
 
 log = logging.getLogger("webhook.server")
 
@@ -79,8 +79,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.allow_volatile_redis:
         env["WXPUSH_ALLOW_VOLATILE_REDIS"] = "1"
         delivery.append("--allow-volatile-redis")
-    deliveries = [[*delivery, "--senders", str(share)]
-                  for share in shares(settings.server.senders, settings.server.deliveries)]
+    count = settings.server.deliveries
+    deliveries = [[*delivery, "--share", f"{i}/{count}"] for i in range(count)]
     if settings.server.log_format == "json":   # a log pipeline reads one object a line
         for line in announce(bind, settings).splitlines():
             log.info("%s", line.strip())
@@ -96,11 +96,6 @@ def serve(args: argparse.Namespace) -> int:
         return Supervisor(gunicorn, deliveries, graceful=graceful_timeout(), env=env,
                           stall=settings.server.stall_timeout, progress=run.beats.note,
                           gone=run.gone).run()
-
-
-def shares(senders: int, processes: int) -> list[int]:
-    """``senders`` sends in flight split between ``processes`` delivery processes."""
-    return [senders // processes + (i < senders % processes) for i in range(processes)]
 
 
 def log_start(settings: Settings, rules: int) -> None:

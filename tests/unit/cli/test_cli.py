@@ -363,6 +363,6 @@ def test_demo_keeps_running_with_the_console_and_an_answer_reaches_the_customer(
     (128, 2, [64, 64]), (5, 2, [3, 2]), (1, 2, [1, 0]), (0, 3, [0, 0, 0]), (7, 1, [7])])
 def test_serve_splits_the_sends_in_flight_between_its_delivery_processes(senders, processes,
                                                                           split):
-    from webhook.cli.serve import shares
+    from webhook.cli.deliver import shares
 
     assert shares(senders, processes) == split
