@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from webhook.backoff import Loop, backoff
@@ -195,11 +195,10 @@ class Background:
         if not free:
             return 0.0
         rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=free)
-        windows = self._sender.windows(rows) if rows else {}
         for row in rows:
             started = sends.start()
             try:
-                self._sends.submit(self._deliver, row, started, windows)
+                self._sends.submit(self._deliver, row, started)
             except RuntimeError:   # shutting down: claimed again when its lease runs out
                 sends.end(started, backed_off=False)
         if not rows:
@@ -208,10 +207,10 @@ class Background:
             self._stopping.wait(GATHER)
         return 0.0
 
-    def _deliver(self, row: OutboxRow, started: float, windows: Mapping[str, str]) -> None:
+    def _deliver(self, row: OutboxRow, started: float) -> None:
         outcome = "failed"
         try:
-            outcome = self._sender.deliver(row, windows)
+            outcome = self._sender.deliver(row)
         except Exception as exc:   # the store failed (a read, or the mark after the send)
             self._repeats.log(log, logging.ERROR, "send store", "send failed id=%s error=%s: "
                               "%s; claimed again when its lease runs out", row.id,

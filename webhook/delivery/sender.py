@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -51,26 +51,19 @@ class Sender:
         """Claim up to ``limit`` due rows and deliver them (calling ``progress`` after each);
         how many were claimed."""
         rows = self._store.outbox_claim(owner=self._owner, lease=self._lease, limit=limit)
-        windows = self.windows(rows)
         for row in rows:
-            self.deliver(row, windows)
+            self.deliver(row)
             if progress is not None:
                 progress()
         return len(rows)
 
-    def windows(self, rows: Sequence[OutboxRow]) -> dict[str, str]:
-        """The send windows recorded for the customers of ``rows``, in one store read."""
-        return self._store.get_many([window_key(row.appid, row.openid) for row in rows])
-
-    def deliver(self, row: OutboxRow, windows: Mapping[str, str] | None = None) -> str:
+    def deliver(self, row: OutboxRow) -> str:
         """Send ``row`` and mark it; the outcome: "sent"; "refused" (for good: set aside);
         "busy" (WeChat answered with a passing error: the row is tried later, or set aside
         after its attempts, and the sender backs off); "failed" (our own error: the same,
-        without backing off). ``windows``: the send windows read for it (``windows()``),
-        if not read here."""
+        without backing off)."""
         window = window_key(row.appid, row.openid)
-        recorded = self._store.get(window) if windows is None else windows.get(window)
-        refused = verdict(recorded, self._clock())
+        refused = verdict(self._store.get(window), self._clock())
         if refused:
             self._store.outbox_dead(row.id, owner=self._owner, errcode=None, errmsg=refused)
             DEAD_LETTERS.labels(row.appid, "window").inc()

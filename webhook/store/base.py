@@ -174,10 +174,6 @@ class Store(abc.ABC):
         """The value, or None if absent or expired."""
 
     @abc.abstractmethod
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        """The values of those of ``keys`` that are set and not expired, in one read."""
-
-    @abc.abstractmethod
     def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
         """Set ``key`` (overwriting), expiring after ``ttl`` seconds if given."""
 

@@ -158,16 +158,6 @@ class RedisStore(RedisHistory, Store):
         return self._decode(self.client.get(self._vkey(key)), self.clock())
 
     @_store_errors
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        if not keys:
-            return {}
-        now = self.clock()
-        values = self.client.mget([self._vkey(key) for key in keys])
-        return {key: value for key, value in
-                ((key, self._decode(raw, now)) for key, raw in zip(keys, values))
-                if value is not None}
-
-    @_store_errors
     def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
         self.client.set(self._vkey(key), self._encode(value, self.clock(), ttl),
                         px=None if ttl is None else _px(ttl))

@@ -229,17 +229,6 @@ class SqliteStore(SqliteHistory, Store):
                                (key, self.clock())).fetchone()
         return row[0] if row else None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        keys = list(dict.fromkeys(keys))
-        with self._connection() as conn:
-            for at in range(0, len(keys), 500):   # SQLite's bound parameters, at most
-                part = keys[at:at + 500]
-                found.update(conn.execute(
-                    f"SELECT key, value FROM kv WHERE key IN ({','.join('?' * len(part))}) "
-                    "AND (expires_at IS NULL OR expires_at > ?)", (*part, self.clock())))
-        return found
-
     def put(self, key: str, value: str, *, ttl: float | None = None) -> None:
         self._write(lambda conn, now: conn.execute(
             "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",

@@ -43,18 +43,6 @@ def test_get_put_delete(store: Store) -> None:
     store.delete("k")   # deleting an absent key is fine
 
 
-def test_get_many_reads_the_set_values_of_many_keys(store: Store, clock) -> None:
-    assert store.get_many([]) == {}
-    store.put("a", "1")
-    store.put("b", "2", ttl=10)
-    store.put("c", "3", ttl=1)
-    clock.advance(1)
-    keys = ["a", "b", "c", "missing", "a", *(f"k{i}" for i in range(1200))]
-    assert store.get_many(keys) == {"a": "1", "b": "2"}
-    store.put("k1100", "far down the list")
-    assert store.get_many(keys)["k1100"] == "far down the list"
-
-
 def test_ttl_expiry_follows_the_store_clock(store: Store, clock) -> None:
     store.put("k", "v", ttl=10)
     clock.advance(9.9)
