@@ -53,8 +53,9 @@ BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0
 # could not force a new token sooner than 30 s anyway.
 REFUSED_GAP = 60.0
 # A process keeps using the token it read from the store this many seconds, so a send reads
-# no store for it: a token replaced elsewhere is seen that much later at most, while the one
-# it replaced is still valid (docs/protocol.md §6.1: both are, for five minutes).
+# no store for it (with Redis a round trip, some tenth of a send's CPU in paired runs): a
+# token replaced elsewhere is seen that much later at most, while the one it replaced is
+# still valid (docs/protocol.md §6.1: both are, for five minutes).
 REREAD = 1.0
 
 
