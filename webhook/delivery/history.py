@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from webhook.backoff import Loop
@@ -121,8 +120,7 @@ class History:
         if tallies:
             self._guarded("tally", lambda: self._store.tally_add(tallies))
         if notes:
-            merged = _merged(notes)
-            self._guarded("notes", lambda: self._store.history_add(merged))
+            self._guarded("notes", lambda: self._store.history_add(notes))
 
     def _guarded(self, what: str, write: Callable[[], object]) -> None:
         try:
@@ -201,25 +199,3 @@ class History:
         self._threads = []
         self.write()
 
-
-def _merged(notes: Sequence[HistoryNote]) -> list[HistoryNote]:
-    """The notes of one write, one per conversation, leaving what they would in turn: each
-    item as first noted with its last state (a reply queued, then sent, is written once),
-    the last preview and flag given."""
-    merged: dict[tuple[str, str], HistoryNote] = {}
-    for note in notes:
-        earlier = merged.get((note.appid, note.openid))
-        if earlier is None:
-            merged[note.appid, note.openid] = note
-            continue
-        items = {item.item: item for item in earlier.items}
-        for item in note.items:
-            first = items.get(item.item)
-            items[item.item] = item if first is None else replace(
-                first, rule=item.rule, state=item.state, errcode=item.errcode,
-                errmsg=item.errmsg)
-        merged[note.appid, note.openid] = HistoryNote(
-            note.appid, note.openid, list(items.values()),
-            preview=earlier.preview if note.preview is None else note.preview,
-            flag=note.flag or earlier.flag)
-    return list(merged.values())

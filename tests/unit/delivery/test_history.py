@@ -231,15 +231,15 @@ def test_a_reply_noted_after_its_queueing_shows_its_last_state(store, clock):
     assert store.history_timeline(APPID, "oF")[-1].state == "dead"
 
 
-def test_the_notes_of_one_conversation_in_one_write_are_written_as_one(store, clock):
-    """A reply queued and sent while the history's thread was busy is one row, in its last
-    state: what writing the notes one by one leaves, in fewer writes."""
+def test_the_notes_of_one_reply_in_one_write_leave_its_last_state(store, clock):
+    """A reply queued and refused while the history's thread was busy: both notes go in one
+    write, and the timeline shows the reply once, in its last state."""
     with writing(store, clock) as (gated, history):
         handle(store, history, make_text("几点", openid="oG"))
         sender = Sender(store=store, api=Refusing(), owner="s", clock=clock,
                         rng=random.Random(1), lease=30, max_attempts=3, history=history)
         assert sender.run_once() == 2
-    assert gated.writes == [1, 2]                # o0's reply, and oG's push with its reply
+    assert gated.writes == [1, 3]    # oG's push with its reply queued; both replies refused
     timeline = store.history_timeline(APPID, "oG")
     assert [(i.direction, i.state) for i in timeline] == [("in", ""), ("out", "dead")]
     assert store.history_conversation(APPID, "oG").flag == DEAD
