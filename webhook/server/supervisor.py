@@ -96,13 +96,7 @@ class Supervisor:
                     self._server.returncode = code
                     self._stop_deliveries()
                     return code if code >= 0 else 128 - code
-                for delivery in self._deliveries:
-                    if delivery.process is not None and pid == delivery.process.pid:
-                        delivery.process.returncode = code
-                        delivery.process = None
-                        delivery.close_beats()
-                        self._gone(pid)
-                        self._schedule_restart(delivery, code)
+                self._exited(pid, code)
             for delivery in self._deliveries:
                 if delivery.restart_at is not None and self._clock() >= delivery.restart_at:
                     self._start(delivery)
@@ -146,7 +140,15 @@ class Supervisor:
             _signal(delivery.process, signal.SIGKILL)   # works on a stopped process too
             delivery.heard = math.inf                    # once: its exit is reaped next
 
-    def _schedule_restart(self, delivery: _Delivery, code: int) -> None:
+    def _exited(self, pid: int, code: int) -> None:
+        """A delivery process exited: start it again later, unless the server is stopping."""
+        delivery = next((d for d in self._deliveries
+                         if d.process is not None and d.process.pid == pid), None)
+        if delivery is None:
+            return
+        delivery.process = None
+        delivery.close_beats()
+        self._gone(pid)
         if self._stopping:
             return
         ran = self._clock() - delivery.started_at

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import requests
@@ -172,7 +172,7 @@ def _close(idle: dict[_Key, list[_Link]]) -> None:
     idle.clear()
 
 
-def _request(request: requests.PreparedRequest, url: Any, port: int,
+def _request(request: requests.PreparedRequest, url: SplitResult, port: int,
              body: bytes | None) -> bytes:
     """The request's head and body, to go out in one write."""
     host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname or ""
