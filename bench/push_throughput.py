@@ -117,7 +117,7 @@ class Server:
         return request_workers(self.process.pid) if self.process else []
 
     def rss_mib(self) -> str:
-        """Resident memory of each request worker (and of the delivery process)."""
+        """Resident memory of each request worker (and of the delivery processes)."""
         def rss(pid: int) -> str:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -216,7 +216,7 @@ def run_wrk(server: Server, pushes: Path, *, seconds: float, threads: int,
 
 
 def wait_drained(db: Path, timeout: float = 180.0) -> float:
-    """Seconds until wxpush's delivery process (handlers, sends) has caught up: no push
+    """Seconds until wxpush's delivery processes (handlers, sends) have caught up: no push
     pending (in the journals or the inbox), no reply waiting."""
     started = time.monotonic()
     store = SqliteStore(str(db))

@@ -22,8 +22,8 @@ matches, ``api_base`` at the emulator) and stops it by pid afterwards.
 - steady: pushes paced at a fixed rate at 50 ms API latency; push sent -> reply answered by
   the emulator, percentiles.
 - ``--redis``: the burst at 50 ms with one and with two ``wxpush serve`` on one redis-server
-  (appendonly, started here on a free loopback port); each runs its own delivery process, so
-  two servers should send about twice as fast.
+  (appendonly, started here on a free loopback port); each runs its own delivery processes,
+  so two servers should send about twice as fast where the machine has the cores for them.
 
 CPU is read from /proc before and after each burst: the delivery processes' per reply, the
 request workers' per push, and this process's (the emulator) per reply. A burst that has

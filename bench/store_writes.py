@@ -2,7 +2,7 @@
 
 Prints (1) commits a second of two processes each writing flat out from four threads, and
 (2) how long single writes of one process take while another writes flat out (the shape of a
-login's session write beside the delivery process). Run it from the checkout to measure:
+login's session write beside a delivery process). Run it from the checkout to measure:
 ``python bench/store_writes.py [--seconds 3] [--rounds 5]``.
 """
 
